@@ -1,0 +1,163 @@
+"""The uplink wire contract: round trips, the published JSON Schema, tolerant decoding."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jsonschema
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from zhizao.errors import ContractError, TopicError
+from zhizao.wire import (
+    MAX_TIMESTAMP_MS,
+    MIN_TIMESTAMP_MS,
+    EdgeStatus,
+    Point,
+    PointKind,
+    StateClass,
+    UplinkBatch,
+    data_topic,
+    decode_batch,
+    decode_status,
+    encode_batch,
+    encode_status,
+    json_schemas,
+    parse_topic,
+    status_topic,
+)
+
+SCHEMA_DIR = Path(__file__).parents[2] / "docs" / "schema"
+ENTERPRISE = "91350100M000100Y43"
+T0 = 1_767_225_600_000
+
+codes = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,20}", fullmatch=True)
+timestamps = st.integers(min_value=MIN_TIMESTAMP_MS, max_value=MAX_TIMESTAMP_MS)
+qualities = st.sampled_from(["good", "uncertain", "bad"])
+metric_points = st.builds(
+    Point,
+    device=codes, ts=timestamps, kind=st.just(PointKind.METRIC),
+    name=st.text(min_size=1, max_size=30),
+    value=st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**53), 2**53)),
+    quality=qualities,
+)
+state_points = st.builds(
+    Point,
+    device=codes, ts=timestamps, kind=st.just(PointKind.STATE), name=st.just("state"),
+    value=st.sampled_from([s.value for s in StateClass]),
+    raw=st.none() | st.text(max_size=20), reason=st.none() | st.text(max_size=20),
+)
+count_points = st.builds(
+    Point,
+    device=codes, ts=timestamps, kind=st.just(PointKind.COUNT),
+    name=st.sampled_from(["good", "reject"]), value=st.integers(0, 10_000),
+)
+event_points = st.builds(
+    Point,
+    device=codes, ts=timestamps, kind=st.just(PointKind.EVENT), name=st.just("connectivity"),
+    value=st.sampled_from(["online", "offline"]), reason=st.none() | st.text(max_size=20),
+)
+batches = st.builds(
+    UplinkBatch,
+    enterprise=st.just(ENTERPRISE), edge=codes, seq=st.integers(0, 2**62), sent_at=timestamps,
+    points=st.lists(st.one_of(metric_points, state_points, count_points, event_points),
+                    min_size=1, max_size=20),
+)
+
+
+@given(batches)
+def test_batch_round_trip(batch: UplinkBatch) -> None:
+    decoded = decode_batch(encode_batch(batch))
+    assert decoded.rejected == ()
+    assert decoded.batch == batch
+
+
+@given(batches)
+def test_encoded_batches_follow_the_published_schema(batch: UplinkBatch) -> None:
+    schema = json.loads((SCHEMA_DIR / "uplink-batch.schema.json").read_text())
+    jsonschema.validate(json.loads(encode_batch(batch)), schema)
+
+
+def test_published_schemas_are_current() -> None:
+    for name, schema in json_schemas().items():
+        on_disk = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
+        assert on_disk == schema, f"docs/schema/{name}.schema.json is stale: run `zhizao contract schema`"
+
+
+def test_examples_in_docs_follow_the_schema() -> None:
+    for name in ("uplink-batch", "edge-status"):
+        schema = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
+        example = json.loads((SCHEMA_DIR / f"{name}.example.json").read_text())
+        jsonschema.validate(example, schema)
+    decode_batch((SCHEMA_DIR / "uplink-batch.example.json").read_bytes())
+    decode_status((SCHEMA_DIR / "edge-status.example.json").read_bytes())
+
+
+def _envelope(points: list[object]) -> bytes:
+    return json.dumps(
+        {"v": 1, "enterprise": ENTERPRISE, "edge": "e1", "seq": 7, "sent_at": T0, "points": points},
+        allow_nan=True,
+    ).encode()
+
+
+GOOD = {"device": "cnc-01", "ts": T0, "kind": "metric", "name": "spindle_speed", "value": 1200.0}
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ({**GOOD, "value": math.nan}, "finite"),
+        ({**GOOD, "value": math.inf}, "finite"),
+        ({**GOOD, "ts": 1_000}, "points.1.ts"),
+        ({**GOOD, "kind": "count", "name": "good", "value": -1}, "non-negative integer"),
+        ({**GOOD, "kind": "count", "name": "total", "value": 1}, "'good' or 'reject'"),
+        ({**GOOD, "kind": "state", "value": "RUNNIN"}, "state value must be one of"),
+        ({**GOOD, "device": "bad device/"}, "points.1.device"),
+        ({**GOOD, "extra": 1}, "points.1.extra"),
+    ],
+)
+def test_one_bad_point_costs_only_itself(bad: dict[str, object], reason: str) -> None:
+    decoded = decode_batch(_envelope([GOOD, bad, {**GOOD, "ts": T0 + 1}]))
+    assert [p.ts for p in decoded.batch.points] == [T0, T0 + 1]
+    assert len(decoded.rejected) == 1
+    assert decoded.rejected[0].index == 1
+    assert reason in decoded.rejected[0].reason
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"not json", "not a JSON object"),
+        (b"[1, 2]", "not a JSON object"),
+        (json.dumps({"v": 2, "points": []}).encode(), "contract version 2"),
+        (_envelope([]), "points"),
+        (_envelope([{**GOOD, "value": "x"}]), "no valid point"),
+        (json.dumps({"v": 1, "enterprise": ENTERPRISE, "edge": "e1", "seq": -1,
+                     "sent_at": T0, "points": [GOOD]}).encode(), "seq"),
+        (b"{" + b" " * (5 * 1024 * 1024) + b"}", "byte limit"),
+    ],
+)
+def test_bad_envelopes_raise_with_a_reason(payload: bytes, reason: str) -> None:
+    with pytest.raises(ContractError, match=reason):
+        decode_batch(payload)
+
+
+def test_status_round_trip_and_topics() -> None:
+    status = EdgeStatus(enterprise=ENTERPRISE, edge="edge-1", status="offline", ts=T0,
+                        reason="connection lost", last_seq=42)
+    assert decode_status(encode_status(status)) == status
+    topic = parse_topic(status_topic(ENTERPRISE, "edge-1"))
+    assert (topic.enterprise, topic.edge, topic.channel) == (ENTERPRISE, "edge-1", "status")
+    assert parse_topic(data_topic(ENTERPRISE, "edge-1")).channel == "data"
+
+
+@pytest.mark.parametrize(
+    "topic", ["zhizao/v2/x/edge/e/data", "zhizao/v1/x/edge/e", "zhizao/v1/x/gw/e/data",
+              "zhizao/v1/x/edge/e/cmd", "zhizao/v1/+/edge/e/data"],
+)
+def test_foreign_topics_are_refused(topic: str) -> None:
+    with pytest.raises(TopicError):
+        parse_topic(topic)

@@ -1,0 +1,197 @@
+"""Idempotent bulk writes of facts.
+
+Rows are plain tuples keyed by database ids (ingest resolves device codes and metric
+names before writing) with times as epoch milliseconds, so no Python ``datetime`` is
+built per point. Each table is written with one ``INSERT ... SELECT FROM unnest(...)
+ON CONFLICT DO NOTHING``: one round trip per table, the array parameters sent in
+binary, and a replayed batch inserts nothing. The returned counts say how many rows
+were new, so duplicates absorbed are visible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from zhizao.storage.connection import Conn
+from zhizao.wire import Quality, StateClass
+
+QUALITY_CODES: dict[Quality, int] = {Quality.GOOD: 0, Quality.UNCERTAIN: 1, Quality.BAD: 2}
+COUNTER_CODES: dict[str, int] = {"good": 0, "reject": 1}
+
+
+class MetricRow(NamedTuple):
+    device_id: int
+    metric_id: int
+    ts_ms: int
+    value: float
+    quality: int = 0
+
+
+class StateRow(NamedTuple):
+    device_id: int
+    ts_ms: int
+    state: StateClass
+    raw: str | None = None
+    reason: str | None = None
+    quality: int = 0
+
+
+class CountRow(NamedTuple):
+    device_id: int
+    ts_ms: int
+    counter: int  # COUNTER_CODES
+    quantity: int
+
+
+class ConnectivityRow(NamedTuple):
+    device_id: int
+    ts_ms: int
+    online: bool
+    edge_pk: int | None = None
+    reason: str | None = None
+
+
+class EdgeStatusRow(NamedTuple):
+    edge_pk: int
+    ts_ms: int
+    online: bool
+    reason: str | None = None
+    last_seq: int | None = None
+
+
+class EventRow(NamedTuple):
+    device_id: int
+    ts_ms: int
+    name: str
+    value: str
+
+
+@dataclass
+class FactBatch:
+    metrics: list[MetricRow] = field(default_factory=list)
+    states: list[StateRow] = field(default_factory=list)
+    counts: list[CountRow] = field(default_factory=list)
+    connectivity: list[ConnectivityRow] = field(default_factory=list)
+    edge_status: list[EdgeStatusRow] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return (
+            len(self.metrics)
+            + len(self.states)
+            + len(self.counts)
+            + len(self.connectivity)
+            + len(self.edge_status)
+            + len(self.events)
+        )
+
+    def extend(self, other: FactBatch) -> None:
+        self.metrics.extend(other.metrics)
+        self.states.extend(other.states)
+        self.counts.extend(other.counts)
+        self.connectivity.extend(other.connectivity)
+        self.edge_status.extend(other.edge_status)
+        self.events.extend(other.events)
+
+
+@dataclass(frozen=True)
+class WriteCounts:
+    """Rows offered and rows that were new, per table."""
+
+    offered: int
+    inserted: dict[str, int]
+
+    @property
+    def new(self) -> int:
+        return sum(self.inserted.values())
+
+    @property
+    def duplicates(self) -> int:
+        return self.offered - self.new
+
+
+# table → INSERT over unnest of typed arrays; times are epoch ms turned into
+# timestamptz by the server.
+_INSERTS: dict[str, str] = {
+    "metric_point": """
+        INSERT INTO metric_point (device_id, metric_id, time, value, quality)
+        SELECT u.d, u.m, 'epoch'::timestamptz + u.t * interval '1 ms', u.v, u.q
+        FROM unnest(%s::int4[], %s::int4[], %s::int8[], %s::float8[], %s::int2[])
+            AS u(d, m, t, v, q)
+        ON CONFLICT DO NOTHING""",
+    "state_change": """
+        INSERT INTO state_change (device_id, time, state, raw, reason, quality)
+        SELECT u.d, 'epoch'::timestamptz + u.t * interval '1 ms', u.s::state_class, u.r, u.why, u.q
+        FROM unnest(%s::int4[], %s::int8[], %s::text[], %s::text[], %s::text[], %s::int2[])
+            AS u(d, t, s, r, why, q)
+        ON CONFLICT DO NOTHING""",
+    "production_count": """
+        INSERT INTO production_count (device_id, time, counter, quantity)
+        SELECT u.d, 'epoch'::timestamptz + u.t * interval '1 ms', u.c, u.n
+        FROM unnest(%s::int4[], %s::int8[], %s::int2[], %s::int4[]) AS u(d, t, c, n)
+        ON CONFLICT DO NOTHING""",
+    "device_connectivity": """
+        INSERT INTO device_connectivity (device_id, time, online, edge_pk, reason)
+        SELECT u.d, 'epoch'::timestamptz + u.t * interval '1 ms', u.o, u.e, u.why
+        FROM unnest(%s::int4[], %s::int8[], %s::bool[], %s::int4[], %s::text[])
+            AS u(d, t, o, e, why)
+        ON CONFLICT DO NOTHING""",
+    "edge_status": """
+        INSERT INTO edge_status (edge_pk, time, online, reason, last_seq)
+        SELECT u.e, 'epoch'::timestamptz + u.t * interval '1 ms', u.o, u.why, u.s
+        FROM unnest(%s::int4[], %s::int8[], %s::bool[], %s::text[], %s::int8[])
+            AS u(e, t, o, why, s)
+        ON CONFLICT DO NOTHING""",
+    "device_event": """
+        INSERT INTO device_event (device_id, time, name, value)
+        SELECT u.d, 'epoch'::timestamptz + u.t * interval '1 ms', u.n, u.v
+        FROM unnest(%s::int4[], %s::int8[], %s::text[], %s::text[]) AS u(d, t, n, v)
+        ON CONFLICT DO NOTHING""",
+}
+
+
+def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+async def write_facts(conn: Conn, batch: FactBatch) -> WriteCounts:
+    """Insert the batch in the caller's transaction; duplicates are skipped."""
+    tables: Iterable[tuple[str, Sequence[tuple[object, ...]], int]] = (
+        ("metric_point", batch.metrics, 5),
+        (
+            "state_change",
+            [
+                (r.device_id, r.ts_ms, r.state.value, r.raw, r.reason, r.quality)
+                for r in batch.states
+            ],
+            6,
+        ),
+        ("production_count", batch.counts, 4),
+        ("device_connectivity", batch.connectivity, 5),
+        ("edge_status", batch.edge_status, 5),
+        ("device_event", batch.events, 4),
+    )
+    inserted: dict[str, int] = {}
+    for table, rows, width in tables:
+        if not rows:
+            continue
+        cur = await conn.execute(_INSERTS[table].encode(), _columns(rows, width))
+        inserted[table] = max(cur.rowcount, 0)
+    return WriteCounts(offered=len(batch), inserted=inserted)
+
+
+async def metric_ids(conn: Conn, names: Iterable[str]) -> dict[str, int]:
+    """Ids of metric names, interning the ones not seen before."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return {}
+    await conn.execute(
+        "INSERT INTO metric_name (name) SELECT unnest(%s::text[]) ON CONFLICT (name) DO NOTHING",
+        (wanted,),
+    )
+    cur = await conn.execute("SELECT name, id FROM metric_name WHERE name = ANY(%s)", (wanted,))
+    return {str(name): int(pk) for name, pk in await cur.fetchall()}

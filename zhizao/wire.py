@@ -1,0 +1,293 @@
+"""The uplink wire contract between edge and platform (DESIGN §5, docs/wire-contract.md).
+
+Topics::
+
+    zhizao/v1/{enterprise}/edge/{edge_id}/data     QoS 1, an UplinkBatch
+    zhizao/v1/{enterprise}/edge/{edge_id}/status   QoS 1, retained, an EdgeStatus
+                                                   (birth on connect, death as the Will)
+
+A batch carries points for one or more devices of one edge, with a per-edge
+sequence number that only grows (also across edge restarts) so that ingest can
+detect gaps and replays. Decoding is tolerant per point: a batch whose envelope is
+sound but some of whose points are not yields the good points and a list of
+rejected ones with their index and reason, so one bad point never costs the others.
+The fast path validates the whole batch in one pass (pydantic-core parses the
+JSON); only a batch that fails it is taken apart point by point.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from zhizao.errors import ContractError, TopicError
+
+CONTRACT_VERSION = 1
+TOPIC_ROOT = "zhizao/v1"
+#: 2000-01-01T00:00:00Z in ms: anything earlier is a clock that was never set.
+MIN_TIMESTAMP_MS = 946_684_800_000
+#: 2100-01-01T00:00:00Z in ms: the schema's hard upper bound; ingest applies a
+#: tighter bound relative to its own clock.
+MAX_TIMESTAMP_MS = 4_102_444_800_000
+MAX_POINTS_PER_BATCH = 10_000
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+class Quality(StrEnum):
+    """OPC UA status code class of a value."""
+
+    GOOD = "good"
+    UNCERTAIN = "uncertain"
+    BAD = "bad"
+
+
+class PointKind(StrEnum):
+    METRIC = "metric"  # a process value: spindle speed, temperature
+    STATE = "state"  # a state change: value is a StateClass
+    COUNT = "count"  # a production count increment: name is good or reject
+    EVENT = "event"  # connectivity (name "connectivity") or another device event
+
+
+class StateClass(StrEnum):
+    """The canonical state classes of DESIGN §7, with the labels reports show."""
+
+    RUNNING = "RUNNING"
+    IDLE = "IDLE"
+    SETUP = "SETUP"
+    UNPLANNED_STOP = "UNPLANNED_STOP"
+    PLANNED_STOP = "PLANNED_STOP"
+    OFFLINE = "OFFLINE"
+
+    @property
+    def label_zh(self) -> str:
+        return STATE_LABELS[self]
+
+
+STATE_LABELS: dict[StateClass, str] = {
+    StateClass.RUNNING: "运行",
+    StateClass.IDLE: "待机",
+    StateClass.SETUP: "换型调整",
+    StateClass.UNPLANNED_STOP: "故障停机",
+    StateClass.PLANNED_STOP: "计划停机",
+    StateClass.OFFLINE: "离线",
+}
+
+
+class CountName(StrEnum):
+    GOOD = "good"
+    REJECT = "reject"
+
+
+class Connectivity(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+CONNECTIVITY_EVENT = "connectivity"
+
+Timestamp = Annotated[int, Field(ge=MIN_TIMESTAMP_MS, le=MAX_TIMESTAMP_MS, strict=True)]
+DeviceCode = Annotated[str, Field(pattern=_SEGMENT_RE.pattern)]
+PointName = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class Point(BaseModel):
+    """One observation of one device.
+
+    ``value`` is a finite number for metric, a non-negative integer increment for
+    count, a StateClass name for state and ``online``/``offline`` for a
+    connectivity event. ``raw`` carries the source value a state was mapped from.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    device: DeviceCode
+    ts: Timestamp
+    kind: PointKind
+    name: PointName
+    value: float | int | str | bool
+    quality: Quality = Quality.GOOD
+    raw: str | None = Field(default=None, max_length=256)
+    reason: str | None = Field(default=None, max_length=256)
+
+    @model_validator(mode="after")
+    def _value_fits_kind(self) -> Point:
+        value = self.value
+        if self.kind is PointKind.METRIC:
+            if isinstance(value, str):
+                raise ValueError("a metric value must be a number or a boolean")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("a metric value must be finite (no NaN or infinity)")
+        elif self.kind is PointKind.COUNT:
+            if self.name not in CountName.__members__.values():
+                raise ValueError("a count name must be 'good' or 'reject'")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError("a count value must be a non-negative integer increment")
+        elif self.kind is PointKind.STATE:
+            if value not in StateClass.__members__.values():
+                raise ValueError(f"a state value must be one of {', '.join(StateClass)}")
+        elif self.name == CONNECTIVITY_EVENT and value not in ("online", "offline"):
+            raise ValueError("a connectivity event value must be 'online' or 'offline'")
+        return self
+
+
+class UplinkBatch(BaseModel):
+    """A batch of points from one edge, published on ``.../edge/{edge_id}/data``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+    enterprise: Annotated[str, Field(min_length=18, max_length=18)]
+    edge: DeviceCode
+    seq: Annotated[int, Field(ge=0, strict=True)]
+    sent_at: Timestamp
+    points: Annotated[list[Point], Field(min_length=1, max_length=MAX_POINTS_PER_BATCH)]
+
+
+class EdgeStatus(BaseModel):
+    """Birth (retained, on connect) or death (the MQTT Will) of an edge.
+
+    A Will is fixed when the edge connects, so its ``ts`` is the connect time;
+    ingest records a death at the time it receives it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+    enterprise: Annotated[str, Field(min_length=18, max_length=18)]
+    edge: DeviceCode
+    status: Connectivity
+    ts: Timestamp
+    reason: str | None = Field(default=None, max_length=256)
+    last_seq: Annotated[int, Field(ge=0)] | None = None
+    software: str | None = Field(default=None, max_length=64)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedPoint:
+    index: int
+    reason: str
+    raw: Any
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBatch:
+    batch: UplinkBatch
+    rejected: tuple[RejectedPoint, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    enterprise: str
+    edge: str
+    channel: Literal["data", "status"]
+
+
+def data_topic(enterprise: str, edge: str) -> str:
+    return f"{TOPIC_ROOT}/{enterprise}/edge/{edge}/data"
+
+
+def status_topic(enterprise: str, edge: str) -> str:
+    return f"{TOPIC_ROOT}/{enterprise}/edge/{edge}/status"
+
+
+def subscription_filter(channel: Literal["data", "status", "+"] = "+") -> str:
+    return f"{TOPIC_ROOT}/+/edge/+/{channel}"
+
+
+def parse_topic(topic: str) -> Topic:
+    parts = topic.split("/")
+    if (
+        len(parts) != 6
+        or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT
+        or parts[3] != "edge"
+        or parts[5] not in ("data", "status")
+    ):
+        raise TopicError(f"not a zhizao uplink topic: {topic!r}", path="topic")
+    if not _SEGMENT_RE.match(parts[2]) or not _SEGMENT_RE.match(parts[4]):
+        raise TopicError(f"bad enterprise or edge segment in {topic!r}", path="topic")
+    channel: Literal["data", "status"] = "data" if parts[5] == "data" else "status"
+    return Topic(enterprise=parts[2], edge=parts[4], channel=channel)
+
+
+def encode_batch(batch: UplinkBatch) -> bytes:
+    return batch.model_dump_json(exclude_none=True).encode()
+
+
+def encode_status(status: EdgeStatus) -> bytes:
+    return status.model_dump_json(exclude_none=True).encode()
+
+
+def _describe(error: ValidationError, prefix: str = "") -> str:
+    first = error.errors(include_url=False)[0]
+    loc = ".".join(str(part) for part in (*([prefix] if prefix else []), *first["loc"]))
+    more = error.error_count() - 1
+    tail = f" (and {more} more)" if more else ""
+    return f"{loc or 'payload'}: {first['msg']}{tail}"
+
+
+_ENVELOPE = TypeAdapter(dict[str, Any])
+
+
+def decode_batch(payload: bytes) -> DecodedBatch:
+    """Decode a data message; raise ContractError if the envelope itself is bad."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ContractError(
+            f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD_BYTES} byte limit"
+        )
+    try:
+        return DecodedBatch(UplinkBatch.model_validate_json(payload))
+    except ValidationError as whole:
+        failure = whole
+    # Slow path: find out whether the envelope or only some points are wrong.
+    try:
+        document = _ENVELOPE.validate_python(json.loads(payload))
+    except (ValueError, ValidationError) as exc:
+        raise ContractError(f"payload is not a JSON object: {exc}") from failure
+    version = document.get("v")
+    if version != CONTRACT_VERSION:
+        raise ContractError(
+            f"contract version {version!r} is not supported (expected {CONTRACT_VERSION})",
+            path="v",
+        )
+    raw_points = document.get("points")
+    if not isinstance(raw_points, list):
+        raise ContractError("points must be a list", path="points")
+    good: list[Point] = []
+    rejected: list[RejectedPoint] = []
+    for index, raw in enumerate(raw_points):
+        try:
+            good.append(Point.model_validate(raw))
+        except ValidationError as exc:
+            rejected.append(RejectedPoint(index, _describe(exc, f"points.{index}"), raw))
+    if not good:
+        if rejected:
+            raise ContractError(f"no valid point; first: {rejected[0].reason}", path="points")
+        raise ContractError(_describe(failure))
+    try:
+        batch = UplinkBatch.model_validate({**document, "points": good})
+    except ValidationError as exc:
+        raise ContractError(_describe(exc)) from exc
+    return DecodedBatch(batch, tuple(rejected))
+
+
+def decode_status(payload: bytes) -> EdgeStatus:
+    try:
+        return EdgeStatus.model_validate_json(payload)
+    except ValidationError as exc:
+        raise ContractError(_describe(exc)) from exc
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schemas of the contract, as published in docs/schema/."""
+    return {
+        "uplink-batch": UplinkBatch.model_json_schema(),
+        "edge-status": EdgeStatus.model_json_schema(),
+    }
