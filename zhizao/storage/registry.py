@@ -8,11 +8,14 @@ devices are created on first mention with their code as name.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass, field
+
+from psycopg import sql
 
 from zhizao.codes import region_level, region_parent
 from zhizao.errors import StorageError
+from zhizao.ledger import Ledger, LedgerModel, RowError
 from zhizao.registry import Cluster, Device, EdgeGateway, Enterprise, Region
 from zhizao.storage.connection import Conn
 
@@ -48,10 +51,10 @@ class RegistryChanges:
         )
 
 
-async def _upsert(conn: Conn, query: str, params: Sequence[object]) -> bool | None:
+async def _upsert(conn: Conn, query: str | sql.Composed, params: Sequence[object]) -> bool | None:
     """Run one upsert ending in ``RETURNING (xmax = 0)``: True inserted, False updated,
     None unchanged (the WHERE of DO UPDATE filtered the row out)."""
-    cur = await conn.execute(query.encode(), params)
+    cur = await conn.execute(query.encode() if isinstance(query, str) else query, params)
     row = await cur.fetchone()
     return None if row is None else bool(row[0])
 
@@ -96,27 +99,60 @@ async def upsert_clusters(conn: Conn, clusters: Iterable[Cluster]) -> UpsertCoun
     return counts
 
 
-async def upsert_enterprises(conn: Conn, enterprises: Iterable[Enterprise]) -> UpsertCounts:
+_ENTERPRISE_COLUMNS = (
+    "name",
+    "region_code",
+    "industry_code",
+    "above_designated_size",
+    "key_enterprise",
+    "time_zone",
+)
+
+
+def _set_clause(table: str, columns: Sequence[str]) -> sql.Composed:
+    """``SET a = excluded.a, ... WHERE (t.a, ...) IS DISTINCT FROM (excluded.a, ...)``."""
+    idents = [sql.Identifier(c) for c in columns]
+    return sql.SQL("SET {sets} WHERE ({old}) IS DISTINCT FROM ({new})").format(
+        sets=sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(i) for i in idents),
+        old=sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(table), i) for i in idents),
+        new=sql.SQL(", ").join(sql.SQL("excluded.{}").format(i) for i in idents),
+    )
+
+
+def _given(columns: Sequence[str], fields: Set[str] | None, renames: dict[str, str]) -> list[str]:
+    """The columns a file spoke about (all of them when ``fields`` is None)."""
+    if fields is None:
+        return list(columns)
+    inverse = {column: field for field, column in renames.items()}
+    return [c for c in columns if inverse.get(c, c) in fields]
+
+
+async def upsert_enterprises(
+    conn: Conn,
+    enterprises: Iterable[Enterprise],
+    fields_of: Callable[[Enterprise], Set[str] | None] = lambda _: None,
+) -> UpsertCounts:
+    """Insert or update enterprises; an update touches only the columns in ``fields_of``."""
     counts = UpsertCounts()
     for ent in enterprises:
-        result = await _upsert(
-            conn,
+        columns = _given(_ENTERPRISE_COLUMNS, fields_of(ent), {})
+        conflict = (
+            _set_clause("enterprise", columns)
+            if columns
+            else sql.SQL("SET name = enterprise.name WHERE false")
+        )
+        query = sql.SQL(
             """
             INSERT INTO enterprise (credit_code, name, region_code, industry_code,
                                     above_designated_size, key_enterprise, time_zone)
             VALUES (%s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (credit_code) DO UPDATE SET name = excluded.name,
-                region_code = excluded.region_code, industry_code = excluded.industry_code,
-                above_designated_size = excluded.above_designated_size,
-                key_enterprise = excluded.key_enterprise, time_zone = excluded.time_zone,
-                updated_at = now()
-            WHERE (enterprise.name, enterprise.region_code, enterprise.industry_code,
-                   enterprise.above_designated_size, enterprise.key_enterprise,
-                   enterprise.time_zone)
-                IS DISTINCT FROM (excluded.name, excluded.region_code, excluded.industry_code,
-                   excluded.above_designated_size, excluded.key_enterprise, excluded.time_zone)
+            ON CONFLICT (credit_code) DO UPDATE {conflict}
             RETURNING (xmax = 0)
-            """,
+            """
+        ).format(conflict=conflict)
+        result = await _upsert(
+            conn,
+            query,
             (
                 ent.credit_code,
                 ent.name,
@@ -127,9 +163,16 @@ async def upsert_enterprises(conn: Conn, enterprises: Iterable[Enterprise]) -> U
                 ent.time_zone,
             ),
         )
-        links_changed = await _replace_clusters(conn, ent.credit_code, ent.cluster_codes)
-        if result is None and links_changed:
-            result = False
+        fields = fields_of(ent)
+        if fields is None or "cluster_codes" in fields:
+            links_changed = await _replace_clusters(conn, ent.credit_code, ent.cluster_codes)
+            if result is None and links_changed:
+                result = False
+        if result is False:
+            await conn.execute(
+                "UPDATE enterprise SET updated_at = now() WHERE credit_code = %s",
+                (ent.credit_code,),
+            )
         counts.add(result)
     return counts
 
@@ -182,55 +225,74 @@ async def enterprise_ids(conn: Conn) -> dict[str, int]:
     return {str(code): int(pk) for code, pk in await cur.fetchall()}
 
 
-async def upsert_devices(conn: Conn, devices: Iterable[Device]) -> UpsertCounts:
+_DEVICE_COLUMNS = (
+    "name",
+    "device_type",
+    "site_id",
+    "line_id",
+    "is_production_equipment",
+    "is_nc",
+    "key_process",
+    "ideal_cycle_time_s",
+    "commissioned_on",
+    "decommissioned_on",
+)
+_DEVICE_RENAMES = {"site_code": "site_id", "line_code": "line_id"}
+
+
+async def upsert_devices(
+    conn: Conn,
+    devices: Iterable[Device],
+    fields_of: Callable[[Device], Set[str] | None] = lambda _: None,
+) -> UpsertCounts:
+    """Insert or update devices; an update touches only the columns in ``fields_of``,
+    so a file that only sets 停用日期 leaves the rest of each device as it was."""
     counts = UpsertCounts()
     ids = await enterprise_ids(conn)
     for dev in devices:
         enterprise_id = ids[dev.enterprise]
         site_id = await _ensure_named(conn, "site", enterprise_id, dev.site_code)
         line_id = await _ensure_named(conn, "line", enterprise_id, dev.line_code)
-        counts.add(
-            await _upsert(
-                conn,
-                """
-                INSERT INTO device (enterprise_id, code, name, device_type, site_id, line_id,
-                    is_production_equipment, is_nc, key_process, ideal_cycle_time_s,
-                    commissioned_on, decommissioned_on)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                ON CONFLICT (enterprise_id, code) DO UPDATE SET name = excluded.name,
-                    device_type = excluded.device_type, site_id = excluded.site_id,
-                    line_id = excluded.line_id,
-                    is_production_equipment = excluded.is_production_equipment,
-                    is_nc = excluded.is_nc, key_process = excluded.key_process,
-                    ideal_cycle_time_s = excluded.ideal_cycle_time_s,
-                    commissioned_on = excluded.commissioned_on,
-                    decommissioned_on = excluded.decommissioned_on, updated_at = now()
-                WHERE (device.name, device.device_type, device.site_id, device.line_id,
-                       device.is_production_equipment, device.is_nc, device.key_process,
-                       device.ideal_cycle_time_s, device.commissioned_on,
-                       device.decommissioned_on)
-                    IS DISTINCT FROM (excluded.name, excluded.device_type, excluded.site_id,
-                       excluded.line_id, excluded.is_production_equipment, excluded.is_nc,
-                       excluded.key_process, excluded.ideal_cycle_time_s,
-                       excluded.commissioned_on, excluded.decommissioned_on)
-                RETURNING (xmax = 0)
-                """,
-                (
-                    enterprise_id,
-                    dev.code,
-                    dev.name,
-                    str(dev.device_type),
-                    site_id,
-                    line_id,
-                    dev.is_production_equipment,
-                    dev.is_nc,
-                    dev.key_process,
-                    dev.ideal_cycle_time_s,
-                    dev.commissioned_on,
-                    dev.decommissioned_on,
-                ),
-            )
+        columns = _given(_DEVICE_COLUMNS, fields_of(dev), _DEVICE_RENAMES)
+        conflict = (
+            _set_clause("device", columns)
+            if columns
+            else sql.SQL("SET name = device.name WHERE false")
         )
+        query = sql.SQL(
+            """
+            INSERT INTO device (enterprise_id, code, name, device_type, site_id, line_id,
+                is_production_equipment, is_nc, key_process, ideal_cycle_time_s,
+                commissioned_on, decommissioned_on)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (enterprise_id, code) DO UPDATE {conflict}
+            RETURNING (xmax = 0)
+            """
+        ).format(conflict=conflict)
+        result = await _upsert(
+            conn,
+            query,
+            (
+                enterprise_id,
+                dev.code,
+                dev.name,
+                str(dev.device_type),
+                site_id,
+                line_id,
+                dev.is_production_equipment,
+                dev.is_nc,
+                dev.key_process,
+                dev.ideal_cycle_time_s,
+                dev.commissioned_on,
+                dev.decommissioned_on,
+            ),
+        )
+        if result is False:
+            await conn.execute(
+                "UPDATE device SET updated_at = now() WHERE enterprise_id = %s AND code = %s",
+                (enterprise_id, dev.code),
+            )
+        counts.add(result)
     return counts
 
 
@@ -312,3 +374,117 @@ async def edge_owner(conn: Conn, edge_id: str) -> tuple[int, str] | None:
     )
     row = await cur.fetchone()
     return None if row is None else (int(row[0]), str(row[1]))
+
+
+async def known_codes(conn: Conn) -> tuple[set[str], set[str], set[str]]:
+    """Credit codes, cluster codes and region codes the registry already holds."""
+    cur = await conn.execute("SELECT credit_code FROM enterprise")
+    enterprises = {str(r[0]) for r in await cur.fetchall()}
+    cur = await conn.execute("SELECT code FROM cluster")
+    clusters = {str(r[0]) for r in await cur.fetchall()}
+    cur = await conn.execute("SELECT code FROM region")
+    regions = {str(r[0]) for r in await cur.fetchall()}
+    return enterprises, clusters, regions
+
+
+async def store_ledger(conn: Conn, ledger: Ledger) -> RegistryChanges:
+    """Upsert everything valid in a parsed ledger, in the caller's transaction.
+
+    Rows the database cannot take (a region not in the registry, a device of an
+    enterprise that was itself rejected) are added to ``ledger.errors`` with their
+    sheet and row; the rest is stored.
+    """
+    _, _, regions = await known_codes(conn)
+    regions |= {r.code for r in ledger.regions}
+
+    def reject(model: LedgerModel, column: str, value: object, reason: str) -> None:
+        origin = ledger.origin(model)
+        ledger.errors.append(
+            RowError(
+                ledger.source,
+                origin.sheet if origin else "",
+                origin.row if origin else 0,
+                column,
+                value,
+                reason,
+            )
+        )
+
+    def fields(model: LedgerModel) -> Set[str] | None:
+        origin = ledger.origin(model)
+        return None if origin is None else origin.fields
+
+    clusters = []
+    for cluster in ledger.clusters:
+        if cluster.region_code in regions:
+            clusters.append(cluster)
+        else:
+            reject(cluster, "region_code", cluster.region_code, "region is not in the registry")
+    enterprises = []
+    for ent in ledger.enterprises:
+        if ent.region_code in regions:
+            enterprises.append(ent)
+        else:
+            reject(ent, "region_code", ent.region_code, "region is not in the registry")
+    changes = RegistryChanges()
+    changes.regions = await upsert_regions(conn, ledger.regions)
+    changes.clusters = await upsert_clusters(conn, clusters)
+    changes.enterprises = await upsert_enterprises(conn, enterprises, fields)
+    stored = set(await enterprise_ids(conn))
+    devices = []
+    for dev in ledger.devices:
+        if dev.enterprise in stored:
+            devices.append(dev)
+        else:
+            reject(dev, "enterprise", dev.enterprise, "enterprise was not stored (see its row)")
+    changes.devices = await upsert_devices(conn, devices, fields)
+    edges = []
+    for edge in ledger.edges:
+        if edge.enterprise in stored:
+            edges.append(edge)
+        else:
+            reject(edge, "enterprise", edge.enterprise, "enterprise was not stored (see its row)")
+    changes.edges = await upsert_edges(conn, edges)
+    return changes
+
+
+@dataclass(frozen=True)
+class EnterpriseSummary:
+    credit_code: str
+    name: str
+    region: str
+    clusters: str
+    above_designated_size: bool
+    key_enterprise: bool
+    devices: int
+    production_devices: int
+    nc_devices: int
+    served_devices: int
+    edges: int
+
+
+async def enterprise_summaries(conn: Conn) -> list[EnterpriseSummary]:
+    """One line per enterprise: its ledger as of today (devices in service)."""
+    cur = await conn.execute(
+        """
+        SELECT e.credit_code, e.name, coalesce(r.name, e.region_code),
+               coalesce((SELECT string_agg(c.name, '、' ORDER BY c.code)
+                         FROM enterprise_cluster ec JOIN cluster c ON c.id = ec.cluster_id
+                         WHERE ec.enterprise_id = e.id), ''),
+               e.above_designated_size, e.key_enterprise,
+               count(d.id),
+               count(d.id) FILTER (WHERE d.is_production_equipment),
+               count(d.id) FILTER (WHERE d.is_production_equipment AND d.is_nc),
+               count(d.id) FILTER (WHERE EXISTS (
+                   SELECT 1 FROM edge_device ed WHERE ed.device_id = d.id)),
+               (SELECT count(*) FROM edge_gateway g WHERE g.enterprise_id = e.id)
+        FROM enterprise e
+        LEFT JOIN region r ON r.code = e.region_code
+        LEFT JOIN device d ON d.enterprise_id = e.id
+            AND (d.commissioned_on IS NULL OR d.commissioned_on <= current_date)
+            AND (d.decommissioned_on IS NULL OR d.decommissioned_on > current_date)
+        GROUP BY e.id, r.name
+        ORDER BY e.region_code, e.credit_code
+        """
+    )
+    return [EnterpriseSummary(*row) for row in await cur.fetchall()]
