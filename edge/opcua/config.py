@@ -371,9 +371,14 @@ class OpcUaSourceConfig(_Strict):
 def describe_validation_error(error: ValidationError) -> tuple[str, str]:
     """The key (dotted path) and problem of a pydantic error, for ConfigError."""
     first = error.errors(include_url=False)[0]
-    # Discriminated-union tags ("node", "preset") and model names are not keys a
-    # person wrote; leave them out of the dotted path.
-    loc = [str(part) for part in first["loc"] if part not in ("node", "preset")]
+    # The union tag ("node" or "preset", right after a list index) is not a key a
+    # person wrote; leave it out of the dotted path.
+    loc: list[str] = []
+    previous: object = None
+    for part in first["loc"]:
+        if not (isinstance(previous, int) and part in ("node", "preset")):
+            loc.append(str(part))
+        previous = part
     more = error.error_count() - 1
     problem = first["msg"].removeprefix("Value error, ")
     if more:
