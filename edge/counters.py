@@ -17,8 +17,8 @@ The first total after the collector starts is only a baseline: what the machine 
 before is unknown. A reconnect keeps the baseline, so parts made while the server was
 unreachable are counted when it answers again (at the time of that value).
 
-The default wrap window is an eighth of the range: a 32-bit counter needs half a billion parts between two reads before a wrap is
-mistaken for a reset.
+The default wrap window is an eighth of the range: a 32-bit counter needs half a
+billion parts between two reads before a wrap is mistaken for a reset.
 """
 
 from __future__ import annotations
