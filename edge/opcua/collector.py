@@ -1,0 +1,950 @@
+"""The OPC UA collector: subscribe (or poll), normalise, hand points to the sink.
+
+Lifecycle (edge.collector): the config was validated before construction;
+``run(sink)`` loops over *sessions* until cancelled; ``close()`` ends the current one.
+
+One session is: connect (with the configured security, checking the server
+certificate against the trust list) → read the namespace array (NodeIds and browse
+paths name namespaces by URI, so indexes are looked up afresh each time) → resolve
+every mapping (browse paths in one TranslateBrowsePaths call per thousand) →
+``online`` for every device the server serves → one subscription with a heartbeat
+item on Server_ServerStatus_CurrentTime plus the mapped items, and a poll task for
+``mode: poll`` mappings → consume until the connection is lost, the heartbeat goes
+silent for ``heartbeat_timeout_s``, or a task fails. Then ``offline`` for every
+device, disconnect, back off (exponential, capped, reset after a session that
+worked) and start over with a new client. Starting over from nothing, instead of
+asyncua's own auto-reconnect, is what re-resolves browse paths after a server
+restart that renumbered its nodes.
+
+A mapping that cannot be resolved or monitored is recorded in ``node_errors``,
+logged and counted in ``health``; the others keep flowing. A value with a bad status
+is recorded the same way and not forwarded (metrics with a value and an uncertain
+status are forwarded with quality ``uncertain``).
+
+Notifications flow through asyncua's iterator-mode subscription queue, bounded at
+``buffer_size`` with the DROP_OLDEST overflow policy: a stalled sink costs the oldest
+values, never the edge's memory. Conversion of one notification is wrapped so a value
+the code did not expect is logged and counted, and the next one still flows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, Subscription
+from asyncua.crypto import security_policies
+from asyncua.crypto.truststore import TrustStore
+from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaError
+from cryptography import x509
+
+from edge.collector import SourceHealth
+from edge.counters import CumulativeCounter, Step, as_total
+from edge.opcua.config import (
+    NodeMapping,
+    OpcUaSourceConfig,
+    PresetMapping,
+    ReadMode,
+    Security,
+    SecurityMode,
+    TimestampChoice,
+    looks_like_node_id,
+    parse_browse_path,
+    parse_node_id,
+)
+from edge.opcua.presets import Segment, preset_inputs, preset_state
+from edge.sink import Sink
+from zhizao.wire import (
+    CONNECTIVITY_EVENT,
+    Connectivity,
+    Point,
+    PointKind,
+    Quality,
+    StateClass,
+)
+
+log = logging.getLogger(__name__)
+
+ClientFactory = Callable[[str, float], Client]
+Clock = Callable[[], int]
+
+SERVER_CURRENT_TIME = ua.NodeId.from_string(f"i={ObjectIds.Server_ServerStatus_CurrentTime}")
+OBJECTS_FOLDER = ua.NodeId.from_string(f"i={ObjectIds.ObjectsFolder}")
+_TRANSLATE_CHUNK = 1000
+_DISCONNECT_TIMEOUT_S = 5.0
+
+
+def default_client(endpoint: str, timeout: float) -> Client:
+    return Client(endpoint, timeout=timeout)
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def quality_of(status: ua.StatusCode | None) -> Quality:
+    """OPC UA status code → quality: the top two bits are the severity."""
+    if status is None:
+        return Quality.GOOD
+    severity = int(status.value) >> 30
+    if severity == 0:
+        return Quality.GOOD
+    if severity == 1:
+        return Quality.UNCERTAIN
+    return Quality.BAD
+
+
+def _ms(moment: datetime | None) -> int | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:  # asyncua hands out naive UTC on some paths
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+class SessionLost(Exception):
+    """The session ended: connection lost, heartbeat silent, or the server refused."""
+
+
+@dataclass
+class Target:
+    """One variable to read, resolved to a NodeId for the current session."""
+
+    label: str  # "nodes.3" or "nodes.0.item_state": where it is in the config
+    address: str  # as written, for messages
+    device: str
+    mode: ReadMode
+    timestamp: TimestampChoice
+    sampling_interval_ms: float
+    queue_size: int
+    mapping: NodeMapping | None = None
+    preset: PresetState | None = None
+    preset_key: str | None = None
+    node_id: ua.NodeId | None = None
+
+
+@dataclass
+class PresetState:
+    mapping: PresetMapping
+    expected: set[str] = field(default_factory=set)
+    values: dict[str, Any] = field(default_factory=dict)
+    last: StateClass | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCheck:
+    """What ``zhizao edge check`` prints for one mapped variable."""
+
+    label: str
+    device: str
+    name: str
+    address: str
+    node_id: str | None
+    value: Any = None
+    quality: Quality | None = None
+    error: str | None = None
+
+
+class OpcUaCollector:
+    """Reads one OPC UA server into a sink (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: OpcUaSourceConfig,
+        *,
+        client_factory: ClientFactory = default_client,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
+        self.config = config
+        self._client_factory = client_factory
+        self._clock = clock
+        self._health = SourceHealth(name=config.name)
+        #: label → problem, for mappings that are not flowing right now
+        self.node_errors: dict[str, str] = {}
+        #: counters keep their baseline across sessions (see edge.counters)
+        self._counters: dict[str, CumulativeCounter] = {}
+        self._states: dict[str, StateClass] = {}
+        self._client: Client | None = None
+        self._lost: asyncio.Event | None = None
+        self._devices_online: bool | None = None
+        self.sessions = 0  # sessions established, for tests and metrics
+        if config.security.insecure:
+            log.warning(
+                "OPC UA source %s uses security mode None (allow_insecure): "
+                "values and credentials travel in clear text",
+                config.name,
+            )
+
+    @property
+    def health(self) -> SourceHealth:
+        return self._health
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def run(self, sink: Sink) -> None:
+        delay = self.config.reconnect.initial_s
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    await self._session(sink)
+                except SessionLost as exc:
+                    self._error(f"session ended: {exc}")
+                except (OSError, TimeoutError, UaError, ConnectionError) as exc:
+                    self._error(f"cannot connect to {self.config.endpoint}: {exc!r}")
+                finally:
+                    self._health.connected = False
+                    await self._drop_client()
+                await self._set_connectivity(sink, online=False)
+                if time.monotonic() - started > 2 * self.config.reconnect.max_s:
+                    # The session lived a long time: this is a fresh failure.
+                    delay = self.config.reconnect.initial_s
+                log.info("OPC UA %s: reconnecting in %.1f s", self.config.name, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * self.config.reconnect.factor, self.config.reconnect.max_s)
+        finally:
+            await self._drop_client()
+
+    async def close(self) -> None:
+        await self._drop_client()
+
+    # -- one session --------------------------------------------------------------
+
+    async def _session(self, sink: Sink) -> None:
+        client = await connect(self.config, self._client_factory)
+        self._client = client
+        lost = asyncio.Event()
+        self._lost = lost
+
+        async def on_lost(exc: Exception) -> None:
+            log.warning("OPC UA %s: connection lost: %r", self.config.name, exc)
+            lost.set()
+
+        client.connection_lost_callback = on_lost
+        targets = build_targets(self.config)
+        failures = await resolve(client, self.config, targets)
+        for target in targets:
+            if target.label in failures:
+                self._node_error(target, failures[target.label])
+            else:
+                self.node_errors.pop(target.label, None)
+        self._expect_preset_inputs(targets)
+        self.sessions += 1
+        self._health.connected = True
+        await self._set_connectivity(sink, online=True)
+
+        resolved = [t for t in targets if t.node_id is not None]
+        subscribed = [t for t in resolved if t.mode is ReadMode.SUBSCRIBE]
+        polled = [t for t in resolved if t.mode is ReadMode.POLL]
+        subscription = await client.create_subscription(
+            self.config.publishing_interval_ms,
+            handler=None,
+            queue_maxsize=self.config.buffer_size,
+            overflow=OverflowPolicy.DROP_OLDEST,
+        )
+        heartbeat = _HeartBeat()
+        handles = await self._monitor(subscription, subscribed)
+        try:
+            # _watch ends only by raising SessionLost, which cancels the other tasks.
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._consume(subscription, handles, heartbeat, sink))
+                group.create_task(self._watch(lost, heartbeat))
+                if polled:
+                    group.create_task(self._poll(client, polled, sink))
+        except* SessionLost as ended:
+            raise ended.exceptions[0] from None
+
+    async def _monitor(
+        self, subscription: Subscription, targets: Sequence[Target]
+    ) -> dict[int, Target | None]:
+        """Create the monitored items; returns client handle → target (None: heartbeat)."""
+        requests: list[ua.MonitoredItemCreateRequest] = []
+        owners: list[Target | None] = []
+        heartbeat = _request(SERVER_CURRENT_TIME, handle=1, sampling_ms=1000.0, queue=1)
+        requests.append(heartbeat)
+        owners.append(None)
+        for index, target in enumerate(targets, start=2):
+            assert target.node_id is not None  # noqa: S101 - resolved targets only
+            mapping = target.mapping
+            requests.append(
+                _request(
+                    target.node_id,
+                    handle=index,
+                    sampling_ms=target.sampling_interval_ms,
+                    queue=target.queue_size,
+                    deadband=mapping.deadband if mapping is not None else None,
+                )
+            )
+            owners.append(target)
+        handles: dict[int, Target | None] = {}
+        retry: list[tuple[ua.MonitoredItemCreateRequest, Target]] = []
+        results = await subscription.create_monitored_items(requests)
+        for request, owner, result in zip(requests, owners, results, strict=True):
+            handle = request.RequestedParameters.ClientHandle
+            if not isinstance(result, ua.StatusCode):
+                handles[handle] = owner
+                continue
+            if owner is None:
+                raise SessionLost(f"server refuses the heartbeat item: {result.name}")
+            if request.RequestedParameters.Filter is not None and result.value in (
+                StatusCodes.BadFilterNotAllowed,
+                StatusCodes.BadMonitoredItemFilterUnsupported,
+                StatusCodes.BadDeadbandFilterInvalid,
+            ):
+                log.warning(
+                    "OPC UA %s: %s: server refuses the deadband (%s); reading every change",
+                    self.config.name,
+                    owner.label,
+                    result.name,
+                )
+                request.RequestedParameters.Filter = None
+                retry.append((request, owner))
+                continue
+            self._node_error(owner, f"cannot monitor {owner.address}: {result.name}")
+        if retry:
+            again = await subscription.create_monitored_items([r for r, _ in retry])
+            for (request, owner), result in zip(retry, again, strict=True):
+                if isinstance(result, ua.StatusCode):
+                    self._node_error(owner, f"cannot monitor {owner.address}: {result.name}")
+                else:
+                    handles[request.RequestedParameters.ClientHandle] = owner
+        return handles
+
+    async def _consume(
+        self,
+        subscription: Subscription,
+        handles: dict[int, Target | None],
+        heartbeat: _HeartBeat,
+        sink: Sink,
+    ) -> None:
+        async for event in subscription:
+            batch: list[Point] = []
+            self._take(event, handles, heartbeat, batch)
+            # Drain what is already queued so the sink sees batches, not single points.
+            while len(batch) < 1000:
+                more = await subscription.next_event(timeout=0)
+                if more is None:
+                    break
+                self._take(more, handles, heartbeat, batch)
+            if batch:
+                await sink.put(batch)
+                self._health.points_read += len(batch)
+
+    def _take(
+        self,
+        event: object,
+        handles: dict[int, Target | None],
+        heartbeat: _HeartBeat,
+        batch: list[Point],
+    ) -> None:
+        if not isinstance(event, DataChangeEvent):
+            log.info("OPC UA %s: subscription status event %r", self.config.name, event)
+            return
+        handle = event.data.subscription_data.client_handle
+        if handle not in handles:
+            return
+        target = handles[handle]
+        if target is None:
+            heartbeat.beat()
+            return
+        try:
+            batch.extend(self._convert(target, event.data.monitored_item.Value))
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            # One odd value must not stop the others.
+            self._node_error(target, f"value not understood: {exc!r}")
+
+    async def _watch(self, lost: asyncio.Event, heartbeat: _HeartBeat) -> None:
+        timeout = self.config.heartbeat_timeout_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(timeout / 4, 1.0)):
+                    await lost.wait()
+            if lost.is_set():
+                raise SessionLost("connection lost")
+            if heartbeat.silent_for() > timeout:
+                raise SessionLost(
+                    f"subscription silent for more than {timeout:.0f} s (heartbeat on "
+                    "Server_ServerStatus_CurrentTime); rebuilding"
+                )
+
+    async def _poll(self, client: Client, targets: Sequence[Target], sink: Sink) -> None:
+        interval = min(
+            (t.mapping.poll_interval_ms if t.mapping and t.mapping.poll_interval_ms else 0.0)
+            or self.config.poll_interval_ms
+            for t in targets
+        )
+        nodes = [client.get_node(t.node_id) for t in targets if t.node_id is not None]
+        while True:
+            try:
+                values = await client.read_attributes(nodes, AttributeIds.Value)
+            except (UaError, TimeoutError, ConnectionError, OSError) as exc:
+                raise SessionLost(f"poll failed: {exc!r}") from exc
+            batch: list[Point] = []
+            for target, value in zip(targets, values, strict=True):
+                try:
+                    batch.extend(self._convert(target, value))
+                except (ValueError, TypeError, ArithmeticError) as exc:
+                    self._node_error(target, f"value not understood: {exc!r}")
+            if batch:
+                await sink.put(batch)
+                self._health.points_read += len(batch)
+            await asyncio.sleep(interval / 1000)
+
+    # -- values to points ---------------------------------------------------------
+
+    def _timestamp(self, target: Target, value: ua.DataValue) -> int:
+        if target.timestamp is TimestampChoice.RECEIPT:
+            return self._clock()
+        source = _ms(value.SourceTimestamp)
+        server = _ms(value.ServerTimestamp)
+        if target.timestamp is TimestampChoice.SERVER:
+            return server or source or self._clock()
+        return source or server or self._clock()
+
+    def _convert(self, target: Target, value: ua.DataValue | None) -> list[Point]:
+        if value is None:
+            return []
+        quality = quality_of(value.StatusCode)
+        raw = value.Value.Value if value.Value is not None else None
+        if quality is Quality.BAD or raw is None:
+            code = value.StatusCode.name if value.StatusCode is not None else "no value"
+            self._node_error(target, f"{target.address}: {code}")
+            return []
+        self.node_errors.pop(target.label, None)
+        ts = self._timestamp(target, value)
+        if target.preset is not None:
+            return self._preset_point(target, raw, ts, quality)
+        mapping = target.mapping
+        assert mapping is not None  # noqa: S101 - a target has a mapping or a preset
+        if mapping.kind is PointKind.METRIC:
+            number = raw if isinstance(raw, bool) else float(raw)
+            return [
+                Point(
+                    device=mapping.device,
+                    ts=ts,
+                    kind=PointKind.METRIC,
+                    name=mapping.name,
+                    value=number,
+                    quality=quality,
+                )
+            ]
+        if mapping.kind is PointKind.COUNT:
+            return self._count_point(target, mapping, raw, ts)
+        return self._state_point(target, mapping, raw, ts, quality)
+
+    def _state_point(
+        self, target: Target, mapping: NodeMapping, raw: Any, ts: int, quality: Quality
+    ) -> list[Point]:
+        state = mapping.state_for(getattr(raw, "Text", raw))
+        if state is None:
+            self._node_error(target, f"raw state {raw!r} is not in the state_map")
+            return []
+        return [
+            Point(
+                device=mapping.device,
+                ts=ts,
+                kind=PointKind.STATE,
+                name=mapping.name,
+                value=state.value,
+                quality=quality,
+                raw=str(raw)[:256],
+            )
+        ]
+
+    def _count_point(self, target: Target, mapping: NodeMapping, raw: Any, ts: int) -> list[Point]:
+        total = as_total(raw)
+        if total is None:
+            self._node_error(target, f"counter value {raw!r} is not an integer")
+            return []
+        counter = self._counters.setdefault(target.label, CumulativeCounter(mapping.counter_bits))
+        step = counter.update(total)
+        if step.step in (Step.RESET, Step.WRAP, Step.JUMP, Step.INVALID):
+            log.warning(
+                "OPC UA %s: %s counter %s: %s at %d",
+                self.config.name,
+                mapping.device,
+                mapping.name,
+                step.step.value,
+                total,
+            )
+        if step.increment <= 0:
+            return []
+        return [
+            Point(
+                device=mapping.device,
+                ts=ts,
+                kind=PointKind.COUNT,
+                name=mapping.name,
+                value=step.increment,
+                raw=str(total),
+            )
+        ]
+
+    def _preset_point(self, target: Target, raw: Any, ts: int, quality: Quality) -> list[Point]:
+        preset = target.preset
+        if preset is None or target.preset_key is None:
+            return []
+        preset.values[target.preset_key] = raw
+        if not preset.expected <= preset.values.keys():
+            return []  # wait for every input, or a half-known state would be emitted
+        state, text = preset_state(preset.mapping.preset, preset.values)
+        if state is None:
+            self._node_error(target, f"{preset.mapping.preset.value} state {text} not understood")
+            return []
+        if state is preset.last:
+            return []
+        preset.last = state
+        return [
+            Point(
+                device=preset.mapping.device,
+                ts=ts,
+                kind=PointKind.STATE,
+                name=preset.mapping.name,
+                value=state.value,
+                quality=quality,
+                raw=text[:256],
+            )
+        ]
+
+    def _expect_preset_inputs(self, targets: Iterable[Target]) -> None:
+        presets: dict[int, PresetState] = {}
+        for target in targets:
+            if target.preset is not None and target.preset_key is not None:
+                preset = presets.setdefault(id(target.preset), target.preset)
+                if target.node_id is not None:
+                    preset.expected.add(target.preset_key)
+
+    # -- connectivity, errors --------------------------------------------------------
+
+    async def _set_connectivity(self, sink: Sink, *, online: bool) -> None:
+        if self._devices_online is online:
+            return
+        self._devices_online = online
+        ts = self._clock()
+        value = Connectivity.ONLINE if online else Connectivity.OFFLINE
+        await sink.put(
+            [
+                Point(
+                    device=device,
+                    ts=ts,
+                    kind=PointKind.EVENT,
+                    name=CONNECTIVITY_EVENT,
+                    value=value.value,
+                    reason=None if online else f"OPC UA server {self.config.endpoint} unreachable",
+                )
+                for device in self.config.devices
+            ]
+        )
+
+    def _error(self, message: str) -> None:
+        log.warning("OPC UA %s: %s", self.config.name, message)
+        self._health.errors += 1
+        self._health.last_error = message
+
+    def _node_error(self, target: Target, message: str) -> None:
+        if self.node_errors.get(target.label) == message:
+            return  # the same problem again: counted once, logged once
+        self.node_errors[target.label] = message
+        self._error(f"{target.label} ({target.device}): {message}")
+
+    async def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            async with asyncio.timeout(_DISCONNECT_TIMEOUT_S):
+                await client.disconnect()
+        except (OSError, TimeoutError, UaError, ConnectionError) as exc:
+            # The server is usually gone already; the socket is closed either way.
+            log.debug("OPC UA %s: disconnect: %r", self.config.name, exc)
+
+
+class _HeartBeat:
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def beat(self) -> None:
+        self.last = time.monotonic()
+
+    def silent_for(self) -> float:
+        return time.monotonic() - self.last
+
+
+def _request(
+    node_id: ua.NodeId,
+    *,
+    handle: int,
+    sampling_ms: float,
+    queue: int,
+    deadband: Any = None,
+) -> ua.MonitoredItemCreateRequest:
+    params = ua.MonitoringParameters()
+    params.ClientHandle = handle
+    params.SamplingInterval = sampling_ms
+    params.QueueSize = queue
+    params.DiscardOldest = True
+    if deadband is not None:
+        flt = ua.DataChangeFilter()
+        flt.Trigger = ua.DataChangeTrigger.StatusValue
+        flt.DeadbandType = (
+            ua.DeadbandType.Absolute if deadband.type == "absolute" else ua.DeadbandType.Percent
+        )
+        flt.DeadbandValue = deadband.value
+        params.Filter = flt
+    item = ua.ReadValueId()
+    item.NodeId = node_id
+    item.AttributeId = AttributeIds.Value
+    request = ua.MonitoredItemCreateRequest()
+    request.ItemToMonitor = item
+    request.MonitoringMode = ua.MonitoringMode.Reporting
+    request.RequestedParameters = params
+    return request
+
+
+# -- connect and resolve (shared by the collector and check_source) --------------------
+
+
+def _client_application_uri(certificate: x509.Certificate) -> str | None:
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return None
+    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None
+
+
+async def _apply_security(client: Client, security: Security) -> None:
+    if security.username is not None:
+        client.set_user(security.username)
+    if security.password is not None:
+        client.set_password(security.password)
+    if security.mode is SecurityMode.NONE:
+        return
+    if security.certificate is None or security.private_key is None or security.trust_list is None:
+        raise ValueError("security needs certificate, private_key and trust_list")
+    certificate = (
+        x509.load_der_x509_certificate(await asyncio.to_thread(security.certificate.read_bytes))
+        if security.certificate.suffix.lower() == ".der"
+        else x509.load_pem_x509_certificate(
+            await asyncio.to_thread(security.certificate.read_bytes)
+        )
+    )
+    # The client must announce the application URI its certificate was issued for.
+    uri = _client_application_uri(certificate)
+    if uri is not None:
+        client.application_uri = uri
+    store = TrustStore([Path(security.trust_list)], [])
+    await store.load()
+    client.certificate_validator = CertificateValidator(
+        CertificateValidatorOptions.TRUSTED_VALIDATION | CertificateValidatorOptions.PEER_SERVER,
+        store,
+    )
+    policy = getattr(security_policies, f"SecurityPolicy{security.policy.value}")
+    mode = getattr(ua.MessageSecurityMode, security.mode.value)
+    await client.set_security(
+        policy,
+        str(security.certificate),
+        str(security.private_key),
+        security.private_key_password,
+        mode=mode,
+    )
+
+
+async def connect(config: OpcUaSourceConfig, factory: ClientFactory = default_client) -> Client:
+    """A connected client, or an exception naming what went wrong."""
+    client = factory(config.endpoint, config.request_timeout_s)
+    try:
+        await _apply_security(client, config.security)
+        await client.connect()
+    except BaseException:
+        # Release whatever half-open channel is left before the caller retries.
+        with contextlib.suppress(OSError, TimeoutError, UaError, ConnectionError):
+            await client.disconnect()
+        raise
+    return client
+
+
+def build_targets(config: OpcUaSourceConfig) -> list[Target]:
+    """Every variable the config reads, not yet resolved."""
+    targets: list[Target] = []
+    for index, mapping in enumerate(config.nodes):
+        label = f"nodes.{index}"
+        if isinstance(mapping, NodeMapping):
+            targets.append(
+                Target(
+                    label=label,
+                    address=mapping.node or mapping.browse_path or "",
+                    device=mapping.device,
+                    mode=mapping.mode or config.mode,
+                    timestamp=mapping.timestamp or config.timestamp,
+                    sampling_interval_ms=(
+                        mapping.sampling_interval_ms
+                        if mapping.sampling_interval_ms is not None
+                        else config.sampling_interval_ms
+                    ),
+                    queue_size=mapping.queue_size or config.queue_size,
+                    mapping=mapping,
+                )
+            )
+            continue
+        preset = PresetState(mapping)
+        for item in preset_inputs(mapping):
+            targets.append(
+                Target(
+                    label=f"{label}.{item.key}",
+                    address=f"{mapping.root}/{'/'.join(name for _, name in item.path)}",
+                    device=mapping.device,
+                    mode=mapping.mode or config.mode,
+                    timestamp=mapping.timestamp or config.timestamp,
+                    sampling_interval_ms=(
+                        mapping.sampling_interval_ms
+                        if mapping.sampling_interval_ms is not None
+                        else config.sampling_interval_ms
+                    ),
+                    # State inputs must not lose a short state between two publishes.
+                    queue_size=max(config.queue_size, 10),
+                    preset=preset,
+                    preset_key=item.key,
+                )
+            )
+    return targets
+
+
+class _Namespaces:
+    def __init__(self, array: Sequence[str]) -> None:
+        self._index = {uri: index for index, uri in enumerate(array)}
+
+    def index(self, uri: str) -> int:
+        try:
+            return self._index[uri]
+        except KeyError:
+            raise LookupError(f"the server has no namespace {uri!r}") from None
+
+
+def _node_id(text: str, namespaces: _Namespaces) -> ua.NodeId:
+    uri, kind, ident = parse_node_id(text)
+    index = namespaces.index(uri)
+    return ua.NodeId.from_string(f"ns={index};{kind}={ident}")
+
+
+async def resolve(
+    client: Client, config: OpcUaSourceConfig, targets: list[Target]
+) -> dict[str, str]:
+    """Set ``node_id`` on every target that resolves; returns label → problem for the rest."""
+    namespaces = _Namespaces(await client.get_namespace_array())
+    failures: dict[str, str] = {}
+    # Hand-written browse paths go to the server in batches of (target, path).
+    pending: list[tuple[Target, ua.RelativePath]] = []
+    roots: dict[str, ua.NodeId | str] = {}
+    for target in targets:
+        target.node_id = None
+        try:
+            if target.mapping is None:
+                problem = await _resolve_preset_input(client, config, target, namespaces, roots)
+                if problem:
+                    failures[target.label] = problem
+            elif target.mapping.node is not None:
+                target.node_id = _node_id(target.mapping.node, namespaces)
+            else:
+                segments = parse_browse_path(target.address, config.namespace)
+                pending.append((target, _relative_path(segments, namespaces)))
+        except (LookupError, ValueError) as exc:
+            failures[target.label] = str(exc)
+    for start in range(0, len(pending), _TRANSLATE_CHUNK):
+        chunk = pending[start : start + _TRANSLATE_CHUNK]
+        results = await _translate(client, [(OBJECTS_FOLDER, path) for _, path in chunk])
+        for (target, _), result in zip(chunk, results, strict=True):
+            if result.StatusCode.is_good() and result.Targets:
+                target.node_id = result.Targets[0].TargetId.to_nodeid()
+            else:
+                failures[target.label] = (
+                    f"browse path {target.address!r} not found: {result.StatusCode.name}"
+                )
+    return failures
+
+
+async def _resolve_preset_input(
+    client: Client,
+    config: OpcUaSourceConfig,
+    target: Target,
+    namespaces: _Namespaces,
+    roots: dict[str, ua.NodeId | str],
+) -> str:
+    """Resolve one input of a preset below its (cached) root; returns a problem or ''."""
+    if target.preset is None:
+        return "neither a mapping nor a preset"
+    mapping = target.preset.mapping
+    if mapping.root not in roots:
+        roots[mapping.root] = await _resolve_root(client, config, mapping.root, namespaces)
+    root = roots[mapping.root]
+    if isinstance(root, str):
+        return root
+    item = next(i for i in preset_inputs(mapping) if i.key == target.preset_key)
+    node_id, problem = await _walk(client, root, list(item.path), namespaces)
+    if node_id is None:
+        return "" if item.optional else problem
+    target.node_id = node_id
+    return ""
+
+
+async def _resolve_root(
+    client: Client, config: OpcUaSourceConfig, text: str, namespaces: _Namespaces
+) -> ua.NodeId | str:
+    try:
+        if looks_like_node_id(text):
+            return _node_id(text, namespaces)
+        segments: list[Segment] = list(parse_browse_path(text, config.namespace))
+    except (LookupError, ValueError) as exc:
+        return str(exc)
+    node_id, problem = await _walk(client, OBJECTS_FOLDER, segments, namespaces)
+    return node_id if node_id is not None else f"preset root {text!r}: {problem}"
+
+
+async def _walk(
+    client: Client, start: ua.NodeId, segments: list[Segment], namespaces: _Namespaces
+) -> tuple[ua.NodeId | None, str]:
+    """Follow segments from start; a segment without namespace matches by name alone."""
+    node = start
+    while segments:
+        known: list[Segment] = []
+        while segments and segments[0][0] is not None:
+            known.append(segments.pop(0))
+        if known:
+            try:
+                path = _relative_path(known, namespaces)
+            except LookupError as exc:
+                return None, str(exc)
+            (result,) = await _translate(client, [(node, path)])
+            if not (result.StatusCode.is_good() and result.Targets):
+                names = "/".join(name for _, name in known)
+                return None, f"{names} not found: {result.StatusCode.name}"
+            node = result.Targets[0].TargetId.to_nodeid()
+        if segments:
+            _, wanted = segments.pop(0)
+            children = await client.get_node(node).get_children()
+            for child in children:
+                if (await child.read_browse_name()).Name == wanted:
+                    node = child.nodeid
+                    break
+            else:
+                return None, f"{wanted} not found"
+    return node, ""
+
+
+_RESERVED = "/.<>:#!&"
+
+
+def _relative_path(segments: Sequence[Segment], namespaces: _Namespaces) -> ua.RelativePath:
+    """The OPC UA relative path text (Part 4 A.2) with today's namespace indexes."""
+    parts = []
+    for uri, name in segments:
+        if uri is None:
+            raise LookupError(f"segment {name!r} has no namespace")
+        escaped = "".join(f"&{char}" if char in _RESERVED else char for char in name)
+        parts.append(f"/{namespaces.index(uri)}:{escaped}")
+    return ua.RelativePath.from_string("".join(parts))
+
+
+async def _translate(
+    client: Client, paths: Sequence[tuple[ua.NodeId, ua.RelativePath]]
+) -> list[ua.BrowsePathResult]:
+    browse_paths = []
+    for origin, relative in paths:
+        browse_path = ua.BrowsePath()
+        browse_path.StartingNode = origin
+        browse_path.RelativePath = relative
+        browse_paths.append(browse_path)
+    results: list[ua.BrowsePathResult] = await client.uaclient.translate_browsepaths_to_nodeids(
+        browse_paths
+    )
+    return results
+
+
+# -- zhizao edge check ---------------------------------------------------------------
+
+
+async def check_source(
+    config: OpcUaSourceConfig, *, client_factory: ClientFactory = default_client
+) -> list[NodeCheck]:
+    """Connect, resolve every mapped variable, read it: what an installer runs first.
+
+    Raises the connection error if the server cannot be reached at all (the CLI
+    prints it); per-variable problems are in the returned checks.
+    """
+    if config.security.insecure:
+        log.warning("OPC UA source %s uses security mode None (allow_insecure)", config.name)
+    client = await connect(config, client_factory)
+    try:
+        targets = build_targets(config)
+        failures = await resolve(client, config, targets)
+        readable = [t for t in targets if t.node_id is not None]
+        values: list[ua.DataValue] = []
+        if readable:
+            values = await client.read_attributes(
+                [client.get_node(t.node_id) for t in readable if t.node_id is not None],
+                AttributeIds.Value,
+            )
+        read = dict(zip((t.label for t in readable), values, strict=True))
+        checks: list[NodeCheck] = []
+        for target in targets:
+            name = target.mapping.name if target.mapping is not None else str(target.preset_key)
+            node_id = target.node_id.to_string() if target.node_id is not None else None
+            if target.label in failures:
+                checks.append(
+                    NodeCheck(
+                        target.label,
+                        target.device,
+                        name,
+                        target.address,
+                        None,
+                        error=failures[target.label],
+                    )
+                )
+                continue
+            if target.node_id is None:
+                checks.append(
+                    NodeCheck(
+                        target.label,
+                        target.device,
+                        name,
+                        target.address,
+                        None,
+                        error="optional input absent",
+                    )
+                )
+                continue
+            value = read[target.label]
+            quality = quality_of(value.StatusCode)
+            raw = value.Value.Value if value.Value is not None else None
+            error = None
+            if quality is Quality.BAD and value.StatusCode is not None:
+                error = f"status {value.StatusCode.name}"
+            checks.append(
+                NodeCheck(
+                    target.label,
+                    target.device,
+                    name,
+                    target.address,
+                    node_id,
+                    value=getattr(raw, "Text", raw),
+                    quality=quality,
+                    error=error,
+                )
+            )
+        return checks
+    finally:
+        with contextlib.suppress(OSError, TimeoutError, UaError, ConnectionError):
+            await client.disconnect()
