@@ -6,13 +6,23 @@ built per point. Each table is written with one ``INSERT ... SELECT FROM unnest(
 ON CONFLICT DO NOTHING``: one round trip per table, the array parameters sent in
 binary, and a replayed batch inserts nothing. The returned counts say how many rows
 were new, so duplicates absorbed are visible.
+
+Metric points, the bulk of every batch, take a faster path once a batch is large
+enough: binary ``COPY`` into a temporary staging table, then one
+``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` from it. Measured on the same
+machine and table, it writes about 1.5 times the rows per second of the unnest path
+(docs/benchmarks.md, "Ingest"), and it keeps idempotency: COPY alone would fail on
+the first duplicate key.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+import psycopg
 
 from zhizao.storage.connection import Conn
 from zhizao.wire import Quality, StateClass
@@ -158,10 +168,62 @@ def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object
     return [list(column) for column in zip(*rows, strict=True)]
 
 
+#: Below this many metric rows the staging table's extra statements cost more than
+#: they save.
+STAGED_METRICS_MIN_ROWS = 256
+
+# Connections whose session already has the staging table (temporary tables live
+# as long as the session). Weak, so closed connections drop out.
+_staged: weakref.WeakSet[Conn] = weakref.WeakSet()
+
+
+async def write_metrics_staged(conn: Conn, rows: Sequence[MetricRow]) -> int:
+    """COPY metric rows (binary) into a staging table, then insert the new ones.
+
+    Must run inside a transaction, so that the staged rows and the insert commit or
+    roll back together; the staging table is emptied before returning.
+    Returns the number of new rows.
+    """
+    try:
+        if conn not in _staged:
+            await conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS _zhizao_stage_metric"
+                " (d int4, m int4, t int8, v float8, q int2)"
+            )
+            _staged.add(conn)
+        async with conn.cursor().copy(
+            "COPY _zhizao_stage_metric FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int4", "int4", "int8", "float8", "int2"])
+            write_row = copy.write_row
+            for row in rows:
+                await write_row(row)
+        cur = await conn.execute(
+            "INSERT INTO metric_point (device_id, metric_id, time, value, quality)"
+            " SELECT d, m, 'epoch'::timestamptz + t * interval '1 ms', v, q"
+            " FROM _zhizao_stage_metric ON CONFLICT DO NOTHING"
+        )
+        await conn.execute("TRUNCATE _zhizao_stage_metric")
+    except psycopg.Error:
+        # The creation may have been rolled back with the caller's transaction.
+        _staged.discard(conn)
+        raise
+    return max(cur.rowcount, 0)
+
+
 async def write_facts(conn: Conn, batch: FactBatch) -> WriteCounts:
     """Insert the batch in the caller's transaction; duplicates are skipped."""
+    inserted: dict[str, int] = {}
+    metrics: Sequence[tuple[object, ...]] = batch.metrics
+    if len(batch.metrics) >= STAGED_METRICS_MIN_ROWS:
+        if conn.autocommit:
+            async with conn.transaction():
+                inserted["metric_point"] = await write_metrics_staged(conn, batch.metrics)
+        else:
+            inserted["metric_point"] = await write_metrics_staged(conn, batch.metrics)
+        metrics = ()
     tables: Iterable[tuple[str, Sequence[tuple[object, ...]], int]] = (
-        ("metric_point", batch.metrics, 5),
+        ("metric_point", metrics, 5),
         (
             "state_change",
             [
@@ -175,7 +237,6 @@ async def write_facts(conn: Conn, batch: FactBatch) -> WriteCounts:
         ("edge_status", batch.edge_status, 5),
         ("device_event", batch.events, 4),
     )
-    inserted: dict[str, int] = {}
     for table, rows, width in tables:
         if not rows:
             continue
@@ -195,3 +256,31 @@ async def metric_ids(conn: Conn, names: Iterable[str]) -> dict[str, int]:
     )
     cur = await conn.execute("SELECT name, id FROM metric_name WHERE name = ANY(%s)", (wanted,))
     return {str(name): int(pk) for name, pk in await cur.fetchall()}
+
+
+async def write_missed_deaths(conn: Conn, rows: Sequence[EdgeStatusRow]) -> int:
+    """Store deaths of edges whose last stored status is not already a death.
+
+    A retained death is delivered again on every new subscription; stored at its
+    receive time each time, it would invent a death per ingest restart. It is kept
+    only when it tells something new: the edge's last stored status is online.
+    """
+    if not rows:
+        return 0
+    cur = await conn.execute(
+        """
+        INSERT INTO edge_status (edge_pk, time, online, reason, last_seq)
+        SELECT u.e, 'epoch'::timestamptz + u.t * interval '1 ms', false, u.why, u.s
+        FROM unnest(%s::int4[], %s::int8[], %s::text[], %s::int8[]) AS u(e, t, why, s)
+        WHERE coalesce((SELECT s.online FROM edge_status s WHERE s.edge_pk = u.e
+                        ORDER BY s.time DESC LIMIT 1), false)
+        ON CONFLICT DO NOTHING
+        """,
+        (
+            [r.edge_pk for r in rows],
+            [r.ts_ms for r in rows],
+            [r.reason for r in rows],
+            [r.last_seq for r in rows],
+        ),
+    )
+    return max(cur.rowcount, 0)

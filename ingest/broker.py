@@ -1,0 +1,366 @@
+"""The MQTT side of ingest: paho-mqtt driven from the asyncio event loop.
+
+paho runs without its own thread: the client's socket is registered with the event
+loop (``add_reader``/``add_writer``, the pattern of paho's ``loop_asyncio``
+example), so every callback runs on the loop thread and the pipeline needs no
+locks. Reconnecting is an explicit task with backoff.
+
+Flow control, the reason memory stays flat however fast the broker pushes:
+
+* messages are acknowledged manually (``manual_ack=True``) and only after their
+  batch is committed;
+* with MQTT 5 the client announces a Receive Maximum of ``max_inflight``: the broker
+  keeps at most that many unacknowledged messages in flight to this worker and
+  holds the rest in the session queue;
+* MQTT 3.1.1 has no such property, so the adapter stops reading the socket when
+  ``max_inflight`` messages are buffered and resumes at half (TCP backpressure).
+
+After a disconnect, message ids of the old connection mean nothing to the new one:
+each connection has a generation number and acknowledgements for an older
+generation are dropped. The broker redelivers those messages (persistent session),
+and the idempotent writes absorb the ones that were already committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from ingest.convert import Inbound
+from ingest.metrics import IngestMetrics
+from ingest.settings import IngestSettings
+from ingest.writer import Backoff
+from zhizao.wire import subscription_filter
+
+log = structlog.get_logger("ingest.broker")
+
+
+class ClientFactory(Protocol):
+    def __call__(self, settings: IngestSettings) -> mqtt.Client: ...
+
+
+def make_client(settings: IngestSettings) -> mqtt.Client:
+    v5 = settings.mqtt_protocol == "5"
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=settings.client_id,
+        protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+        # MQTT 3.1.1: a persistent session. (MQTT 5 sets clean start at connect.)
+        clean_session=None if v5 else False,
+        manual_ack=True,
+        reconnect_on_failure=False,  # reconnecting is our task, with our backoff
+    )
+    if settings.mqtt_username:
+        client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+    return client
+
+
+def topics(settings: IngestSettings) -> list[str]:
+    prefix = f"$share/{settings.shared_group}/" if settings.shared_group else ""
+    return [prefix + subscription_filter("data"), prefix + subscription_filter("status")]
+
+
+class Broker:
+    """One broker connection feeding ``inbox``; acknowledges on request."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        metrics: IngestMetrics,
+        *,
+        client_factory: ClientFactory = make_client,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.inbox: deque[Inbound] = deque()
+        self.arrived = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.generation = 0
+        self._clock_ms = clock_ms
+        self._client_factory = client_factory
+        self._client: mqtt.Client | None = None
+        self._loop = asyncio.get_running_loop()
+        self._sock: Any = None
+        self._reading = False
+        self._paused = False
+        self._lost = asyncio.Event()
+        self._unacked = 0
+        self._closing = False
+
+    # -- acknowledgements and flow control -------------------------------------------
+
+    def ack(self, msg: Inbound) -> bool:
+        """Acknowledge a committed message; False if its connection is gone."""
+        self._unacked -= 1
+        self.metrics.inflight.set(self._unacked)
+        client = self._client
+        if client is None or msg.generation != self.generation or msg.qos == 0:
+            return False
+        rc = client.ack(msg.mid, msg.qos)
+        return rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def forget(self, count: int) -> None:
+        """Messages dropped without acknowledgement (shutdown): only the gauge changes."""
+        self._unacked -= count
+        self.metrics.inflight.set(self._unacked)
+
+    def _maybe_pause(self) -> None:
+        if not self._paused and len(self.inbox) >= self.settings.max_inflight:
+            self._paused = True
+            self._stop_reading()
+
+    def resume_if_drained(self) -> None:
+        if self._paused and len(self.inbox) <= self.settings.max_inflight // 2:
+            self._paused = False
+            self._start_reading()
+
+    def pause(self) -> None:
+        """Stop taking messages (shutdown): what the broker holds stays queued there."""
+        self._paused = True
+        self._stop_reading()
+
+    # -- socket plumbing ------------------------------------------------------------
+
+    def _start_reading(self) -> None:
+        if self._sock is not None and not self._reading and not self._paused:
+            self._loop.add_reader(self._sock, self._on_readable)
+            self._reading = True
+
+    def _stop_reading(self) -> None:
+        if self._sock is not None and self._reading:
+            self._loop.remove_reader(self._sock)
+        self._reading = False
+
+    def _on_readable(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        # One loop_read handles one packet; keep going while messages keep coming,
+        # bounded so that other tasks get the loop.
+        for _ in range(64):
+            before = self.metrics.messages_received_count
+            rc = client.loop_read()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._paused:
+                break
+            if self.metrics.messages_received_count == before:
+                break
+
+    def _on_writable(self) -> None:
+        if self._client is not None:
+            self._client.loop_write()
+
+    def _socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._sock = sock
+        self._reading = False
+        self._start_reading()
+
+    def _socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        if self._reading:
+            self._loop.remove_reader(sock)
+        self._loop.remove_writer(sock)
+        self._reading = False
+        self._sock = None
+
+    def _register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._loop.add_writer(sock, self._on_writable)
+
+    def _unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._loop.remove_writer(sock)
+
+    # -- MQTT callbacks (each wrapped: one bad message must not kill the client) -------
+
+    def _guard(self, name: str, func: Callable[..., None]) -> Callable[..., None]:
+        def wrapped(*args: Any) -> None:
+            try:
+                func(*args)
+            except Exception:  # logged and counted: the client must live on
+                self.metrics.callback_errors.inc()
+                log.exception("MQTT callback failed", callback=name)
+
+        return wrapped
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker refused the connection", reason=str(reason))
+            self._lost.set()
+            return
+        options = SubscribeOptions(qos=1)
+        if self.settings.mqtt_protocol == "5":
+            result, _ = client.subscribe([(t, options) for t in topics(self.settings)])
+        else:
+            result, _ = client.subscribe([(t, 1) for t in topics(self.settings)])
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            log.error("subscribe failed", rc=int(result))
+        self.metrics.broker_connects.inc()
+        self.metrics.broker_connected.set(1)
+        self.connected.set()
+        log.info(
+            "connected to broker",
+            url=f"{self.settings.mqtt_host}:{self.settings.mqtt_port}",
+            client_id=self.settings.client_id,
+            session_present=flags.session_present,
+            topics=topics(self.settings),
+        )
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self.generation += 1
+        self.connected.clear()
+        self.metrics.broker_connected.set(0)
+        if not self._closing:
+            log.warning("disconnected from broker", reason=str(reason))
+        self._lost.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.metrics.messages_received_count += 1
+        self._unacked += 1
+        self.inbox.append(
+            Inbound(
+                topic=message.topic,
+                payload=bytes(message.payload),
+                mid=message.mid,
+                qos=message.qos,
+                retain=bool(message.retain),
+                generation=self.generation,
+                received_ms=self._clock_ms(),
+            )
+        )
+        self.arrived.set()
+        self._maybe_pause()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def _build(self) -> mqtt.Client:
+        client = self._client_factory(self.settings)
+        client.on_socket_open = self._guard("socket_open", self._socket_open)
+        client.on_socket_close = self._guard("socket_close", self._socket_close)
+        client.on_socket_register_write = self._guard("register_write", self._register_write)
+        client.on_socket_unregister_write = self._guard(
+            "unregister_write", self._unregister_write
+        )
+        client.on_connect = self._guard("connect", self._on_connect)
+        client.on_disconnect = self._guard("disconnect", self._on_disconnect)
+        client.on_message = self._guard("message", self._on_message)
+        return client
+
+    def _connect_once(self, client: mqtt.Client, first: bool) -> None:
+        if self.settings.mqtt_protocol == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self.settings.session_expiry_s
+            props.ReceiveMaximum = self.settings.max_inflight
+            if first:
+                client.connect(
+                    self.settings.mqtt_host,
+                    self.settings.mqtt_port,
+                    keepalive=self.settings.keepalive_s,
+                    clean_start=False,
+                    properties=props,
+                )
+            else:
+                client.reconnect()
+        elif first:
+            client.connect(
+                self.settings.mqtt_host,
+                self.settings.mqtt_port,
+                keepalive=self.settings.keepalive_s,
+            )
+        else:
+            client.reconnect()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, keep the connection alive, reconnect with backoff until ``stop``."""
+        self._client = client = self._build()
+        backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
+        first = True
+        while not stop.is_set():
+            self._lost.clear()
+            try:
+                # A blocking TCP connect; to a reachable host it returns at once, and
+                # refused connections fail at once. paho bounds it by connect_timeout.
+                self._connect_once(client, first)
+            except (OSError, mqtt.WebsocketConnectionError) as exc:
+                delay = backoff.next_delay()
+                log.warning(
+                    "cannot reach broker; retrying", error=str(exc), retry_in_s=round(delay, 2)
+                )
+                await _wait(stop, delay)
+                continue
+            first = False
+            # Keepalive and CONNACK timeout handling: loop_misc once a second.
+            while not stop.is_set() and not self._lost.is_set():
+                if client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+                if self.connected.is_set():
+                    backoff.reset()
+                await _wait_any(stop, self._lost, 1.0)
+            if stop.is_set():
+                break
+            delay = backoff.next_delay()
+            await _wait(stop, delay)
+
+    async def close(self) -> None:
+        """Disconnect cleanly: the session (and unacknowledged messages) stay on the broker."""
+        self._closing = True
+        client = self._client
+        if client is None:
+            return
+        if self.connected.is_set():
+            client.disconnect()
+            # Let the DISCONNECT (and the last PUBACKs) leave the socket.
+            for _ in range(20):
+                if self._sock is None:
+                    break
+                client.loop_write()
+                await asyncio.sleep(0.05)
+                client.loop_read()
+        if self._sock is not None:
+            self._stop_reading()
+            self._loop.remove_writer(self._sock)
+            try:
+                self._sock.close()
+            except OSError as exc:
+                log.debug("closing the broker socket failed", error=str(exc))
+            self._sock = None
+        self._client = None
+
+
+async def _wait(stop: asyncio.Event, delay: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=delay)
+    except TimeoutError:
+        return
+
+
+async def _wait_any(a: asyncio.Event, b: asyncio.Event, seconds: float) -> None:
+    tasks = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+    try:
+        await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+

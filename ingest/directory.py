@@ -1,0 +1,106 @@
+"""Registry look-ups for authorisation, cached: edges, devices, metric names.
+
+Every point needs its edge's owner, its device's id and its metric's id; asking the
+database per point would cost more than writing the point. The caches are filled
+on first use. A miss (an edge or device not registered yet) is asked again at most
+every ``registry_miss_retry_s``, so a device added to the ledger is picked up
+without a restart, while a flood of unknown devices costs one query per interval.
+Known entries are re-read after ``registry_ttl_s`` in case an edge moved.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from zhizao.storage.connection import Conn
+from zhizao.storage.facts import metric_ids
+from zhizao.storage.registry import device_refs, edge_owner
+
+
+@dataclass(frozen=True)
+class EdgeRef:
+    pk: int
+    enterprise: str
+
+
+T = TypeVar("T")
+
+
+class ConnProvider(Protocol):
+    """Runs a look-up on a live connection, retrying until the database answers."""
+
+    async def run_lookup(self, stage: str, work: Callable[[Conn], Awaitable[T]]) -> T: ...
+
+
+@dataclass
+class _Devices:
+    ids: dict[str, int] = field(default_factory=dict)
+    loaded_at: float = float("-inf")
+
+
+class Directory:
+    def __init__(
+        self, db: ConnProvider, *, miss_retry_s: float = 5.0, ttl_s: float = 300.0
+    ) -> None:
+        self._db = db
+        self._miss_retry_s = miss_retry_s
+        self._ttl_s = ttl_s
+        self._edges: dict[str, tuple[EdgeRef | None, float]] = {}
+        self._devices: dict[str, _Devices] = {}
+        self._metrics: dict[str, int] = {}
+
+    async def edge(self, edge_id: str) -> EdgeRef | None:
+        now = time.monotonic()
+        cached = self._edges.get(edge_id)
+        if cached is not None:
+            ref, at = cached
+            age = now - at
+            if age < (self._ttl_s if ref is not None else self._miss_retry_s):
+                return ref
+
+        async def fetch(conn: Conn) -> tuple[int, str] | None:
+            return await edge_owner(conn, edge_id)
+
+        owner = await self._db.run_lookup("lookup_edge", fetch)
+        ref = None if owner is None else EdgeRef(owner[0], owner[1])
+        self._edges[edge_id] = (ref, time.monotonic())
+        return ref
+
+    async def devices(self, enterprise: str) -> dict[str, int]:
+        """Device ids by code of an enterprise (possibly stale by up to the TTL)."""
+        entry = self._devices.get(enterprise)
+        if entry is None or time.monotonic() - entry.loaded_at >= self._ttl_s:
+            entry = await self._load_devices(enterprise)
+        return entry.ids
+
+    async def refresh_devices(self, enterprise: str) -> dict[str, int]:
+        """Re-read after a miss, unless that was done less than miss_retry_s ago."""
+        entry = self._devices.get(enterprise)
+        if entry is not None and time.monotonic() - entry.loaded_at < self._miss_retry_s:
+            return entry.ids
+        return (await self._load_devices(enterprise)).ids
+
+    async def _load_devices(self, enterprise: str) -> _Devices:
+        async def fetch(conn: Conn) -> dict[str, int]:
+            refs = await device_refs(conn, enterprise)
+            return {code: ref.id for code, ref in refs.items()}
+
+        entry = _Devices(await self._db.run_lookup("lookup_devices", fetch), time.monotonic())
+        self._devices[enterprise] = entry
+        return entry
+
+    def metric_id(self, name: str) -> int | None:
+        return self._metrics.get(name)
+
+    async def intern_metrics(self, names: Iterable[str]) -> None:
+        wanted = [name for name in set(names) if name not in self._metrics]
+        if not wanted:
+            return
+
+        async def fetch(conn: Conn) -> dict[str, int]:
+            return await metric_ids(conn, wanted)
+
+        self._metrics.update(await self._db.run_lookup("intern_metrics", fetch))

@@ -1,0 +1,115 @@
+"""Settings of the ingest service (env prefix ``ZHIZAO_INGEST_``), built by a factory.
+
+Delivery is at-least-once from the broker in both subscription modes: the worker
+always keeps a persistent session (clean start off, a session expiry) under a stable
+client id, so messages that were delivered but not acknowledged when it stopped are
+delivered again when it comes back. ``shared_group`` adds an MQTT 5 shared
+subscription (``$share/<group>/...``) so that several workers split the stream; with
+an MQTT 3.1.1 broker (the demo's amqtt) there are no shared subscriptions and the
+worker uses a plain persistent session (clean_session False).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from zhizao.settings import DatabaseSettings
+
+
+def _default_client_id() -> str:
+    # Stable across restarts of the same worker on the same host: the persistent
+    # session is found again by this id.
+    return f"zhizao-ingest-{socket.gethostname()}"[:64]
+
+
+class IngestSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZHIZAO_INGEST_", extra="ignore")
+
+    mqtt_url: str = Field(
+        default="mqtt://127.0.0.1:1883",
+        description="mqtt://[user:password@]host[:port] of the broker",
+    )
+    mqtt_protocol: Literal["5", "3.1.1"] = "5"
+    client_id: str = Field(default_factory=_default_client_id, min_length=1, max_length=64)
+    #: MQTT 5 shared subscription group; None subscribes plainly (single worker).
+    shared_group: str | None = "ingest"
+    #: How long the broker keeps the session (and queues messages) while the worker
+    #: is away; 0 would lose what arrives during a restart.
+    session_expiry_s: int = Field(default=24 * 3600, ge=1)
+    keepalive_s: int = Field(default=30, ge=5)
+    #: Unacknowledged messages the broker may have in flight to this worker (MQTT 5
+    #: Receive Maximum). Bounds memory whatever the rate: the broker stops sending
+    #: until commits acknowledge. With 3.1.1 the worker stops reading the socket at
+    #: this many buffered messages instead.
+    max_inflight: int = Field(default=4000, ge=1, le=65535)
+    #: A batch is committed when it holds this many points ...
+    batch_max_points: int = Field(default=20_000, ge=1)
+    #: ... or this many messages ...
+    batch_max_messages: int = Field(default=2_000, ge=1)
+    #: ... or when its first message has waited this long.
+    batch_max_wait_ms: int = Field(default=200, ge=1)
+    #: Points whose source timestamp is further ahead of ingest's clock are rejected.
+    max_future_s: float = Field(default=86_400, gt=0)
+    #: How long to wait before asking the database again about an unknown edge or device.
+    registry_miss_retry_s: float = Field(default=5.0, ge=0)
+    #: Known edges and devices are re-read after this long (moves between enterprises).
+    registry_ttl_s: float = Field(default=300.0, gt=0)
+    #: Backoff bounds for database and broker reconnects.
+    retry_initial_s: float = Field(default=0.2, gt=0)
+    retry_max_s: float = Field(default=10.0, gt=0)
+    #: On SIGTERM, how long to keep retrying the batch in hand if the database is down.
+    shutdown_grace_s: float = Field(default=15.0, ge=0)
+    #: Health and Prometheus endpoint; None disables it, 0 picks a free port.
+    health_host: str = "127.0.0.1"
+    health_port: int | None = Field(default=9108, ge=0, le=65535)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError("mqtt_url must look like mqtt://host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _v311_has_no_shared_subscriptions(self) -> IngestSettings:
+        if self.mqtt_protocol == "3.1.1":
+            self.shared_group = None
+        return self
+
+    @property
+    def mqtt_host(self) -> str:
+        return urlsplit(self.mqtt_url).hostname or "127.0.0.1"
+
+    @property
+    def mqtt_port(self) -> int:
+        return urlsplit(self.mqtt_url).port or 1883
+
+    @property
+    def mqtt_username(self) -> str | None:
+        return urlsplit(self.mqtt_url).username
+
+    @property
+    def mqtt_password(self) -> str | None:
+        return urlsplit(self.mqtt_url).password
+
+
+def ingest_settings(**overrides: object) -> IngestSettings:
+    """Settings from the environment, with explicit ``overrides`` taking precedence.
+
+    The database comes from ``ZHIZAO_DB_*`` unless ``database`` (DatabaseSettings) or
+    ``db_url`` is given.
+    """
+    db_url = overrides.pop("db_url", None)
+    if db_url is not None and "database" not in overrides:
+        overrides["database"] = DatabaseSettings(url=str(db_url))
+    if "client_id" not in overrides and (worker := os.environ.get("ZHIZAO_INGEST_WORKER")):
+        overrides["client_id"] = f"{_default_client_id()}-{worker}"[:64]
+    return IngestSettings(**overrides)  # type: ignore[arg-type]

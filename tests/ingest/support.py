@@ -1,0 +1,215 @@
+"""Helpers of the ingest tests: a registered factory, a publisher, counting, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from ingest.settings import IngestSettings, ingest_settings
+from zhizao.codes import make_credit_code
+from zhizao.registry import Device, DeviceType, EdgeGateway, Enterprise, Region
+from zhizao.storage.connection import connect
+from zhizao.storage.registry import (
+    upsert_devices,
+    upsert_edges,
+    upsert_enterprises,
+    upsert_regions,
+)
+from zhizao.wire import data_topic
+
+ENT_A = make_credit_code("91330106MA2B00001")
+ENT_B = make_credit_code("91330106MA2B00002")
+EDGE_A = "edge-a"
+EDGE_B = "edge-b"
+T0 = int(time.time() * 1000) - 3_600_000  # an hour ago: valid, and not in the future
+
+
+@dataclass(frozen=True)
+class Factory:
+    enterprise: str
+    edge: str
+    devices: tuple[str, ...]
+
+
+async def register(db_url: str, devices_per_edge: int = 4, extra_edges: int = 0) -> list[Factory]:
+    """Two enterprises, each with one edge (``edge-a``, ``edge-b``) and some devices."""
+    factories = [
+        Factory(ENT_A, EDGE_A, tuple(f"A-{i:03d}" for i in range(devices_per_edge))),
+        Factory(ENT_B, EDGE_B, tuple(f"B-{i:03d}" for i in range(devices_per_edge))),
+    ]
+    factories += [
+        Factory(ENT_A, f"edge-a{k}", tuple(f"A{k}-{i:03d}" for i in range(devices_per_edge)))
+        for k in range(extra_edges)
+    ]
+    conn = await connect(db_url)
+    async with conn, conn.transaction():
+        await upsert_regions(
+            conn, [Region(code="330000", name="浙江省"), Region(code="330100", name="杭州市"),
+                   Region(code="330106", name="西湖区")]
+        )
+        await upsert_enterprises(
+            conn,
+            [
+                Enterprise(credit_code=c, name=f"企业{c[-3:]}", region_code="330106",
+                           industry_code="C34")
+                for c in (ENT_A, ENT_B)
+            ],
+        )
+        await upsert_devices(
+            conn,
+            [
+                Device(enterprise=f.enterprise, code=d, name=d,
+                       device_type=DeviceType.CNC_MACHINE_TOOL)
+                for f in factories
+                for d in f.devices
+            ],
+        )
+        await upsert_edges(
+            conn,
+            [EdgeGateway(enterprise=f.enterprise, edge_id=f.edge, device_codes=f.devices)
+             for f in factories],
+        )
+    return factories
+
+
+def batch_payload(
+    factory: Factory, seq: int, points: int, *, t0: int = T0, metric: str = "spindle_speed"
+) -> bytes:
+    """A data message with ``points`` metric points; (device, ts) unique per seq."""
+    devices = factory.devices
+    return json.dumps(
+        {
+            "v": 1,
+            "enterprise": factory.enterprise,
+            "edge": factory.edge,
+            "seq": seq,
+            "sent_at": t0 + seq * 1000,
+            "points": [
+                {
+                    "device": devices[i % len(devices)],
+                    "ts": t0 + seq * 1000 + i // len(devices),
+                    "kind": "metric",
+                    "name": metric,
+                    "value": float(seq * 1000 + i),
+                }
+                for i in range(points)
+            ],
+        }
+    ).encode()
+
+
+class Publisher:
+    """A QoS 1 publisher that waits for the broker's acknowledgement of each message."""
+
+    def __init__(self, url: str, client_id: str = "test-publisher") -> None:
+        parts = urlsplit(url)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+        )
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(topic, payload, qos=1, retain=retain)
+
+    def publish_all(self, messages: Iterable[tuple[str, bytes]], timeout: float = 120) -> int:
+        infos = [self.publish(topic, payload) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(timeout)
+        return len(infos)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def data_messages(factory: Factory, seqs: Iterable[int], points: int) -> list[tuple[str, bytes]]:
+    return [(data_topic(factory.enterprise, factory.edge), batch_payload(factory, s, points))
+            for s in seqs]
+
+
+async def scalar(db_url: str, query: str, *params: Any) -> Any:
+    conn = await connect(db_url, autocommit=True)
+    async with conn:
+        cur = await conn.execute(query, params or None)
+        row = await cur.fetchone()
+        return None if row is None else row[0]
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = 120, what: str = "condition"
+) -> None:
+    """Poll ``check`` until true; generous timeouts, never a wall-time assertion."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+async def wait_for_count(db_url: str, query: str, expected: int, timeout: float = 120) -> None:
+    last: list[Any] = [None]
+
+    async def check() -> bool:
+        try:
+            last[0] = await scalar(db_url, query)
+        except Exception:  # noqa: BLE001 - the database may be down in the fault tests
+            return False
+        return bool(last[0] == expected)
+
+    try:
+        await wait_until(check, timeout=timeout, what=f"{query} = {expected}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last value {last[0]}") from None
+
+
+def worker_settings(db_url: str, mqtt_url: str, **overrides: Any) -> IngestSettings:
+    values: dict[str, Any] = {
+        "db_url": db_url,
+        "mqtt_url": mqtt_url,
+        "client_id": "ingest-test",
+        "health_port": None,
+        "batch_max_wait_ms": 50,
+        "retry_initial_s": 0.1,
+        "retry_max_s": 1.0,
+        "registry_miss_retry_s": 0.5,
+        "keepalive_s": 10,
+    }
+    values.update(overrides)
+    return ingest_settings(**values)
+
+
+class Worker:
+    """An in-process ingest worker (run_ingest) the test can stop."""
+
+    def __init__(self, settings: IngestSettings) -> None:
+        from ingest.metrics import IngestMetrics
+        from ingest.service import run_ingest
+
+        self.settings = settings
+        self.metrics = IngestMetrics()
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(run_ingest(settings, stop=self.stop, metrics=self.metrics))
+
+    async def connected(self, timeout: float = 30) -> None:
+        async def check() -> bool:
+            if self.task.done():
+                self.task.result()
+            return self.metrics.broker_connected._value.get() == 1  # noqa: SLF001
+
+        await wait_until(check, timeout=timeout, what="worker connected")
+
+    async def close(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, timeout=60)

@@ -1,0 +1,90 @@
+"""End to end through a real broker and database: every kind of point lands where it should."""
+
+from __future__ import annotations
+
+import json
+
+from tests.fix_mqtt import Mosquitto
+from tests.ingest.support import (
+    T0,
+    Publisher,
+    Worker,
+    data_messages,
+    register,
+    scalar,
+    wait_for_count,
+    worker_settings,
+)
+from zhizao.wire import data_topic, status_topic
+
+
+async def test_points_of_every_kind_are_stored(db_url: str, own_mosquitto: Mosquitto) -> None:
+    a, _ = await register(db_url)
+    worker = Worker(worker_settings(db_url, own_mosquitto.url))
+    await worker.connected()
+    publisher = Publisher(own_mosquitto.url)
+    try:
+        device = a.devices[0]
+        points = [
+            {"device": device, "ts": T0, "kind": "metric", "name": "temp", "value": 41.5},
+            {"device": device, "ts": T0 + 1, "kind": "metric", "name": "on", "value": True,
+             "quality": "bad"},
+            {"device": device, "ts": T0 + 2, "kind": "state", "name": "state", "value": "RUNNING",
+             "raw": "Executing"},
+            {"device": device, "ts": T0 + 3, "kind": "count", "name": "good", "value": 5},
+            {"device": device, "ts": T0 + 3, "kind": "count", "name": "reject", "value": 1},
+            {"device": device, "ts": T0 + 4, "kind": "event", "name": "connectivity",
+             "value": "offline", "reason": "session lost"},
+            {"device": device, "ts": T0 + 5, "kind": "event", "name": "alarm", "value": "E-12"},
+        ]
+        batch = {"v": 1, "enterprise": a.enterprise, "edge": a.edge, "seq": 0, "sent_at": T0,
+                 "points": points}
+        birth = {"v": 1, "enterprise": a.enterprise, "edge": a.edge, "status": "online",
+                 "ts": T0 - 10}
+        death = {"v": 1, "enterprise": a.enterprise, "edge": a.edge, "status": "offline",
+                 "ts": T0 - 10, "reason": "will"}
+        publisher.publish_all(
+            [
+                (status_topic(a.enterprise, a.edge), json.dumps(birth).encode()),
+                (data_topic(a.enterprise, a.edge), json.dumps(batch).encode()),
+                (status_topic(a.enterprise, a.edge), json.dumps(death).encode()),
+            ]
+        )
+        await wait_for_count(db_url, "SELECT count(*) FROM edge_status", 2)
+        await wait_for_count(db_url, "SELECT count(*) FROM device_event", 1)
+        assert await scalar(db_url, "SELECT count(*) FROM metric_point") == 2
+        assert await scalar(db_url, "SELECT quality FROM metric_point WHERE value = 1") == 2
+        assert await scalar(db_url, "SELECT state::text FROM state_change") == "RUNNING"
+        assert await scalar(
+            db_url, "SELECT string_agg(counter || ':' || quantity, ',' ORDER BY counter)"
+            " FROM production_count"
+        ) == "0:5,1:1"
+        assert await scalar(db_url, "SELECT online FROM device_connectivity") is False
+        assert await scalar(db_url, "SELECT value FROM device_event WHERE name = 'alarm'") == "E-12"
+        assert await scalar(
+            db_url, "SELECT string_agg(online::text, ',' ORDER BY time) FROM edge_status"
+        ) == "true,false"
+        assert await scalar(db_url, "SELECT count(*) FROM dead_letter") == 0
+    finally:
+        publisher.close()
+        await worker.close()
+
+
+async def test_same_batch_twice_is_stored_once(db_url: str, own_mosquitto: Mosquitto) -> None:
+    a, _ = await register(db_url)
+    worker = Worker(worker_settings(db_url, own_mosquitto.url))
+    await worker.connected()
+    publisher = Publisher(own_mosquitto.url)
+    try:
+        messages = data_messages(a, range(10), 50)
+        publisher.publish_all(messages + messages)
+        await wait_for_count(db_url, "SELECT messages FROM edge_sequence", 20)
+        assert await scalar(db_url, "SELECT count(*) FROM metric_point") == 500
+        replays = await scalar(
+            db_url, "SELECT sum(last_seq - first_seq + 1) FROM sequence_event WHERE kind='replay'"
+        )
+        assert replays == 10
+        assert worker.metrics.rows_duplicate._value.get() == 500  # noqa: SLF001
+    finally:
+        publisher.close()
+        await worker.close()

@@ -1,0 +1,90 @@
+"""Per-edge sequence state (migration 0004): highest sequence seen and open gaps.
+
+The state of the edges of a batch is read with ``FOR UPDATE`` in edge order inside
+the batch's transaction, so workers sharing a subscription serialise per edge and
+never deadlock on each other; the caller classifies the new sequence numbers and
+writes the state back in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+from zhizao.storage.connection import Conn
+
+SequenceKind = Literal["gap", "late", "replay"]
+
+
+class SequenceEvent(NamedTuple):
+    edge_pk: int
+    kind: SequenceKind
+    first_seq: int
+    last_seq: int
+
+
+@dataclass
+class EdgeSequenceState:
+    high: int | None = None
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # inclusive ranges, sorted
+
+
+async def lock_sequence_state(conn: Conn, edge_pks: Iterable[int]) -> dict[int, EdgeSequenceState]:
+    """Lock and read the sequence state of these edges (in edge order)."""
+    pks = sorted(set(edge_pks))
+    if not pks:
+        return {}
+    cur = await conn.execute(
+        "SELECT edge_pk, high_seq FROM edge_sequence WHERE edge_pk = ANY(%s)"
+        " ORDER BY edge_pk FOR UPDATE",
+        (pks,),
+    )
+    states = {pk: EdgeSequenceState() for pk in pks}
+    for pk, high in await cur.fetchall():
+        states[int(pk)].high = int(high)
+    cur = await conn.execute(
+        "SELECT edge_pk, first_seq, last_seq FROM sequence_gap WHERE edge_pk = ANY(%s)"
+        " ORDER BY edge_pk, first_seq",
+        (pks,),
+    )
+    for pk, first, last in await cur.fetchall():
+        states[int(pk)].gaps.append((int(first), int(last)))
+    return states
+
+
+async def save_sequence_state(
+    conn: Conn,
+    states: Mapping[int, EdgeSequenceState],
+    messages: Mapping[int, int],
+    events: Sequence[SequenceEvent],
+) -> None:
+    """Write back the state of the edges read by :func:`lock_sequence_state`."""
+    pks = sorted(pk for pk, state in states.items() if state.high is not None)
+    if not pks:
+        return
+    await conn.execute(
+        """
+        INSERT INTO edge_sequence (edge_pk, high_seq, messages)
+        SELECT * FROM unnest(%s::int4[], %s::int8[], %s::int8[])
+        ON CONFLICT (edge_pk) DO UPDATE SET high_seq = excluded.high_seq,
+            messages = edge_sequence.messages + excluded.messages, updated_at = now()
+        """,
+        (pks, [states[pk].high for pk in pks], [messages.get(pk, 0) for pk in pks]),
+    )
+    await conn.execute("DELETE FROM sequence_gap WHERE edge_pk = ANY(%s)", (pks,))
+    gap_rows = [(pk, first, last) for pk in pks for first, last in states[pk].gaps]
+    if gap_rows:
+        gpk, gfirst, glast = (list(c) for c in zip(*gap_rows, strict=True))
+        await conn.execute(
+            "INSERT INTO sequence_gap (edge_pk, first_seq, last_seq)"
+            " SELECT * FROM unnest(%s::int4[], %s::int8[], %s::int8[])",
+            (gpk, gfirst, glast),
+        )
+    if events:
+        epk, kind, efirst, elast = (list(c) for c in zip(*events, strict=True))
+        await conn.execute(
+            "INSERT INTO sequence_event (edge_pk, kind, first_seq, last_seq)"
+            " SELECT * FROM unnest(%s::int4[], %s::text[], %s::int8[], %s::int8[])",
+            (epk, kind, efirst, elast),
+        )
