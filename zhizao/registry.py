@@ -24,7 +24,7 @@ _CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
 def _check_code(value: str) -> str:
-    if not _CODE_RE.match(value):
+    if not _CODE_RE.fullmatch(value):
         raise InvalidValue(
             "code",
             value,

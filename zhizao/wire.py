@@ -211,7 +211,7 @@ def parse_topic(topic: str) -> Topic:
         or parts[5] not in ("data", "status")
     ):
         raise TopicError(f"not a zhizao uplink topic: {topic!r}", path="topic")
-    if not _SEGMENT_RE.match(parts[2]) or not _SEGMENT_RE.match(parts[4]):
+    if not _SEGMENT_RE.fullmatch(parts[2]) or not _SEGMENT_RE.fullmatch(parts[4]):
         raise TopicError(f"bad enterprise or edge segment in {topic!r}", path="topic")
     channel: Literal["data", "status"] = "data" if parts[5] == "data" else "status"
     return Topic(enterprise=parts[2], edge=parts[4], channel=channel)

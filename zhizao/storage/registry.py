@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from psycopg import sql
 
 from zhizao.codes import region_level, region_parent
 from zhizao.errors import StorageError
-from zhizao.ledger import Ledger, LedgerModel, RowError
+from zhizao.ledger import Ledger, RowError
 from zhizao.registry import Cluster, Device, EdgeGateway, Enterprise, Region
 from zhizao.storage.connection import Conn
+
+M = TypeVar("M", Cluster, Enterprise, Device, EdgeGateway)
 
 
 @dataclass
@@ -296,22 +299,29 @@ async def upsert_devices(
     return counts
 
 
-async def upsert_edges(conn: Conn, edges: Iterable[EdgeGateway]) -> UpsertCounts:
+async def upsert_edges(
+    conn: Conn,
+    edges: Iterable[EdgeGateway],
+    fields_of: Callable[[EdgeGateway], Set[str] | None] = lambda _: None,
+) -> UpsertCounts:
+    """Insert or update gateways and the devices they serve; a file without the name
+    or device columns leaves those as they were."""
     counts = UpsertCounts()
     ids = await enterprise_ids(conn)
     for edge in edges:
-        result = await _upsert(
-            conn,
+        given = fields_of(edge)
+        columns = _given(("enterprise_id", "name"), given, {"enterprise": "enterprise_id"})
+        query = sql.SQL(
             """
             INSERT INTO edge_gateway (edge_id, enterprise_id, name) VALUES (%s, %s, %s)
-            ON CONFLICT (edge_id) DO UPDATE SET enterprise_id = excluded.enterprise_id,
-                name = excluded.name
-            WHERE (edge_gateway.enterprise_id, edge_gateway.name)
-                IS DISTINCT FROM (excluded.enterprise_id, excluded.name)
+            ON CONFLICT (edge_id) DO UPDATE {conflict}
             RETURNING (xmax = 0)
-            """,
-            (edge.edge_id, ids[edge.enterprise], edge.name),
-        )
+            """
+        ).format(conflict=_set_clause("edge_gateway", columns))
+        result = await _upsert(conn, query, (edge.edge_id, ids[edge.enterprise], edge.name))
+        if given is not None and "device_codes" not in given:
+            counts.add(result)
+            continue
         cur = await conn.execute(
             """
             WITH gw AS (SELECT id, enterprise_id FROM edge_gateway WHERE edge_id = %(edge)s),
@@ -387,64 +397,81 @@ async def known_codes(conn: Conn) -> tuple[set[str], set[str], set[str]]:
     return enterprises, clusters, regions
 
 
-async def store_ledger(conn: Conn, ledger: Ledger) -> RegistryChanges:
-    """Upsert everything valid in a parsed ledger, in the caller's transaction.
+Problem = tuple[str, object, str] | None  # (field, value, reason) or None when fine
 
-    Rows the database cannot take (a region not in the registry, a device of an
-    enterprise that was itself rejected) are added to ``ledger.errors`` with their
-    sheet and row; the rest is stored.
-    """
-    _, _, regions = await known_codes(conn)
-    regions |= {r.code for r in ledger.regions}
 
-    def reject(model: LedgerModel, column: str, value: object, reason: str) -> None:
+def _keep(ledger: Ledger, models: Iterable[M], problem: Callable[[M], Problem]) -> list[M]:
+    """The models without a problem; each problem becomes a RowError at the model's row."""
+    kept: list[M] = []
+    for model in models:
+        found = problem(model)
+        if found is None:
+            kept.append(model)
+            continue
+        column, value, reason = found
         origin = ledger.origin(model)
         ledger.errors.append(
             RowError(
                 ledger.source,
                 origin.sheet if origin else "",
                 origin.row if origin else 0,
-                column,
+                origin.headers.get(column, column) if origin else column,
                 value,
                 reason,
             )
         )
+    return kept
 
-    def fields(model: LedgerModel) -> Set[str] | None:
-        origin = ledger.origin(model)
-        return None if origin is None else origin.fields
 
-    clusters = []
-    for cluster in ledger.clusters:
-        if cluster.region_code in regions:
-            clusters.append(cluster)
-        else:
-            reject(cluster, "region_code", cluster.region_code, "region is not in the registry")
-    enterprises = []
-    for ent in ledger.enterprises:
-        if ent.region_code in regions:
-            enterprises.append(ent)
-        else:
-            reject(ent, "region_code", ent.region_code, "region is not in the registry")
+async def store_ledger(conn: Conn, ledger: Ledger) -> RegistryChanges:
+    """Upsert everything valid in a parsed ledger, in the caller's transaction.
+
+    Rows the database cannot take (a region not in the registry, a device of an
+    enterprise that was itself rejected, an edge serving devices nobody registered)
+    are added to ``ledger.errors`` with their sheet, row and column; the rest is stored.
+    """
+    _, _, regions = await known_codes(conn)
+    regions |= {r.code for r in ledger.regions}
+
+    def region_problem(model: Cluster | Enterprise) -> Problem:
+        if model.region_code in regions:
+            return None
+        return ("region_code", model.region_code, "region is not in the registry")
+
     changes = RegistryChanges()
     changes.regions = await upsert_regions(conn, ledger.regions)
-    changes.clusters = await upsert_clusters(conn, clusters)
-    changes.enterprises = await upsert_enterprises(conn, enterprises, fields)
+    changes.clusters = await upsert_clusters(conn, _keep(ledger, ledger.clusters, region_problem))
+    changes.enterprises = await upsert_enterprises(
+        conn, _keep(ledger, ledger.enterprises, region_problem), ledger.fields_of
+    )
     stored = set(await enterprise_ids(conn))
-    devices = []
-    for dev in ledger.devices:
-        if dev.enterprise in stored:
-            devices.append(dev)
-        else:
-            reject(dev, "enterprise", dev.enterprise, "enterprise was not stored (see its row)")
-    changes.devices = await upsert_devices(conn, devices, fields)
-    edges = []
-    for edge in ledger.edges:
-        if edge.enterprise in stored:
-            edges.append(edge)
-        else:
-            reject(edge, "enterprise", edge.enterprise, "enterprise was not stored (see its row)")
-    changes.edges = await upsert_edges(conn, edges)
+
+    def owner_problem(model: Device | EdgeGateway) -> Problem:
+        if model.enterprise in stored:
+            return None
+        return ("enterprise", model.enterprise, "enterprise was not stored (see its row)")
+
+    changes.devices = await upsert_devices(
+        conn, _keep(ledger, ledger.devices, owner_problem), ledger.fields_of
+    )
+    cur = await conn.execute(
+        "SELECT e.credit_code, d.code FROM device d JOIN enterprise e ON e.id = d.enterprise_id"
+    )
+    registered: dict[str, set[str]] = {}
+    for credit, code in await cur.fetchall():
+        registered.setdefault(str(credit), set()).add(str(code))
+
+    def edge_problem(edge: EdgeGateway) -> Problem:
+        if (owner := owner_problem(edge)) is not None:
+            return owner
+        unknown = sorted(set(edge.device_codes) - registered.get(edge.enterprise, set()))
+        if unknown:
+            return ("device_codes", "、".join(unknown), "devices not in the enterprise's ledger")
+        return None
+
+    changes.edges = await upsert_edges(
+        conn, _keep(ledger, ledger.edges, edge_problem), ledger.fields_of
+    )
     return changes
 
 
