@@ -176,7 +176,8 @@ class OpcUaCollector:
         self.node_errors: dict[str, str] = {}
         #: counters keep their baseline across sessions (see edge.counters)
         self._counters: dict[str, CumulativeCounter] = {}
-        self._states: dict[str, StateClass] = {}
+        #: presets with new input values in the batch being taken
+        self._dirty: dict[int, tuple[PresetState, int, Quality, Target]] = {}
         self._client: Client | None = None
         self._lost: asyncio.Event | None = None
         self._devices_online: bool | None = None
@@ -333,12 +334,15 @@ class OpcUaCollector:
         async for event in subscription:
             batch: list[Point] = []
             self._take(event, handles, heartbeat, batch)
-            # Drain what is already queued so the sink sees batches, not single points.
+            # Drain what is already queued so the sink sees batches, not single points,
+            # and the inputs of a preset from one publish are judged together. (A zero
+            # timeout would never see a queued event: wait_for gives up before get runs.)
             while len(batch) < 1000:
-                more = await subscription.next_event(timeout=0)
+                more = await subscription.next_event(timeout=0.001)
                 if more is None:
                     break
                 self._take(more, handles, heartbeat, batch)
+            batch.extend(self._flush_presets())
             if batch:
                 await sink.put(batch)
                 self._health.points_read += len(batch)
@@ -387,6 +391,8 @@ class OpcUaCollector:
             for t in targets
         )
         nodes = [client.get_node(t.node_id) for t in targets if t.node_id is not None]
+        # A poll reads the same value again and again; only a change is a new point.
+        seen: dict[str, tuple[str, Any, Any]] = {}
         while True:
             try:
                 values = await client.read_attributes(nodes, AttributeIds.Value)
@@ -394,10 +400,15 @@ class OpcUaCollector:
                 raise SessionLost(f"poll failed: {exc!r}") from exc
             batch: list[Point] = []
             for target, value in zip(targets, values, strict=True):
+                key = (repr(value.Value), value.SourceTimestamp, value.StatusCode)
+                if seen.get(target.label) == key:
+                    continue
+                seen[target.label] = key
                 try:
                     batch.extend(self._convert(target, value))
                 except (ValueError, TypeError, ArithmeticError) as exc:
                     self._node_error(target, f"value not understood: {exc!r}")
+            batch.extend(self._flush_presets())
             if batch:
                 await sink.put(batch)
                 self._health.points_read += len(batch)
@@ -494,30 +505,48 @@ class OpcUaCollector:
         ]
 
     def _preset_point(self, target: Target, raw: Any, ts: int, quality: Quality) -> list[Point]:
+        """Record one input; the state is computed in _flush_presets after the batch.
+
+        A machine changes MachineryItemState and MachineryOperationMode together, but
+        they arrive as two notifications: judging after the first would emit a state
+        the machine never was in (SETUP → RUNNING passing through IDLE).
+        """
         preset = target.preset
         if preset is None or target.preset_key is None:
             return []
         preset.values[target.preset_key] = raw
-        if not preset.expected <= preset.values.keys():
-            return []  # wait for every input, or a half-known state would be emitted
-        state, text = preset_state(preset.mapping.preset, preset.values)
-        if state is None:
-            self._node_error(target, f"{preset.mapping.preset.value} state {text} not understood")
-            return []
-        if state is preset.last:
-            return []
-        preset.last = state
-        return [
-            Point(
-                device=preset.mapping.device,
-                ts=ts,
-                kind=PointKind.STATE,
-                name=preset.mapping.name,
-                value=state.value,
-                quality=quality,
-                raw=text[:256],
+        previous = self._dirty.get(id(preset))
+        if previous is None or previous[1] <= ts:
+            self._dirty[id(preset)] = (preset, ts, quality, target)
+        return []
+
+    def _flush_presets(self) -> list[Point]:
+        points: list[Point] = []
+        dirty, self._dirty = self._dirty, {}
+        for preset, ts, quality, target in dirty.values():
+            if not preset.expected <= preset.values.keys():
+                continue  # wait for every input, or a half-known state would be emitted
+            state, text = preset_state(preset.mapping.preset, preset.values)
+            if state is None:
+                self._node_error(
+                    target, f"{preset.mapping.preset.value} state {text} not understood"
+                )
+                continue
+            if state is preset.last:
+                continue
+            preset.last = state
+            points.append(
+                Point(
+                    device=preset.mapping.device,
+                    ts=ts,
+                    kind=PointKind.STATE,
+                    name=preset.mapping.name,
+                    value=state.value,
+                    quality=quality,
+                    raw=text[:256],
+                )
             )
-        ]
+        return points
 
     def _expect_preset_inputs(self, targets: Iterable[Target]) -> None:
         presets: dict[int, PresetState] = {}
@@ -768,7 +797,7 @@ async def resolve(
         results = await _translate(client, [(OBJECTS_FOLDER, path) for _, path in chunk])
         for (target, _), result in zip(chunk, results, strict=True):
             if result.StatusCode.is_good() and result.Targets:
-                target.node_id = result.Targets[0].TargetId.to_nodeid()
+                target.node_id = _target_node(result)
             else:
                 failures[target.label] = (
                     f"browse path {target.address!r} not found: {result.StatusCode.name}"
@@ -831,7 +860,7 @@ async def _walk(
             if not (result.StatusCode.is_good() and result.Targets):
                 names = "/".join(name for _, name in known)
                 return None, f"{names} not found: {result.StatusCode.name}"
-            node = result.Targets[0].TargetId.to_nodeid()
+            node = _target_node(result)
         if segments:
             _, wanted = segments.pop(0)
             children = await client.get_node(node).get_children()
@@ -842,6 +871,12 @@ async def _walk(
             else:
                 return None, f"{wanted} not found"
     return node, ""
+
+
+def _target_node(result: ua.BrowsePathResult) -> ua.NodeId:
+    """The first target as a local NodeId (asyncua may hand out an ExpandedNodeId)."""
+    target = result.Targets[0].TargetId
+    return ua.NodeId(target.Identifier, target.NamespaceIndex, target.NodeIdType)
 
 
 _RESERVED = "/.<>:#!&"
