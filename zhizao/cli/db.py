@@ -8,24 +8,18 @@ import typer
 
 from zhizao.cli.common import DbUrlOption, console, db_settings, fail
 from zhizao.errors import ZhizaoError
-from zhizao.regions import zhejiang_regions
 from zhizao.settings import DatabaseSettings
 from zhizao.storage.connection import connect, ensure_database, redact
 from zhizao.storage.migrate import UpgradeResult, available_migrations, current_version, upgrade
-from zhizao.storage.registry import upsert_regions
 
 app = typer.Typer(help="Database schema: upgrade, status.", no_args_is_help=True)
 
 
 async def upgrade_database(settings: DatabaseSettings, *, create: bool = True) -> UpgradeResult:
-    """Create the database if asked, apply missing migrations, load reference regions."""
+    """Create the database if asked, then apply missing migrations."""
     if create:
         await ensure_database(settings.url)
-    result = await upgrade(settings)
-    conn = await connect(settings.url)
-    async with conn, conn.transaction():
-        await upsert_regions(conn, zhejiang_regions())
-    return result
+    return await upgrade(settings)
 
 
 @app.command("upgrade")

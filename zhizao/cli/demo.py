@@ -2,14 +2,17 @@
 
 On a machine with nothing installed but this package it starts an embedded
 PostgreSQL (unless ``--db-url`` or ZHIZAO_DB_URL names one), migrates it, imports
-the sample equipment ledger of a Zhejiang pilot factory and prints what the
-registry holds. Each step prints as it goes, so a person sees where it is.
+the sample equipment ledger of a Zhejiang pilot factory, prints what the registry
+holds and where to look, then keeps the platform running until Ctrl-C (or for
+``--duration`` seconds). Each step prints as it goes, so a person sees where it is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 from importlib import resources
 from pathlib import Path
 
@@ -31,7 +34,7 @@ def sample_ledger_path() -> Path:
     return Path(str(resources.files("zhizao.data") / "sample_ledger.xlsx"))
 
 
-async def _run(db_url: str | None, fresh: bool) -> None:
+async def _run(db_url: str | None, fresh: bool, duration: float | None) -> None:
     embedded: EmbeddedPostgres | None = None
     if db_url is None:
         pgdata = demo_home() / "pgdata"
@@ -66,17 +69,34 @@ async def _run(db_url: str | None, fresh: bool) -> None:
                 title="智造 zhizao demo: where to look",
             )
         )
+        await _serve(duration)
     finally:
         if embedded is not None and os.environ.get("ZHIZAO_DEMO_KEEP_DB") != "1":
             await asyncio.to_thread(embedded.stop)
 
 
+async def _serve(duration: float | None) -> None:
+    """Run until Ctrl-C / SIGTERM, or for ``duration`` seconds."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if duration is None:
+        console.print("运行中 running; Ctrl-C stops the demo")
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=duration)
+    console.print("停止 stopping")
+
+
 def demo(
     db_url: DbUrlOption = None,
     fresh: bool = typer.Option(False, help="Drop the demo database first and start anew."),
+    duration: float | None = typer.Option(
+        None, help="Stop after this many seconds (default: run until Ctrl-C)."
+    ),
 ) -> None:
-    """Run the platform on embedded defaults and print what it holds."""
+    """Run the platform on embedded defaults, print what it holds and where to look."""
     try:
-        asyncio.run(_run(db_url or os.environ.get("ZHIZAO_DB_URL"), fresh))
+        asyncio.run(_run(db_url or os.environ.get("ZHIZAO_DB_URL"), fresh, duration))
     except ZhizaoError as exc:
         raise fail(exc) from exc

@@ -11,7 +11,8 @@ TimescaleDB is not a migration: whether the extension exists depends on the serv
 not on the schema version. After the migrations, :func:`apply_timescale` reconciles
 hypertables, compression and retention with the settings on every upgrade, so a
 changed retention takes effect and a server that gains the extension later is
-converted then.
+converted then. Reference data (the GB/T 2260 regions of Zhejiang) is reconciled the
+same way.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import psycopg
 import structlog
 
 from zhizao.errors import MigrationError
+from zhizao.regions import zhejiang_regions
 from zhizao.settings import DatabaseSettings
 from zhizao.storage.connection import Conn, connect
+from zhizao.storage.registry import upsert_regions
 
 log = structlog.get_logger(__name__)
 
@@ -150,6 +153,10 @@ async def upgrade(
                 log.info("migration applied", version=migration.version, name=migration.name)
                 applied.append(migration)
         version = await current_version(conn)
+        if version == migrations[-1].version:
+            # Reference data follows the code, like TimescaleDB: reconciled every time.
+            async with conn.transaction():
+                await upsert_regions(conn, zhejiang_regions())
         has_timescale = False
         if timescale and settings.use_timescaledb and version == migrations[-1].version:
             has_timescale = await apply_timescale(conn, settings)
