@@ -30,7 +30,9 @@ def _admin() -> psycopg.Connection[tuple[object, ...]]:
 
 def create_database(name: str, template: str | None = None) -> str:
     with _admin() as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         if template is None:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         else:
@@ -44,7 +46,9 @@ def create_database(name: str, template: str | None = None) -> str:
 
 def drop_database(name: str) -> None:
     with _admin() as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture(scope="session")

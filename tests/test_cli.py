@@ -69,7 +69,9 @@ def test_import_of_a_mixed_file_stores_good_rows_and_lists_bad_ones(db_url: str)
     assert _scalar(db_url, "SELECT max(updated_at) < now() - interval '0 s' FROM device")
 
 
-def test_reimport_changes_nothing_and_a_second_file_decommissions(db_url: str, tmp_path: Path) -> None:
+def test_reimport_changes_nothing_and_a_second_file_decommissions(
+    db_url: str, tmp_path: Path
+) -> None:
     assert _zhizao("registry", "import", str(sample_ledger_path()), "--db-url", db_url)[0] == 0
     stamp = _scalar(db_url, "SELECT max(updated_at) FROM device")
     code, out = _zhizao("registry", "import", str(sample_ledger_path()), "--db-url", db_url)
@@ -118,7 +120,11 @@ def test_demo_runs_on_embedded_postgresql(tmp_path: Path) -> None:
     env["COLUMNS"] = "200"
     result = subprocess.run(
         [sys.executable, "-m", "zhizao.cli", "demo", "--duration", "0"],
-        capture_output=True, text=True, env=env, timeout=180, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
     )
     assert result.returncode == 0, result.stderr + result.stdout
     assert "embedded PostgreSQL 18 running" in result.stdout

@@ -57,7 +57,8 @@ def test_wrong_check_character_names_both() -> None:
     with pytest.raises(InvalidValue) as info:
         validate_credit_code("91350100M000100Y44")
     assert info.value.field == "credit_code"
-    assert "'4'" in info.value.rule and "'3'" in info.value.rule
+    assert "'4'" in info.value.rule
+    assert "'3'" in info.value.rule
 
 
 @pytest.mark.parametrize(
@@ -85,7 +86,9 @@ def test_check_character_of_the_standard_example() -> None:
         ("331082", RegionLevel.COUNTY, ["331082", "331000", "330000"]),
     ],
 )
-def test_region_levels_follow_from_the_code(code: str, level: RegionLevel, chain: list[str]) -> None:
+def test_region_levels_follow_from_the_code(
+    code: str, level: RegionLevel, chain: list[str]
+) -> None:
     assert region_level(code) is level
     assert region_ancestors(code) == chain
 

@@ -39,32 +39,49 @@ timestamps = st.integers(min_value=MIN_TIMESTAMP_MS, max_value=MAX_TIMESTAMP_MS)
 qualities = st.sampled_from(["good", "uncertain", "bad"])
 metric_points = st.builds(
     Point,
-    device=codes, ts=timestamps, kind=st.just(PointKind.METRIC),
+    device=codes,
+    ts=timestamps,
+    kind=st.just(PointKind.METRIC),
     name=st.text(min_size=1, max_size=30),
     value=st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**53), 2**53)),
     quality=qualities,
 )
 state_points = st.builds(
     Point,
-    device=codes, ts=timestamps, kind=st.just(PointKind.STATE), name=st.just("state"),
+    device=codes,
+    ts=timestamps,
+    kind=st.just(PointKind.STATE),
+    name=st.just("state"),
     value=st.sampled_from([s.value for s in StateClass]),
-    raw=st.none() | st.text(max_size=20), reason=st.none() | st.text(max_size=20),
+    raw=st.none() | st.text(max_size=20),
+    reason=st.none() | st.text(max_size=20),
 )
 count_points = st.builds(
     Point,
-    device=codes, ts=timestamps, kind=st.just(PointKind.COUNT),
-    name=st.sampled_from(["good", "reject"]), value=st.integers(0, 10_000),
+    device=codes,
+    ts=timestamps,
+    kind=st.just(PointKind.COUNT),
+    name=st.sampled_from(["good", "reject"]),
+    value=st.integers(0, 10_000),
 )
 event_points = st.builds(
     Point,
-    device=codes, ts=timestamps, kind=st.just(PointKind.EVENT), name=st.just("connectivity"),
-    value=st.sampled_from(["online", "offline"]), reason=st.none() | st.text(max_size=20),
+    device=codes,
+    ts=timestamps,
+    kind=st.just(PointKind.EVENT),
+    name=st.just("connectivity"),
+    value=st.sampled_from(["online", "offline"]),
+    reason=st.none() | st.text(max_size=20),
 )
 batches = st.builds(
     UplinkBatch,
-    enterprise=st.just(ENTERPRISE), edge=codes, seq=st.integers(0, 2**62), sent_at=timestamps,
-    points=st.lists(st.one_of(metric_points, state_points, count_points, event_points),
-                    min_size=1, max_size=20),
+    enterprise=st.just(ENTERPRISE),
+    edge=codes,
+    seq=st.integers(0, 2**62),
+    sent_at=timestamps,
+    points=st.lists(
+        st.one_of(metric_points, state_points, count_points, event_points), min_size=1, max_size=20
+    ),
 )
 
 
@@ -84,7 +101,9 @@ def test_encoded_batches_follow_the_published_schema(batch: UplinkBatch) -> None
 def test_published_schemas_are_current() -> None:
     for name, schema in json_schemas().items():
         on_disk = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
-        assert on_disk == schema, f"docs/schema/{name}.schema.json is stale: run `zhizao contract schema`"
+        assert on_disk == schema, (
+            f"docs/schema/{name}.schema.json is stale: run `zhizao contract schema`"
+        )
 
 
 def test_examples_in_docs_follow_the_schema() -> None:
@@ -135,8 +154,19 @@ def test_one_bad_point_costs_only_itself(bad: dict[str, object], reason: str) ->
         (json.dumps({"v": 2, "points": []}).encode(), "contract version 2"),
         (_envelope([]), "points"),
         (_envelope([{**GOOD, "value": "x"}]), "no valid point"),
-        (json.dumps({"v": 1, "enterprise": ENTERPRISE, "edge": "e1", "seq": -1,
-                     "sent_at": T0, "points": [GOOD]}).encode(), "seq"),
+        (
+            json.dumps(
+                {
+                    "v": 1,
+                    "enterprise": ENTERPRISE,
+                    "edge": "e1",
+                    "seq": -1,
+                    "sent_at": T0,
+                    "points": [GOOD],
+                }
+            ).encode(),
+            "seq",
+        ),
         (b"{" + b" " * (5 * 1024 * 1024) + b"}", "byte limit"),
     ],
 )
@@ -146,8 +176,14 @@ def test_bad_envelopes_raise_with_a_reason(payload: bytes, reason: str) -> None:
 
 
 def test_status_round_trip_and_topics() -> None:
-    status = EdgeStatus(enterprise=ENTERPRISE, edge="edge-1", status="offline", ts=T0,
-                        reason="connection lost", last_seq=42)
+    status = EdgeStatus(
+        enterprise=ENTERPRISE,
+        edge="edge-1",
+        status="offline",
+        ts=T0,
+        reason="connection lost",
+        last_seq=42,
+    )
     assert decode_status(encode_status(status)) == status
     topic = parse_topic(status_topic(ENTERPRISE, "edge-1"))
     assert (topic.enterprise, topic.edge, topic.channel) == (ENTERPRISE, "edge-1", "status")
@@ -155,8 +191,14 @@ def test_status_round_trip_and_topics() -> None:
 
 
 @pytest.mark.parametrize(
-    "topic", ["zhizao/v2/x/edge/e/data", "zhizao/v1/x/edge/e", "zhizao/v1/x/gw/e/data",
-              "zhizao/v1/x/edge/e/cmd", "zhizao/v1/+/edge/e/data"],
+    "topic",
+    [
+        "zhizao/v2/x/edge/e/data",
+        "zhizao/v1/x/edge/e",
+        "zhizao/v1/x/gw/e/data",
+        "zhizao/v1/x/edge/e/cmd",
+        "zhizao/v1/+/edge/e/data",
+    ],
 )
 def test_foreign_topics_are_refused(topic: str) -> None:
     with pytest.raises(TopicError):

@@ -43,7 +43,7 @@ async def _snapshot(conn: Conn) -> dict[str, list[tuple[object, ...]]]:
     }
     out: dict[str, list[tuple[object, ...]]] = {}
     for table, order in tables.items():
-        cur = await conn.execute(f"SELECT * FROM {table} ORDER BY {order}")  # noqa: S608
+        cur = await conn.execute(f"SELECT * FROM {table} ORDER BY {order}")
         out[table] = list(await cur.fetchall())
     return out
 
@@ -79,7 +79,9 @@ async def test_times_are_stored_to_the_millisecond(conn: Conn) -> None:
 
 async def test_duplicates_inside_one_batch_are_absorbed(conn: Conn) -> None:
     rows = [MetricRow(1, 1, T0, 2.0), MetricRow(1, 1, T0, 2.0), MetricRow(1, 1, T0 + 1, 3.0)]
-    counts = await write_facts(conn, FactBatch(metrics=rows, edge_status=[EdgeStatusRow(1, T0, True)]))
+    counts = await write_facts(
+        conn, FactBatch(metrics=rows, edge_status=[EdgeStatusRow(1, T0, True)])
+    )
     assert counts.inserted == {"metric_point": 2, "edge_status": 1}
     assert counts.duplicates == 1
 
@@ -87,5 +89,6 @@ async def test_duplicates_inside_one_batch_are_absorbed(conn: Conn) -> None:
 async def test_metric_names_are_interned_once(conn: Conn) -> None:
     first = await metric_ids(conn, ["a", "b"])
     second = await metric_ids(conn, ["b", "c", "a"])
-    assert first["a"] == second["a"] and first["b"] == second["b"]
+    assert first["a"] == second["a"]
+    assert first["b"] == second["b"]
     assert len({*first.values(), *second.values()}) == 3
