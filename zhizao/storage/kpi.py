@@ -1,0 +1,407 @@
+"""KPI queries over the rollups, for the API, Grafana and the CLI.
+
+The SQL only selects and sums components (plain PostgreSQL, no ``time_bucket``, so
+TimescaleDB and PostgreSQL give identical numbers); every ratio is taken by the pure
+functions of :mod:`zhizao.oee` and :mod:`zhizao.networking` from those sums.
+
+Periods: a range of the enterprises' local days (day, week, month, custom) reads
+``rollup_device_day``; an interval of instants (a shift, a custom range) reads
+``rollup_device_hour`` when it is hour-aligned, and is otherwise computed from the raw
+facts with the same pure code the rollup job runs (:func:`oee_from_facts`), so a shift
+from 08:30 to 17:00 is still exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from psycopg import sql
+
+from zhizao.calendar import to_ms
+from zhizao.codes import RegionLevel, region_level
+from zhizao.errors import InvalidValue
+from zhizao.networking import (
+    DEFAULT_CURRENT_WINDOW_H,
+    EnterpriseFacts,
+    Evidence,
+    GroupBy,
+    Kind,
+    RateFigure,
+    RateParts,
+    Scope,
+    aggregate,
+    evidence_reason,
+    group_keys,
+)
+from zhizao.oee import Oee, OeeComponents, compute, summed
+from zhizao.rollup import HOUR_MS
+from zhizao.storage.connection import Conn
+from zhizao.storage.rollups import (
+    device_infos,
+    load_facts,
+    calendar_of,
+    device_buckets,
+    load_calendars,
+)
+
+
+class Level(StrEnum):
+    DEVICE = "device"
+    LINE = "line"
+    ENTERPRISE = "enterprise"
+    CLUSTER = "cluster"
+    REGION = "region"
+
+
+@dataclass(frozen=True, slots=True)
+class OeeScope:
+    """What to compute OEE for: ``code`` is a device or line code (with ``enterprise``),
+    a credit code, a cluster code or a region code."""
+
+    level: Level
+    code: str
+    enterprise: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceOee:
+    enterprise: str
+    device: str
+    name: str
+    components: OeeComponents
+
+    @property
+    def oee(self) -> Oee:
+        return compute(self.components)
+
+
+@dataclass(frozen=True, slots=True)
+class OeeReport:
+    scope: OeeScope
+    start: date | datetime
+    end: date | datetime  # a last day (inclusive) or an instant (exclusive)
+    source: str  # rollup_device_day, rollup_device_hour or facts
+    result: Oee
+    devices: tuple[DeviceOee, ...]
+
+
+_SUMS = """
+    sum(r.scheduled_s), sum(r.sched_planned_stop_s), sum(r.sched_running_s),
+    sum(r.overtime_running_s), sum(r.sched_idle_s), sum(r.sched_setup_s),
+    sum(r.sched_unplanned_stop_s), sum(r.sched_offline_s), sum(r.micro_idle_s),
+    sum(r.micro_unplanned_s), sum(r.good)::int8, sum(r.reject)::int8, sum(r.ideal_time_s),
+    sum(r.ideal_good_s), sum(r.unrated_running_s)
+"""
+
+
+def _components(row: Sequence[Any]) -> OeeComponents:
+    return OeeComponents(
+        scheduled_s=float(row[0] or 0), planned_stop_s=float(row[1] or 0),
+        running_s=float(row[2] or 0), overtime_running_s=float(row[3] or 0),
+        idle_s=float(row[4] or 0), setup_s=float(row[5] or 0),
+        unplanned_stop_s=float(row[6] or 0), offline_s=float(row[7] or 0),
+        micro_idle_s=float(row[8] or 0), micro_unplanned_s=float(row[9] or 0),
+        good=int(row[10] or 0), reject=int(row[11] or 0), ideal_time_s=float(row[12] or 0),
+        ideal_good_s=float(row[13] or 0), unrated_running_s=float(row[14] or 0),
+    )  # fmt: skip
+
+
+def _scope_filter(scope: OeeScope) -> tuple[sql.Composable, dict[str, Any]]:
+    """A WHERE fragment over ``d`` (device) and ``e`` (enterprise) for the scope."""
+    params: dict[str, Any] = {"code": scope.code, "ent": scope.enterprise}
+    if scope.level in (Level.DEVICE, Level.LINE):
+        if scope.enterprise is None:
+            raise InvalidValue("enterprise", None, f"a {scope.level} scope needs its enterprise")
+        if scope.level is Level.DEVICE:
+            return sql.SQL("e.credit_code = %(ent)s AND d.code = %(code)s"), params
+        return sql.SQL(
+            "e.credit_code = %(ent)s AND d.line_id = (SELECT l.id FROM line l"
+            " WHERE l.enterprise_id = e.id AND l.code = %(code)s)"
+        ), params
+    if scope.level is Level.ENTERPRISE:
+        return sql.SQL("e.credit_code = %(code)s"), params
+    if scope.level is Level.CLUSTER:
+        return sql.SQL(
+            "e.id IN (SELECT ec.enterprise_id FROM enterprise_cluster ec"
+            " JOIN cluster c ON c.id = ec.cluster_id WHERE c.code = %(code)s)"
+        ), params
+    level = region_level(scope.code)
+    width = {RegionLevel.PROVINCE: 2, RegionLevel.CITY: 4, RegionLevel.COUNTY: 6}[level]
+    params["prefix"] = scope.code[:width] + "%"
+    return sql.SQL("e.region_code LIKE %(prefix)s"), params
+
+
+async def _by_device(
+    conn: Conn, scope: OeeScope, table: str, where: sql.Composable, params: dict[str, Any]
+) -> list[DeviceOee]:
+    scope_sql, scope_params = _scope_filter(scope)
+    query = sql.SQL(
+        """
+        SELECT e.credit_code, d.code, d.name, {sums}
+        FROM {table} r JOIN device d ON d.id = r.device_id
+        JOIN enterprise e ON e.id = d.enterprise_id
+        WHERE d.is_production_equipment AND {scope} AND {where}
+        GROUP BY e.credit_code, d.code, d.name
+        ORDER BY e.credit_code, d.code
+        """
+    ).format(sums=sql.SQL(_SUMS), table=sql.Identifier(table), scope=scope_sql, where=where)
+    cur = await conn.execute(query, {**scope_params, **params})
+    return [
+        DeviceOee(str(ent), str(code), str(name), _components(row[3:]))
+        for row in await cur.fetchall()
+        for ent, code, name in [row[:3]]
+    ]
+
+
+async def oee_for_days(conn: Conn, scope: OeeScope, first: date, last: date) -> OeeReport:
+    """OEE over the local days first..last (inclusive) of each enterprise."""
+    devices = await _by_device(
+        conn, scope, "rollup_device_day",
+        sql.SQL("r.day >= %(first)s AND r.day <= %(last)s"), {"first": first, "last": last},
+    )  # fmt: skip
+    total = summed(d.components for d in devices)
+    return OeeReport(scope, first, last, "rollup_device_day", compute(total), tuple(devices))
+
+
+async def oee_for_interval(
+    conn: Conn, scope: OeeScope, start: datetime, end: datetime, *, micro_stop_s: float = 120.0
+) -> OeeReport:
+    """OEE over [start, end): hour rollups when hour-aligned, else the raw facts."""
+    if to_ms(start) % HOUR_MS == 0 and to_ms(end) % HOUR_MS == 0:
+        devices = await _by_device(
+            conn, scope, "rollup_device_hour",
+            sql.SQL("r.hour >= %(start)s AND r.hour < %(end)s"), {"start": start, "end": end},
+        )  # fmt: skip
+        source = "rollup_device_hour"
+    else:
+        devices = await oee_from_facts(conn, scope, start, end, micro_stop_s=micro_stop_s)
+        source = "facts"
+    total = summed(d.components for d in devices)
+    return OeeReport(scope, start, end, source, compute(total), tuple(devices))
+
+
+async def oee_from_facts(
+    conn: Conn,
+    scope: OeeScope,
+    start: datetime,
+    end: datetime,
+    *,
+    horizon: datetime | None = None,
+    micro_stop_s: float = 120.0,
+) -> list[DeviceOee]:
+    """Components per device straight from the fact tables, bypassing the rollups.
+
+    The same pure code as the rollup job: what the ground-truth and benchmark
+    comparisons check the rollups against, and how unaligned periods are served.
+    """
+    scope_sql, params = _scope_filter(scope)
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT d.id, e.credit_code, d.code, d.name FROM device d"
+            " JOIN enterprise e ON e.id = d.enterprise_id"
+            " WHERE d.is_production_equipment AND {} ORDER BY e.credit_code, d.code"
+        ).format(scope_sql),
+        params,
+    )
+    rows = await cur.fetchall()
+    if not rows:
+        return []
+    ids = [int(r[0]) for r in rows]
+    infos = await device_infos(conn, ids)
+    calendars = await load_calendars(conn)
+    lo, hi = to_ms(start), to_ms(end)
+    horizon_ms = hi if horizon is None else to_ms(horizon)
+    facts = await load_facts(conn, dict.fromkeys(ids, (lo, hi)))
+    out: list[DeviceOee] = []
+    for pk, ent, code, name in rows:
+        info = infos[int(pk)]
+        buckets = device_buckets(
+            info, calendar_of(calendars, info), facts.transitions.get(int(pk), []),
+            facts.counts.get(int(pk), []), [(lo, hi)], horizon_ms, round(micro_stop_s * 1000),
+        )  # fmt: skip
+        components = summed(
+            OeeComponents.from_bucket(b, info.ideal_cycle_time_s) for b in buckets.values()
+        )
+        if buckets:
+            out.append(DeviceOee(str(ent), str(code), str(name), components))
+    return out
+
+
+def period_days(kind: str, anchor: date) -> tuple[date, date]:
+    """First and last local day of the day, ISO week or month containing ``anchor``."""
+    if kind == "day":
+        return anchor, anchor
+    if kind == "week":
+        first = anchor - timedelta(days=anchor.weekday())
+        return first, first + timedelta(days=6)
+    if kind == "month":
+        first = anchor.replace(day=1)
+        nxt = (first + timedelta(days=32)).replace(day=1)
+        return first, nxt - timedelta(days=1)
+    raise InvalidValue("period", kind, "must be day, week or month")
+
+
+# --- networking and NC rates ----------------------------------------------------------
+
+
+async def enterprise_facts(conn: Conn) -> dict[str, EnterpriseFacts]:
+    cur = await conn.execute(
+        """
+        SELECT e.credit_code, e.name, e.region_code, e.industry_code,
+               array_remove(array_agg(c.code ORDER BY c.code), NULL),
+               e.above_designated_size, e.key_enterprise
+        FROM enterprise e
+        LEFT JOIN enterprise_cluster ec ON ec.enterprise_id = e.id
+        LEFT JOIN cluster c ON c.id = ec.cluster_id
+        GROUP BY e.id
+        """
+    )
+    return {
+        str(cc): EnterpriseFacts(str(cc), str(n), str(r), str(i), tuple(cl), bool(a), bool(k))
+        for cc, n, r, i, cl, a, k in await cur.fetchall()
+    }
+
+
+async def networking_parts(conn: Conn, first: date, last: date) -> dict[str, RateParts]:
+    """Networked and in-service production device-days per enterprise, first..last."""
+    cur = await conn.execute(
+        """
+        WITH dev AS (
+            SELECT d.id, d.enterprise_id,
+                   greatest(%(first)s::date, d.commissioned_on) AS s,
+                   least(%(last)s::date + 1, d.decommissioned_on) AS e
+            FROM device d WHERE d.is_production_equipment
+        ), den AS (
+            SELECT enterprise_id, sum(greatest(e - s, 0))::int8 AS n FROM dev GROUP BY 1
+        ), num AS (
+            SELECT dev.enterprise_id, count(*) AS n
+            FROM rollup_device_day r JOIN dev ON dev.id = r.device_id
+            WHERE r.day >= %(first)s AND r.day <= %(last)s AND r.day >= dev.s AND r.day < dev.e
+              AND (r.good_points > 0 OR r.online_reported)
+            GROUP BY 1
+        )
+        SELECT e.credit_code, coalesce(num.n, 0), den.n
+        FROM den JOIN enterprise e ON e.id = den.enterprise_id
+        LEFT JOIN num ON num.enterprise_id = den.enterprise_id
+        """,
+        {"first": first, "last": last},
+    )
+    return {str(cc): RateParts(int(n), int(d)) for cc, n, d in await cur.fetchall()}
+
+
+async def current_networking_parts(
+    conn: Conn, now: datetime, window_h: float = DEFAULT_CURRENT_WINDOW_H
+) -> dict[str, RateParts]:
+    """Devices seen within the window before ``now`` / in service on today's local date."""
+    since = now - timedelta(hours=window_h)
+    cur = await conn.execute(
+        """
+        SELECT e.credit_code,
+               count(*) FILTER (WHERE
+                   EXISTS (SELECT 1 FROM device_hour_tally h
+                           WHERE h.device_id = d.id
+                             AND h.hour >= date_bin('1 hour', %(since)s, 'epoch'::timestamptz)
+                             AND h.hour <= %(now)s
+                             AND h.last_good >= %(since)s AND h.last_good <= %(now)s)
+                   OR EXISTS (SELECT 1 FROM device_connectivity c
+                              WHERE c.device_id = d.id AND c.online
+                                AND c.time >= %(since)s AND c.time <= %(now)s)),
+               count(*)
+        FROM device d JOIN enterprise e ON e.id = d.enterprise_id
+        WHERE d.is_production_equipment
+          AND (d.commissioned_on IS NULL
+               OR d.commissioned_on <= (%(now)s AT TIME ZONE e.time_zone)::date)
+          AND (d.decommissioned_on IS NULL
+               OR d.decommissioned_on > (%(now)s AT TIME ZONE e.time_zone)::date)
+        GROUP BY e.credit_code
+        """,
+        {"since": since, "now": now},
+    )
+    return {str(cc): RateParts(int(n), int(d)) for cc, n, d in await cur.fetchall()}
+
+
+async def nc_parts(conn: Conn, day: date, *, key_process: bool = False) -> dict[str, RateParts]:
+    """NC (or key-process NC) devices / in-service production devices on ``day``."""
+    cur = await conn.execute(
+        """
+        SELECT e.credit_code, count(*) FILTER (WHERE d.is_nc), count(*)
+        FROM device d JOIN enterprise e ON e.id = d.enterprise_id
+        WHERE d.is_production_equipment AND (NOT %(key)s OR d.key_process)
+          AND (d.commissioned_on IS NULL OR d.commissioned_on <= %(day)s)
+          AND (d.decommissioned_on IS NULL OR d.decommissioned_on > %(day)s)
+        GROUP BY e.credit_code
+        """,
+        {"day": day, "key": key_process},
+    )
+    return {str(cc): RateParts(int(n), int(d)) for cc, n, d in await cur.fetchall()}
+
+
+async def networking_rates(
+    conn: Conn, first: date, last: date, group_by: GroupBy, scope: Scope = Scope.ALL
+) -> list[RateFigure]:
+    """Daily (first == last) or period networking rate per group, both methods."""
+    parts = await networking_parts(conn, first, last)
+    return aggregate(Kind.NETWORKING, parts, await enterprise_facts(conn), group_by, scope)
+
+
+async def current_networking_rates(
+    conn: Conn,
+    now: datetime,
+    group_by: GroupBy,
+    scope: Scope = Scope.ALL,
+    window_h: float = DEFAULT_CURRENT_WINDOW_H,
+) -> list[RateFigure]:
+    parts = await current_networking_parts(conn, now, window_h)
+    return aggregate(Kind.NETWORKING, parts, await enterprise_facts(conn), group_by, scope)
+
+
+async def nc_rates(
+    conn: Conn, day: date, group_by: GroupBy, scope: Scope = Scope.ALL, *, key_process: bool = False
+) -> list[RateFigure]:
+    parts = await nc_parts(conn, day, key_process=key_process)
+    kind = Kind.NC_KEY_PROCESS if key_process else Kind.NC
+    return aggregate(kind, parts, await enterprise_facts(conn), group_by, scope)
+
+
+async def networking_evidence(
+    conn: Conn, day: date, group_by: GroupBy, group: str, scope: Scope = Scope.ALL
+) -> list[Evidence]:
+    """Every in-service production device of the group and scope on ``day``: counted or not."""
+    enterprises = await enterprise_facts(conn)
+    members = [
+        cc for cc, ent in enterprises.items()
+        if ent.in_scope(scope) and group in group_keys(ent, group_by)
+    ]  # fmt: skip
+    cur = await conn.execute(
+        """
+        SELECT e.credit_code, d.code, d.name, coalesce(r.good_points, 0),
+               coalesce(r.online_reported, false),
+               greatest(
+                   (SELECT h.last_good FROM device_hour_tally h
+                    WHERE h.device_id = d.id AND h.last_good IS NOT NULL
+                      AND h.hour < ((%(day)s::date + 1)::timestamp AT TIME ZONE e.time_zone)
+                    ORDER BY h.hour DESC LIMIT 1),
+                   (SELECT max(c.time) FROM device_connectivity c
+                    WHERE c.device_id = d.id AND c.online
+                      AND c.time < ((%(day)s::date + 1)::timestamp AT TIME ZONE e.time_zone)))
+        FROM device d JOIN enterprise e ON e.id = d.enterprise_id
+        LEFT JOIN rollup_device_day r ON r.device_id = d.id AND r.day = %(day)s
+        WHERE e.credit_code = ANY(%(members)s) AND d.is_production_equipment
+          AND (d.commissioned_on IS NULL OR d.commissioned_on <= %(day)s)
+          AND (d.decommissioned_on IS NULL OR d.decommissioned_on > %(day)s)
+        ORDER BY e.credit_code, d.code
+        """,
+        {"day": day, "members": members},
+    )
+    out: list[Evidence] = []
+    for cc, code, name, good, online, last_seen in await cur.fetchall():
+        reason = evidence_reason(int(good), bool(online))
+        out.append(
+            Evidence(str(cc), str(code), str(name), reason != "silent", int(good), bool(online),
+                     last_seen, reason)
+        )  # fmt: skip
+    return out

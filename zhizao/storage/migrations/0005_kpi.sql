@@ -1,0 +1,190 @@
+-- KPI engine (issue 5): shift calendars, the OEE components the rollups need, and the
+-- bookkeeping that makes rollups incremental. docs/kpi.md explains every column.
+
+-- Shift calendars per enterprise, optionally per line (zhizao/calendar.py). The
+-- definition is the validated calendar as JSON: it is read whole, never queried by part.
+CREATE TABLE shift_calendar (
+    id            integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    enterprise_id integer NOT NULL REFERENCES enterprise (id) ON DELETE CASCADE,
+    line_id       integer REFERENCES line (id) ON DELETE CASCADE,
+    name          text NOT NULL,
+    definition    jsonb NOT NULL,
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+-- One calendar per enterprise and one per line (NULLS NOT DISTINCT needs PostgreSQL 15).
+CREATE UNIQUE INDEX shift_calendar_scope_idx ON shift_calendar (enterprise_id, coalesce(line_id, 0));
+
+-- The components of OEE (zhizao/oee.py): the existing *_s columns stay wall-clock time per
+-- state; sched_* are the parts inside scheduled time; overtime_running_s is RUNNING outside it.
+ALTER TABLE rollup_device_hour
+    ADD COLUMN scheduled_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN sched_running_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN sched_idle_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN sched_setup_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN sched_unplanned_stop_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN sched_planned_stop_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN sched_offline_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN overtime_running_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN micro_idle_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN micro_unplanned_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN ideal_good_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN unrated_running_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN good_points bigint NOT NULL DEFAULT 0,
+    ADD COLUMN online_reported boolean NOT NULL DEFAULT false,
+    ADD COLUMN last_good timestamptz;
+
+ALTER TABLE rollup_device_day
+    ADD COLUMN scheduled_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN sched_running_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN sched_idle_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN sched_setup_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN sched_unplanned_stop_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN sched_planned_stop_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN sched_offline_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN overtime_running_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN micro_idle_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN micro_unplanned_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN ideal_good_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN unrated_running_s double precision NOT NULL DEFAULT 0,
+    ADD COLUMN last_good timestamptz;
+
+-- Points received per device and UTC hour, counted by the statement triggers below from
+-- the rows actually inserted (a replayed batch inserts nothing, so counts nothing).
+CREATE TABLE device_hour_tally (
+    device_id   integer NOT NULL,
+    hour        timestamptz NOT NULL,
+    points      bigint NOT NULL DEFAULT 0,
+    good_points bigint NOT NULL DEFAULT 0,
+    first_seen  timestamptz,
+    last_seen   timestamptz,
+    last_good   timestamptz,
+    PRIMARY KEY (device_id, hour)
+);
+
+-- The watermark of what has been ingested: (device, hour) buckets whose facts changed
+-- since the rollup job last looked. state_changed: a state or connectivity change, whose
+-- effect lasts until the next change, so later hours are recomputed too.
+CREATE TABLE rollup_dirty (
+    device_id     integer NOT NULL,
+    hour          timestamptz NOT NULL,
+    state_changed boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (device_id, hour)
+);
+
+-- How far the rollups have been carried for every device (one row).
+CREATE TABLE rollup_watermark (
+    singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    computed_until timestamptz NOT NULL,
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
+
+-- Statement-level triggers with transition tables: one aggregate statement per insert
+-- statement, not one per row (ingest writes thousands of rows per statement). The dirty
+-- marks use DO UPDATE, not DO NOTHING, so that an inserting transaction holds the row
+-- lock until it commits: the rollup job's DELETE of that mark then waits for it and its
+-- next read sees the facts (with DO NOTHING a mark could be consumed before the facts
+-- that made it were visible, and those facts would never be rolled up).
+CREATE FUNCTION rollup_mark(rows_device integer[], rows_time timestamptz[], is_state boolean)
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO rollup_dirty AS d (device_id, hour, state_changed)
+    SELECT u.device_id, date_bin('1 hour', u.t, timestamptz '1970-01-01 00:00:00+00'), bool_or(is_state)
+    FROM unnest(rows_device, rows_time) AS u(device_id, t)
+    GROUP BY 1, 2
+    ORDER BY 1, 2
+    ON CONFLICT (device_id, hour) DO UPDATE SET state_changed = d.state_changed OR excluded.state_changed
+$$;
+
+CREATE FUNCTION rollup_tally(rows_device integer[], rows_time timestamptz[], rows_good boolean[])
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO device_hour_tally AS t (device_id, hour, points, good_points, first_seen,
+                                        last_seen, last_good)
+    SELECT u.device_id, date_bin('1 hour', u.t, timestamptz '1970-01-01 00:00:00+00'),
+           count(*), count(*) FILTER (WHERE u.good), min(u.t), max(u.t),
+           max(u.t) FILTER (WHERE u.good)
+    FROM unnest(rows_device, rows_time, rows_good) AS u(device_id, t, good)
+    GROUP BY 1, 2
+    ORDER BY 1, 2
+    ON CONFLICT (device_id, hour) DO UPDATE SET
+        points = t.points + excluded.points,
+        good_points = t.good_points + excluded.good_points,
+        first_seen = least(t.first_seen, excluded.first_seen),
+        last_seen = greatest(t.last_seen, excluded.last_seen),
+        last_good = greatest(t.last_good, excluded.last_good)
+$$;
+
+CREATE FUNCTION rollup_note_metric() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE d integer[]; t timestamptz[]; g boolean[];
+BEGIN
+    SELECT array_agg(device_id), array_agg(time), array_agg(quality = 0) INTO d, t, g FROM new_rows;
+    IF d IS NOT NULL THEN
+        PERFORM rollup_tally(d, t, g);
+        PERFORM rollup_mark(d, t, false);
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION rollup_note_state() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE d integer[]; t timestamptz[]; g boolean[];
+BEGIN
+    SELECT array_agg(device_id), array_agg(time), array_agg(quality = 0) INTO d, t, g FROM new_rows;
+    IF d IS NOT NULL THEN
+        PERFORM rollup_tally(d, t, g);
+        PERFORM rollup_mark(d, t, true);
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- Counts and device events carry no quality: they are good points.
+CREATE FUNCTION rollup_note_good() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE d integer[]; t timestamptz[]; g boolean[];
+BEGIN
+    SELECT array_agg(device_id), array_agg(time), array_agg(true) INTO d, t, g FROM new_rows;
+    IF d IS NOT NULL THEN
+        PERFORM rollup_tally(d, t, g);
+        PERFORM rollup_mark(d, t, false);
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- Connectivity is not a point of the device, but it changes its state (offline) and
+-- whether it reported online that day.
+CREATE FUNCTION rollup_note_connectivity() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE d integer[]; t timestamptz[];
+BEGIN
+    SELECT array_agg(device_id), array_agg(time) INTO d, t FROM new_rows;
+    IF d IS NOT NULL THEN
+        PERFORM rollup_mark(d, t, true);
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- An edge's death takes every device it serves offline.
+CREATE FUNCTION rollup_note_edge() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE d integer[]; t timestamptz[];
+BEGIN
+    SELECT array_agg(ed.device_id), array_agg(n.time) INTO d, t
+    FROM new_rows n JOIN edge_device ed ON ed.edge_pk = n.edge_pk;
+    IF d IS NOT NULL THEN
+        PERFORM rollup_mark(d, t, true);
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER metric_point_rollup AFTER INSERT ON metric_point
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rollup_note_metric();
+CREATE TRIGGER state_change_rollup AFTER INSERT ON state_change
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rollup_note_state();
+CREATE TRIGGER production_count_rollup AFTER INSERT ON production_count
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rollup_note_good();
+CREATE TRIGGER device_event_rollup AFTER INSERT ON device_event
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rollup_note_good();
+CREATE TRIGGER device_connectivity_rollup AFTER INSERT ON device_connectivity
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION rollup_note_connectivity();
+CREATE TRIGGER edge_status_rollup AFTER INSERT ON edge_status
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rollup_note_edge();
+
+-- Networking queries read day rollups by day for many devices.
+CREATE INDEX rollup_device_day_day_device_idx ON rollup_device_day (day, device_id)
+    INCLUDE (good_points, online_reported, last_good);
+DROP INDEX rollup_device_day_day_idx;

@@ -1,0 +1,641 @@
+"""Incremental rollup jobs: facts → ``rollup_device_hour`` → ``rollup_device_day``.
+
+What drives them (migration 0005): statement-level triggers on the fact tables mark
+each (device, UTC hour) bucket that received rows in ``rollup_dirty`` and count the
+points in ``device_hour_tally``, in the inserting transaction, from the rows that
+were actually inserted, so a replayed batch marks and counts nothing. A run of
+:func:`run_rollups`:
+
+1. carries every device forward from the previous run's watermark to now: a state
+   holds until the next change, so hours without any fact still need a row (RUNNING
+   since 08:00 is RUNNING at 11:00; a device never heard from is OFFLINE);
+2. recomputes the buckets marked dirty before that window: a metric, count or event
+   dirties its own hour; a state or connectivity change also every hour up to the next
+   change (its state lasts until then), and the hour before (a stop it shortened may
+   have become a micro-stop);
+3. sums the recomputed hours into the devices' local days.
+
+Each chunk of devices is one transaction that consumes its dirty marks together
+with writing the rollups, so a crash loses no mark. Upserts only touch rows whose
+values differ: rerunning changes nothing, not even ``computed_at``. Day rows are sums
+of hour rows, which is exact for time zones at whole-hour offsets from UTC (every
+zone in China); the job refuses others rather than mis-assign time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from functools import cache
+from time import perf_counter
+from zoneinfo import ZoneInfo
+
+from zhizao.calendar import (
+    Schedule,
+    ShiftCalendar,
+    from_ms,
+    merge,
+    scheduled_intervals,
+    subtract,
+    to_ms,
+)
+from zhizao.errors import InvalidValue
+from zhizao.oee import OeeComponents
+from zhizao.rollup import HOUR_MS, Bucket, CountPoint, StatePoint, hour_edges, split
+from zhizao.storage.connection import Conn
+from zhizao.wire import StateClass
+
+_LOCK_KEY = 0x7A68_726F_6C6C  # serialises rollup runs (two schedulers, a CLI backfill)
+_EPOCH = "'epoch'::timestamptz + {} * interval '1 ms'"
+FAR_PAST_MS = -62_135_596_800_000  # 0001-01-01
+FAR_FUTURE_MS = 253_402_300_799_000  # 9999-12-31
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RollupReport:
+    """What one run did."""
+
+    since: datetime | None
+    until: datetime
+    devices: int
+    device_hours: int
+    device_days: int
+    dirty_marks: int
+    seconds: float
+
+    @property
+    def device_hours_per_s(self) -> float:
+        return self.device_hours / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    id: int
+    enterprise_id: int
+    line_id: int | None
+    ideal_cycle_time_s: float | None
+    zone: ZoneInfo
+    service_start_ms: int
+    service_end_ms: int
+
+
+@cache
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def _local_midnight_ms(day: date, zone: ZoneInfo) -> int:
+    return to_ms(datetime.combine(day, datetime.min.time(), tzinfo=zone))
+
+
+def check_zone(name: str) -> ZoneInfo:
+    """The zone, if every UTC offset it has used lately is a whole number of hours."""
+    zone = _zone(name)
+    probe = datetime(2020, 1, 1, tzinfo=zone)
+    for month in range(0, 12 * 10, 3):
+        offset = (probe + timedelta(days=30 * month)).utcoffset()
+        if offset is not None and offset.total_seconds() % 3600:
+            raise InvalidValue(
+                "time_zone", name, "rollups need a whole-hour UTC offset (local days of hours)"
+            )
+    return zone
+
+
+async def device_infos(conn: Conn, ids: Sequence[int] | None) -> dict[int, DeviceInfo]:
+    cur = await conn.execute(
+        """
+        SELECT d.id, d.enterprise_id, d.line_id, d.ideal_cycle_time_s, e.time_zone,
+               d.commissioned_on, d.decommissioned_on
+        FROM device d JOIN enterprise e ON e.id = d.enterprise_id
+        WHERE %(all)s OR d.id = ANY(%(ids)s)
+        ORDER BY d.id
+        """,
+        {"all": ids is None, "ids": list(ids or [])},
+    )
+    out: dict[int, DeviceInfo] = {}
+    for pk, ent, line, ict, tz, comm, decomm in await cur.fetchall():
+        zone = check_zone(str(tz))
+        out[int(pk)] = DeviceInfo(
+            id=int(pk),
+            enterprise_id=int(ent),
+            line_id=None if line is None else int(line),
+            ideal_cycle_time_s=None if ict is None else float(ict),
+            zone=zone,
+            service_start_ms=FAR_PAST_MS if comm is None else _local_midnight_ms(comm, zone),
+            service_end_ms=FAR_FUTURE_MS if decomm is None else _local_midnight_ms(decomm, zone),
+        )
+    return out
+
+
+async def load_calendars(conn: Conn) -> dict[tuple[int, int | None], ShiftCalendar]:
+    """Stored calendars by (enterprise id, line id or None)."""
+    cur = await conn.execute("SELECT enterprise_id, line_id, definition FROM shift_calendar")
+    return {
+        (int(ent), None if line is None else int(line)): ShiftCalendar.model_validate(
+            definition if isinstance(definition, dict) else json.loads(definition)
+        )
+        for ent, line, definition in await cur.fetchall()
+    }
+
+
+def calendar_of(
+    calendars: dict[tuple[int, int | None], ShiftCalendar], info: DeviceInfo
+) -> ShiftCalendar | None:
+    if info.line_id is not None and (info.enterprise_id, info.line_id) in calendars:
+        return calendars[(info.enterprise_id, info.line_id)]
+    return calendars.get((info.enterprise_id, None))
+
+
+async def store_calendars(
+    conn: Conn, calendars: Iterable[ShiftCalendar], *, recompute_since: datetime | None = None
+) -> int:
+    """Insert or replace calendars; mark the affected devices' rollups for recomputation.
+
+    Existing hour rollups of the enterprise's (or line's) devices at or after
+    ``recompute_since`` (all of them when None) are marked dirty, so the next run
+    brings scheduled time in line with the new calendar. Returns how many stored.
+    """
+    stored = 0
+    for cal in calendars:
+        cur = await conn.execute("SELECT id FROM enterprise WHERE credit_code = %s", (cal.enterprise,))
+        row = await cur.fetchone()
+        if row is None:
+            raise InvalidValue("enterprise", cal.enterprise, "is not in the registry")
+        enterprise_id = int(row[0])
+        line_id: int | None = None
+        if cal.line is not None:
+            cur = await conn.execute(
+                "INSERT INTO line (enterprise_id, code, name) VALUES (%s, %s, %s)"
+                " ON CONFLICT (enterprise_id, code) DO UPDATE SET code = excluded.code"
+                " RETURNING id",
+                (enterprise_id, cal.line, cal.line),
+            )
+            line_row = await cur.fetchone()
+            line_id = None if line_row is None else int(line_row[0])
+        await conn.execute(
+            """
+            INSERT INTO shift_calendar (enterprise_id, line_id, name, definition)
+            VALUES (%s, %s, %s, %s::jsonb)
+            ON CONFLICT (enterprise_id, coalesce(line_id, 0)) DO UPDATE
+            SET name = excluded.name, definition = excluded.definition, updated_at = now()
+            WHERE shift_calendar.definition IS DISTINCT FROM excluded.definition
+            """,
+            (enterprise_id, line_id, cal.name, cal.model_dump_json(by_alias=True)),
+        )
+        # A line calendar concerns that line's devices; the enterprise calendar those
+        # without a line calendar of their own (marking a few extra is harmless).
+        await conn.execute(
+            """
+            INSERT INTO rollup_dirty (device_id, hour)
+            SELECT h.device_id, h.hour FROM rollup_device_hour h JOIN device d ON d.id = h.device_id
+            WHERE d.enterprise_id = %(ent)s AND (%(line)s::int IS NULL OR d.line_id = %(line)s)
+              AND (%(since)s::timestamptz IS NULL OR h.hour >= %(since)s)
+            ON CONFLICT DO NOTHING
+            """,
+            {"ent": enterprise_id, "line": line_id, "since": recompute_since},
+        )
+        stored += 1
+    return stored
+
+
+# --- fact loading ---------------------------------------------------------------------
+
+_RANGES = "unnest(%(ids)s::int4[], %(lo)s::int8[], %(hi)s::int8[]) AS r(device_id, lo, hi)"
+_MS = "(extract(epoch FROM {}) * 1000)::int8"
+
+
+@dataclass(slots=True)
+class Facts:
+    transitions: dict[int, list[tuple[int, int, StateClass]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    counts: dict[int, list[CountPoint]] = field(default_factory=lambda: defaultdict(list))
+    tally: dict[tuple[int, int], tuple[int, int, int | None, int | None, int | None]] = field(
+        default_factory=dict
+    )
+    online_hours: set[tuple[int, int]] = field(default_factory=set)
+
+
+# Transitions, each with a rank: at one instant a loss of connectivity outranks a state.
+_TRANSITIONS = f"""
+    SELECT r.device_id, {_MS.format("s.time")}, CASE WHEN s.quality = 2 THEN 'OFFLINE'
+        ELSE s.state::text END, 0
+    FROM {_RANGES} JOIN state_change s
+      ON s.device_id = r.device_id AND s.time >= {_EPOCH.format("r.lo")}
+     AND s.time < {_EPOCH.format("r.hi")}
+    UNION ALL
+    SELECT r.device_id, {_MS.format("c.time")}, 'OFFLINE', 1
+    FROM {_RANGES} JOIN device_connectivity c
+      ON c.device_id = r.device_id AND NOT c.online AND c.time >= {_EPOCH.format("r.lo")}
+     AND c.time < {_EPOCH.format("r.hi")}
+    UNION ALL
+    SELECT r.device_id, {_MS.format("es.time")}, 'OFFLINE', 2
+    FROM {_RANGES} JOIN edge_device ed ON ed.device_id = r.device_id
+    JOIN edge_status es ON es.edge_pk = ed.edge_pk AND NOT es.online
+     AND es.time >= {_EPOCH.format("r.lo")} AND es.time < {_EPOCH.format("r.hi")}
+"""
+
+# The change in effect at ``lo`` and the first one at or after ``hi``, per device:
+# episodes that cross the edges of the range need their true length.
+_EDGE_TRANSITIONS = f"""
+    SELECT r.device_id, x.ms, x.state, x.rank
+    FROM {_RANGES}
+    CROSS JOIN LATERAL (
+        (SELECT {_MS.format("s.time")} AS ms, CASE WHEN s.quality = 2 THEN 'OFFLINE'
+                ELSE s.state::text END AS state, 0 AS rank
+         FROM state_change s WHERE s.device_id = r.device_id AND s.time < {_EPOCH.format("r.lo")}
+         ORDER BY s.time DESC LIMIT 1)
+        UNION ALL
+        (SELECT {_MS.format("s.time")}, s.state::text, 0
+         FROM state_change s WHERE s.device_id = r.device_id AND s.time >= {_EPOCH.format("r.hi")}
+         ORDER BY s.time LIMIT 1)
+        UNION ALL
+        (SELECT {_MS.format("c.time")}, 'OFFLINE', 1
+         FROM device_connectivity c
+         WHERE c.device_id = r.device_id AND NOT c.online AND c.time < {_EPOCH.format("r.lo")}
+         ORDER BY c.time DESC LIMIT 1)
+        UNION ALL
+        (SELECT {_MS.format("es.time")}, 'OFFLINE', 2
+         FROM edge_device ed JOIN edge_status es ON es.edge_pk = ed.edge_pk
+         WHERE ed.device_id = r.device_id AND NOT es.online AND es.time < {_EPOCH.format("r.lo")}
+         ORDER BY es.time DESC LIMIT 1)
+        UNION ALL
+        (SELECT {_MS.format("c.time")}, 'OFFLINE', 1
+         FROM device_connectivity c
+         WHERE c.device_id = r.device_id AND NOT c.online AND c.time >= {_EPOCH.format("r.hi")}
+         ORDER BY c.time LIMIT 1)
+    ) AS x
+"""
+
+_COUNTS = f"""
+    SELECT r.device_id, {_MS.format("date_bin('1 hour', p.time, 'epoch'::timestamptz)")},
+           coalesce(sum(p.quantity) FILTER (WHERE p.counter = 0), 0)::int8,
+           coalesce(sum(p.quantity) FILTER (WHERE p.counter = 1), 0)::int8
+    FROM {_RANGES} JOIN production_count p
+      ON p.device_id = r.device_id AND p.time >= {_EPOCH.format("r.lo")}
+     AND p.time < {_EPOCH.format("r.hi")}
+    GROUP BY 1, 2
+"""
+
+_TALLY = f"""
+    SELECT r.device_id, {_MS.format("t.hour")}, t.points, t.good_points,
+           {_MS.format("t.first_seen")}, {_MS.format("t.last_seen")}, {_MS.format("t.last_good")}
+    FROM {_RANGES} JOIN device_hour_tally t
+      ON t.device_id = r.device_id AND t.hour >= {_EPOCH.format("r.lo")}
+     AND t.hour < {_EPOCH.format("r.hi")}
+"""
+
+_ONLINE = f"""
+    SELECT DISTINCT r.device_id, {_MS.format("date_bin('1 hour', c.time, 'epoch'::timestamptz)")}
+    FROM {_RANGES} JOIN device_connectivity c
+      ON c.device_id = r.device_id AND c.online AND c.time >= {_EPOCH.format("r.lo")}
+     AND c.time < {_EPOCH.format("r.hi")}
+"""
+
+
+async def load_facts(conn: Conn, bounds: dict[int, tuple[int, int]]) -> Facts:
+    ids = sorted(bounds)
+    params = {
+        "ids": ids,
+        "lo": [bounds[i][0] for i in ids],
+        "hi": [bounds[i][1] for i in ids],
+    }
+    facts = Facts()
+    for query in (_TRANSITIONS, _EDGE_TRANSITIONS):
+        cur = await conn.execute(query.encode(), params)
+        for device, ms, state, rank in await cur.fetchall():
+            facts.transitions[int(device)].append((int(ms), int(rank), StateClass(state)))
+    cur = await conn.execute(_COUNTS.encode(), params)
+    for device, ms, good, reject in await cur.fetchall():
+        facts.counts[int(device)].append(CountPoint(int(ms), int(good), int(reject)))
+    cur = await conn.execute(_TALLY.encode(), params)
+    for device, ms, points, good_points, first, last, last_good in await cur.fetchall():
+        facts.tally[(int(device), int(ms))] = (int(points), int(good_points), first, last, last_good)
+    cur = await conn.execute(_ONLINE.encode(), params)
+    facts.online_hours = {(int(d), int(ms)) for d, ms in await cur.fetchall()}
+    return facts
+
+
+# --- the job --------------------------------------------------------------------------
+
+_HOUR_COLUMNS = (
+    "running_s", "idle_s", "setup_s", "unplanned_stop_s", "planned_stop_s", "offline_s",
+    "good", "reject", "ideal_time_s", "points", "first_seen", "last_seen",
+    "scheduled_s", "sched_running_s", "sched_idle_s", "sched_setup_s",
+    "sched_unplanned_stop_s", "sched_planned_stop_s", "sched_offline_s",
+    "overtime_running_s", "micro_idle_s", "micro_unplanned_s", "ideal_good_s",
+    "unrated_running_s", "good_points", "online_reported", "last_good",
+)  # fmt: skip
+_HOUR_TYPES = (
+    ["float8"] * 6 + ["int8", "int8", "float8", "int8", "int8", "int8"]
+    + ["float8"] * 12 + ["int8", "bool", "int8"]
+)  # fmt: skip
+_MS_COLUMNS = {"first_seen", "last_seen", "last_good"}
+
+
+def _hour_upsert() -> str:
+    select = ", ".join(
+        (_EPOCH.format(f"u.{c}") if c in _MS_COLUMNS else f"u.{c}") for c in _HOUR_COLUMNS
+    )
+    arrays = ", ".join(f"%s::{t}[]" for t in ("int4", "int8", *_HOUR_TYPES))
+    names = ", ".join(("device_id", "hour_ms", *_HOUR_COLUMNS))
+    cols = ", ".join(_HOUR_COLUMNS)
+    return f"""
+        INSERT INTO rollup_device_hour (device_id, hour, {cols})
+        SELECT u.device_id, {_EPOCH.format("u.hour_ms")}, {select}
+        FROM unnest({arrays}) AS u({names})
+        ON CONFLICT (device_id, hour) DO UPDATE SET
+            {", ".join(f"{c} = excluded.{c}" for c in _HOUR_COLUMNS)}, computed_at = now()
+        WHERE ({", ".join(f"rollup_device_hour.{c}" for c in _HOUR_COLUMNS)})
+            IS DISTINCT FROM ({", ".join(f"excluded.{c}" for c in _HOUR_COLUMNS)})
+    """
+
+
+_HOUR_UPSERT = _hour_upsert()
+
+_DAY_SUMS = (
+    "running_s", "idle_s", "setup_s", "unplanned_stop_s", "planned_stop_s", "offline_s",
+    "good", "reject", "ideal_time_s", "points", "good_points",
+    "scheduled_s", "sched_running_s", "sched_idle_s", "sched_setup_s",
+    "sched_unplanned_stop_s", "sched_planned_stop_s", "sched_offline_s",
+    "overtime_running_s", "micro_idle_s", "micro_unplanned_s", "ideal_good_s",
+    "unrated_running_s",
+)  # fmt: skip
+_DAY_COLUMNS = (*_DAY_SUMS, "online_reported", "first_seen", "last_seen", "last_good")
+
+
+def _day_upsert() -> str:
+    sums = ", ".join(f"sum(h.{c})" for c in _DAY_SUMS)
+    cols = ", ".join(_DAY_COLUMNS)
+    return f"""
+        WITH t AS (
+            SELECT DISTINCT device_id, day FROM unnest(%(ids)s::int4[], %(days)s::date[])
+                AS t(device_id, day)
+        ), agg AS (
+            SELECT t.device_id, t.day, {sums}, bool_or(h.online_reported), min(h.first_seen),
+                   max(h.last_seen), max(h.last_good)
+            FROM t JOIN device d ON d.id = t.device_id
+            JOIN enterprise e ON e.id = d.enterprise_id
+            JOIN rollup_device_hour h ON h.device_id = t.device_id
+             AND h.hour >= (t.day::timestamp AT TIME ZONE e.time_zone)
+             AND h.hour < ((t.day + 1)::timestamp AT TIME ZONE e.time_zone)
+            GROUP BY t.device_id, t.day
+        ), gone AS (
+            DELETE FROM rollup_device_day r USING t
+            WHERE r.device_id = t.device_id AND r.day = t.day
+              AND NOT EXISTS (SELECT 1 FROM agg WHERE agg.device_id = t.device_id
+                                                  AND agg.day = t.day)
+        )
+        INSERT INTO rollup_device_day (device_id, day, {cols})
+        SELECT * FROM agg
+        ON CONFLICT (device_id, day) DO UPDATE SET
+            {", ".join(f"{c} = excluded.{c}" for c in _DAY_COLUMNS)}, computed_at = now()
+        WHERE ({", ".join(f"rollup_device_day.{c}" for c in _DAY_COLUMNS)})
+            IS DISTINCT FROM ({", ".join(f"excluded.{c}" for c in _DAY_COLUMNS)})
+    """
+
+
+_DAY_UPSERT = _day_upsert()
+
+_NEXT_CHANGE = """
+    SELECT u.device_id, u.ms, (extract(epoch FROM least(
+        (SELECT min(s.time) FROM state_change s
+          WHERE s.device_id = u.device_id AND s.time >= 'epoch'::timestamptz + u.ms * interval '1 ms'),
+        (SELECT min(c.time) FROM device_connectivity c
+          WHERE c.device_id = u.device_id AND NOT c.online
+            AND c.time >= 'epoch'::timestamptz + u.ms * interval '1 ms'),
+        (SELECT min(es.time) FROM edge_device ed JOIN edge_status es ON es.edge_pk = ed.edge_pk
+          WHERE ed.device_id = u.device_id AND NOT es.online
+            AND es.time >= 'epoch'::timestamptz + u.ms * interval '1 ms')
+    )) * 1000)::int8
+    FROM unnest(%s::int4[], %s::int8[]) AS u(device_id, ms)
+"""
+
+
+def device_buckets(
+    info: DeviceInfo,
+    calendar: ShiftCalendar | None,
+    transitions: Sequence[tuple[int, int, StateClass]],
+    counts: Sequence[CountPoint],
+    ranges: Sequence[tuple[int, int]],
+    horizon_ms: int,
+    micro_stop_ms: int,
+) -> dict[int, Bucket]:
+    """Hour buckets of one device over ``ranges`` (hour-aligned), within its service."""
+    ordered = [StatePoint(ms, state) for ms, _, state in sorted(transitions, key=lambda t: t[:2])]
+    out: dict[int, Bucket] = {}
+    for lo, hi in ranges:
+        a, b = max(lo, info.service_start_ms), min(hi, info.service_end_ms, horizon_ms)
+        if a >= b:
+            continue
+        schedule = Schedule(scheduled_intervals(calendar, info.zone, a, b))
+        out.update(
+            split(
+                ordered, counts, schedule, a, b,
+                edges=hour_edges(a, b), horizon_ms=horizon_ms, micro_stop_ms=micro_stop_ms,
+            )
+        )  # fmt: skip
+    return out
+
+
+async def _process_chunk(
+    conn: Conn,
+    infos: dict[int, DeviceInfo],
+    calendars: dict[tuple[int, int | None], ShiftCalendar],
+    ranges: dict[int, list[tuple[int, int]]],
+    horizon_ms: int,
+    micro_stop_ms: int,
+) -> tuple[int, int]:
+    bounds = {d: (rs[0][0], rs[-1][1]) for d, rs in ranges.items() if rs}
+    if not bounds:
+        return 0, 0
+    facts = await load_facts(conn, bounds)
+    columns: list[list[object]] = [[] for _ in range(2 + len(_HOUR_COLUMNS))]
+    touched_days: set[tuple[int, date]] = set()
+    out_of_service: list[tuple[int, int, int]] = []
+    hours = 0
+    for device, device_ranges in ranges.items():
+        info = infos.get(device)
+        if info is None:
+            continue  # deleted from the registry meanwhile
+        for lo, hi in device_ranges:
+            for s, e in subtract([(lo, hi)], [(info.service_start_ms, info.service_end_ms)]):
+                out_of_service.append((device, s, e))
+            day = from_ms(lo).astimezone(info.zone).date()
+            last = from_ms(hi - 1).astimezone(info.zone).date()
+            while day <= last:
+                touched_days.add((device, day))
+                day += timedelta(days=1)
+        buckets = device_buckets(
+            info, calendar_of(calendars, info), facts.transitions.get(device, []),
+            facts.counts.get(device, []), device_ranges, horizon_ms, micro_stop_ms,
+        )  # fmt: skip
+        for hour_ms, bucket in buckets.items():
+            comp = OeeComponents.from_bucket(bucket, info.ideal_cycle_time_s)
+            points, good_points, first, last, last_good = facts.tally.get(
+                (device, hour_ms), (0, 0, None, None, None)
+            )
+            row = (
+                device, hour_ms,
+                bucket.running_ms / 1000, bucket.idle_ms / 1000, bucket.setup_ms / 1000,
+                bucket.unplanned_stop_ms / 1000, bucket.planned_stop_ms / 1000,
+                bucket.offline_ms / 1000, bucket.good, bucket.reject, comp.ideal_time_s,
+                points, first, last,
+                comp.scheduled_s, comp.running_s, comp.idle_s, comp.setup_s,
+                comp.unplanned_stop_s, comp.planned_stop_s, comp.offline_s,
+                comp.overtime_running_s, comp.micro_idle_s, comp.micro_unplanned_s,
+                comp.ideal_good_s, comp.unrated_running_s, good_points,
+                (device, hour_ms) in facts.online_hours, last_good,
+            )  # fmt: skip
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+            hours += 1
+    if out_of_service:
+        await conn.execute(
+            b"DELETE FROM rollup_device_hour h USING unnest(%s::int4[], %s::int8[], %s::int8[])"
+            b" AS r(device_id, lo, hi) WHERE h.device_id = r.device_id"
+            b" AND h.hour >= 'epoch'::timestamptz + r.lo * interval '1 ms'"
+            b" AND h.hour < 'epoch'::timestamptz + r.hi * interval '1 ms'",
+            [list(c) for c in zip(*out_of_service, strict=True)],
+        )
+    if hours:
+        await conn.execute(_HOUR_UPSERT.encode(), columns)
+    if touched_days:
+        days = sorted(touched_days)
+        await conn.execute(
+            _DAY_UPSERT.encode(), {"ids": [d for d, _ in days], "days": [day for _, day in days]}
+        )
+    return hours, len(touched_days)
+
+
+def _floor_hour(ms: int) -> int:
+    return ms - ms % HOUR_MS
+
+
+async def _db_now_ms(conn: Conn) -> int:
+    cur = await conn.execute("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::int8")
+    row = await cur.fetchone()
+    assert row is not None  # noqa: S101 - SELECT without FROM returns a row
+    return int(row[0])
+
+
+async def _dirty_ranges(
+    conn: Conn, device_ids: Sequence[int], before_ms: int, now_ms: int, micro_stop_ms: int
+) -> tuple[dict[int, list[tuple[int, int]]], int]:
+    """Consume the dirty marks of these devices older than ``before``; their ranges."""
+    cur = await conn.execute(
+        """
+        DELETE FROM rollup_dirty WHERE device_id = ANY(%s) AND hour < %s
+        RETURNING device_id, (extract(epoch FROM hour) * 1000)::int8, state_changed
+        """,
+        (list(device_ids), from_ms(now_ms)),
+    )
+    marks = [(int(d), int(ms), bool(s)) for d, ms, s in await cur.fetchall()]
+    ranges: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    state_marks: list[tuple[int, int]] = []
+    for device, ms, state in marks:
+        if state:
+            state_marks.append((device, ms))
+        elif ms < before_ms:  # inside the window every device is carried through anyway
+            ranges[device].append((ms, ms + HOUR_MS))
+    if state_marks:
+        cur = await conn.execute(
+            _NEXT_CHANGE.encode(),
+            ([d for d, _ in state_marks], [ms + HOUR_MS for _, ms in state_marks]),
+        )
+        for device, ms, nxt in await cur.fetchall():
+            hour = int(ms) - HOUR_MS
+            # The stop a new change shortened may have become a micro-stop: one hour back.
+            lo = _floor_hour(hour - micro_stop_ms)
+            hi = now_ms if nxt is None else min(_floor_hour(int(nxt)) + HOUR_MS, now_ms)
+            ranges[int(device)].append((lo, max(hi, hour + HOUR_MS)))
+    return ranges, len(marks)
+
+
+async def run_rollups(
+    conn: Conn,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    micro_stop_s: float = 120.0,
+    chunk_devices: int = 500,
+    progress: Progress | None = None,
+) -> RollupReport:
+    """Bring the hour and day rollups up to date; safe to call often and concurrently.
+
+    ``since`` recomputes every device from that instant (a backfill, or after the
+    micro-stop threshold changed); otherwise the run carries devices forward from the
+    previous run and recomputes what was marked dirty. ``until`` replaces the database
+    clock (tests, replays of history). ``progress(done, total)`` is called per chunk
+    of devices. Commits per chunk: call it on a connection without an open transaction.
+    """
+    started = perf_counter()
+    micro_ms = round(micro_stop_s * 1000)
+    await conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+    await conn.commit()
+    try:
+        now_ms = to_ms(until) if until is not None else await _db_now_ms(conn)
+        cur = await conn.execute(
+            "SELECT (extract(epoch FROM computed_until) * 1000)::int8 FROM rollup_watermark"
+        )
+        row = await cur.fetchone()
+        watermark = None if row is None else int(row[0])
+        if since is not None:
+            start_ms = _floor_hour(to_ms(since))
+        elif watermark is not None:
+            start_ms = _floor_hour(min(watermark, now_ms) - micro_ms)
+        else:
+            cur = await conn.execute(
+                "SELECT (extract(epoch FROM min(hour)) * 1000)::int8 FROM rollup_dirty"
+            )
+            first = await cur.fetchone()
+            start_ms = _floor_hour(now_ms if first is None or first[0] is None else min(int(first[0]), now_ms))
+        infos = await device_infos(conn, None)
+        cur = await conn.execute("SELECT DISTINCT device_id FROM rollup_dirty")
+        devices = sorted(set(infos) | {int(r[0]) for r in await cur.fetchall()})
+        calendars = await load_calendars(conn)
+        await conn.commit()
+        total_hours = total_days = total_marks = 0
+        for offset in range(0, len(devices), chunk_devices):
+            chunk = devices[offset : offset + chunk_devices]
+            async with conn.transaction():
+                dirty, marks = await _dirty_ranges(conn, chunk, start_ms, now_ms, micro_ms)
+                ranges: dict[int, list[tuple[int, int]]] = {}
+                for device in chunk:
+                    wanted = [*dirty.get(device, [])]
+                    if device in infos and start_ms < now_ms:
+                        wanted.append((start_ms, now_ms))
+                    if wanted:
+                        ranges[device] = merge(wanted)
+                hours, days = await _process_chunk(conn, infos, calendars, ranges, now_ms, micro_ms)
+            total_hours += hours
+            total_days += days
+            total_marks += marks
+            if progress is not None:
+                progress(min(offset + chunk_devices, len(devices)), len(devices))
+        async with conn.transaction():
+            await conn.execute(
+                """
+                INSERT INTO rollup_watermark (computed_until) VALUES (%(t)s)
+                ON CONFLICT (singleton) DO UPDATE SET computed_until = %(t)s, updated_at = now()
+                WHERE rollup_watermark.computed_until < %(t)s
+                """,
+                {"t": from_ms(now_ms)},
+            )
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+        await conn.commit()
+    return RollupReport(
+        since=since,
+        until=from_ms(now_ms),
+        devices=len(devices),
+        device_hours=total_hours,
+        device_days=total_days,
+        dirty_marks=total_marks,
+        seconds=perf_counter() - started,
+    )
