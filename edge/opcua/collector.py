@@ -911,6 +911,17 @@ async def _translate(
 # -- zhizao edge check ---------------------------------------------------------------
 
 
+def _display(node_id: ua.NodeId, namespaces: Sequence[str]) -> str:
+    """``nsu=<uri>;s=...``: what a person can paste into the config."""
+    text = node_id.to_string()
+    if not text.startswith("ns="):
+        return text
+    index, _, rest = text.partition(";")
+    number = int(index.removeprefix("ns="))
+    uri = namespaces[number] if number < len(namespaces) else None
+    return f"nsu={uri};{rest}" if uri else text
+
+
 async def check_source(
     config: OpcUaSourceConfig, *, client_factory: ClientFactory = default_client
 ) -> list[NodeCheck]:
@@ -933,10 +944,11 @@ async def check_source(
                 AttributeIds.Value,
             )
         read = dict(zip((t.label for t in readable), values, strict=True))
+        namespaces = await client.get_namespace_array()
         checks: list[NodeCheck] = []
         for target in targets:
             name = target.mapping.name if target.mapping is not None else str(target.preset_key)
-            node_id = target.node_id.to_string() if target.node_id is not None else None
+            node_id = _display(target.node_id, namespaces) if target.node_id is not None else None
             if target.label in failures:
                 checks.append(
                     NodeCheck(

@@ -39,6 +39,8 @@ from zhizao.wire import StateClass
 log = logging.getLogger(__name__)
 
 SIM_NS = "urn:zhizao:simulator"
+#: the server's application URI; a server certificate for the simulator must name it
+APPLICATION_URI = "urn:zhizao:simulator:server"
 
 #: CNC state class → (MachineryItemState, MachineryOperationMode)
 MACHINERY_STATES: dict[StateClass, tuple[str, str]] = {
@@ -115,6 +117,7 @@ class SimServer:
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("zhizao factory simulator")
+        await server.set_application_uri(APPLICATION_URI)
         if self.security is not None:
             await server.load_certificate(str(self.security.certificate))
             await server.load_private_key(str(self.security.private_key))

@@ -134,11 +134,14 @@ class Simulator:
             self.mqtt.start()
             if not await asyncio.to_thread(self.mqtt.wait_connected, 10.0):
                 log.warning("simulator: MQTT broker not reachable yet; publishing when it is")
-        # The clock starts when the devices can be seen.
-        self.clock = SimClock(self.scenario.start_ms, self.speed)
+        # Devices show their state at the scenario's start until run() starts the clock,
+        # so a client connected in between reads where the ground truth begins.
+        await self._replay(self.scenario.start_ms)
+        await self._metrics(self.scenario.start_ms)
 
     async def run(self) -> None:
         """Replay until the scenario ends; writes the ground truth (also when cancelled)."""
+        self.clock = SimClock(self.scenario.start_ms, self.speed)
         try:
             last_metrics = -math.inf
             period_ms = self.scenario.metric_period * 1000
