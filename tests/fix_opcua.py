@@ -120,7 +120,7 @@ class Pki:
     client_certificate: Path
     client_key: Path
     client_trusts: Path  # folder: the server's certificate
-    empty_trust: Path  # folder that trusts nobody
+    other_trust: Path  # folder that trusts another certificate only
 
 
 @pytest.fixture
@@ -147,8 +147,9 @@ async def pki(tmp_path: Path) -> Pki:
     trusts = tmp_path / "trusted"
     trusts.mkdir()
     (trusts / "server-cert.der").write_bytes(server_cert.read_bytes())
-    empty = tmp_path / "trust-nobody"
-    empty.mkdir()
+    other = tmp_path / "trust-others"
+    other.mkdir()
+    (other / "client-cert.der").write_bytes(client_cert.read_bytes())
     return Pki(
-        Security(server_cert, server_key, allow_none=False), client_cert, client_key, trusts, empty
+        Security(server_cert, server_key, allow_none=False), client_cert, client_key, trusts, other
     )

@@ -67,6 +67,7 @@ from edge.opcua.config import (
 )
 from edge.opcua.presets import Segment, preset_inputs, preset_state
 from edge.sink import Sink
+from zhizao.errors import ConfigError
 from zhizao.wire import (
     CONNECTIVITY_EVENT,
     Connectivity,
@@ -676,7 +677,13 @@ async def _apply_security(client: Client, security: Security) -> None:
     if uri is not None:
         client.application_uri = uri
     store = TrustStore([Path(security.trust_list)], [])
-    await store.load()
+    try:
+        await store.load()
+    except (ValueError, OSError) as exc:
+        # An empty or unreadable trust list would refuse every server: say so up front.
+        raise ConfigError(
+            str(security.trust_list), "security.trust_list", f"no usable certificate: {exc}"
+        ) from exc
     client.certificate_validator = CertificateValidator(
         CertificateValidatorOptions.TRUSTED_VALIDATION | CertificateValidatorOptions.PEER_SERVER,
         store,
