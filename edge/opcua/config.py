@@ -13,17 +13,17 @@ One section describes one OPC UA server::
       private_key: pki/edge-key.pem
       trust_list: pki/trusted               # folder of trusted server certificates
     nodes:
-      - {preset: machinery, device: CNC-A01, root: Machines/CNC-A01}
-      - device: CNC-A01
+      - {preset: machinery, device: CNC-101, root: Machines/CNC-101}
+      - device: CNC-101
         kind: metric
         name: spindle_speed
         unit: rpm
-        node: nsu=urn:zhizao:simulator;s=CNC-A01.SpindleSpeed
+        node: nsu=urn:zhizao:simulator;s=CNC-101.SpindleSpeed
         deadband: {type: absolute, value: 5}
-      - device: CNC-A01
+      - device: CNC-101
         kind: count
         name: good
-        browse_path: Machines/CNC-A01/GoodPartCount
+        browse_path: Machines/CNC-101/GoodPartCount
 
 Addresses never carry a bare namespace index: indexes are assigned by the server
 and may change when it restarts, so a NodeId names its namespace by URI
@@ -381,6 +381,11 @@ def describe_validation_error(error: ValidationError) -> tuple[str, str]:
         previous = part
     more = error.error_count() - 1
     problem = first["msg"].removeprefix("Value error, ")
+    # Checks across the section (browse paths need its namespace) name the node in
+    # the message, as a model-level error has no location of its own.
+    nested = re.match(r"^(nodes\.\d+): (.*)$", problem, re.DOTALL)
+    if nested and not loc:
+        loc, problem = [nested[1]], nested[2]
     if more:
         problem += f" (and {more} more problem{'s' if more > 1 else ''})"
     return ".".join(loc), problem
