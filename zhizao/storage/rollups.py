@@ -370,7 +370,11 @@ _DAY_COLUMNS = (*_DAY_SUMS, "online_reported", "first_seen", "last_seen", "last_
 
 
 def _day_upsert() -> str:
-    sums = ", ".join(f"sum(h.{c})" for c in _DAY_SUMS)
+    # Seconds are whole milliseconds: rounding the sums to them makes a day independent
+    # of the order the hours are added in (float addition is not associative).
+    sums = ", ".join(
+        f"round(sum(h.{c})::numeric, 3)" if c.endswith("_s") else f"sum(h.{c})" for c in _DAY_SUMS
+    )
     cols = ", ".join(_DAY_COLUMNS)
     return f"""
         WITH t AS (
