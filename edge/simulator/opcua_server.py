@@ -291,6 +291,19 @@ class SimServer:
         await self.write(f"{code}.EmergencyStop", emergency, ua.VariantType.Boolean, ts)
         await self.write(f"{code}.ProtectiveStop", protective, ua.VariantType.Boolean, ts)
 
+    async def silence_subscriptions(self) -> int:
+        """Stop publishing on every subscription while the connection stays up.
+
+        Fault injection for the silent-subscription case some PLC servers show after
+        a firmware hiccup: no data, no keep-alive, no error. Returns how many.
+        """
+        if self._server is None:
+            return 0
+        subscriptions = list(self._server.iserver.subscription_service.subscriptions.values())
+        for subscription in subscriptions:
+            await subscription.stop()
+        return len(subscriptions)
+
     async def remove(self, key: str) -> bool:
         """Delete ``<code>.<Variable>`` from the address space (fault injection)."""
         self._removed.add(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Callable
 
@@ -273,3 +274,25 @@ async def test_check_source_reads_every_mapped_variable(simulator: MakeSimulator
     assert all(c.quality is Quality.GOOD for c in checks if c.error is None)
     assert "BadNoMatch" in str(by_label["nodes.5"].error)
     assert by_label["nodes.5"].value is None
+
+
+async def test_a_silent_subscription_is_detected_by_the_heartbeat_and_rebuilt(
+    simulator: MakeSimulator,
+) -> None:
+    sim = await simulator(scenario([CNC], duration="8h"), speed=600)
+    config = source_config(sim.server.endpoint, CNC_NODES, heartbeat_timeout_s=2)
+    async with running(config) as run:
+        await until(run.sink, lambda: bool(states(run.sink, "CNC-101")))
+        clock = asyncio.create_task(sim.run())
+        assert await sim.server.silence_subscriptions() == 1
+        await until(
+            run.sink, lambda: run.sink.connectivity("CNC-101") == ["online", "offline", "online"]
+        )
+        before = counts(run.sink, "CNC-101").total()
+        # Data flows again on the rebuilt subscription.
+        await until(run.sink, lambda: counts(run.sink, "CNC-101").total() > before)
+        clock.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await clock
+    assert run.collector.sessions == 2
+    assert "silent" in str(run.collector.health.last_error)
