@@ -51,7 +51,7 @@ class Weekday(StrEnum):
     SUN = "sun"
 
     @property
-    def index(self) -> int:
+    def number(self) -> int:
         """Monday 0 ... Sunday 6, as :meth:`datetime.date.weekday`."""
         return list(Weekday).index(self)
 
@@ -115,7 +115,8 @@ class Holiday(_Model):
     def days(self) -> list[date]:
         if self.day is not None:
             return [self.day]
-        assert self.first is not None and self.last is not None  # noqa: S101 - validated
+        assert self.first is not None  # noqa: S101 - validated above
+        assert self.last is not None  # noqa: S101
         return [self.first + timedelta(days=i) for i in range((self.last - self.first).days + 1)]
 
 
@@ -154,7 +155,7 @@ class ShiftCalendar(_Model):
             return None
         for workday in self.workdays:
             if workday.day == day:
-                return workday.as_weekday.index
+                return workday.as_weekday.number
         return day.weekday()
 
 
@@ -245,7 +246,7 @@ def shift_instances(
         weekday = calendar.pattern_weekday(day)
         if weekday is not None:
             for shift in calendar.shifts:
-                if weekday not in {d.index for d in shift.days}:
+                if weekday not in {d.number for d in shift.days}:
                     continue
                 s = _local_ms(day, shift.start, zone)
                 end_day = day if shift.end > shift.start else day + timedelta(days=1)

@@ -39,9 +39,11 @@ class Scope(StrEnum):
 
     @property
     def label_zh(self) -> str:
-        return {"all": "全部企业", "above_designated_size": "规上企业", "key_enterprise": "重点企业"}[
-            self.value
-        ]
+        return {
+            "all": "全部企业",
+            "above_designated_size": "规上企业",
+            "key_enterprise": "重点企业",
+        }[self.value]
 
 
 class Method(StrEnum):
@@ -50,7 +52,11 @@ class Method(StrEnum):
 
     @property
     def label_zh(self) -> str:
-        return "设备总数口径(比值之和)" if self is Method.RATIO_OF_SUMS else "企业平均口径(企业比率均值)"
+        return (
+            "设备总数口径(比值之和)"
+            if self is Method.RATIO_OF_SUMS
+            else "企业平均口径(企业比率均值)"
+        )
 
 
 class GroupBy(StrEnum):

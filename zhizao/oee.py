@@ -127,7 +127,7 @@ class Losses:
     valuable_s: float  # ideal time of good units: what OEE keeps
 
     def total_s(self) -> float:
-        return sum(getattr(self, f.name) for f in fields(Losses))
+        return float(sum(getattr(self, f.name) for f in fields(Losses)))
 
 
 LOSS_LABELS: dict[str, tuple[str, str]] = {

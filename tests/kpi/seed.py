@@ -31,35 +31,76 @@ def ledger(
     commissioned: date | None = None,
     decommissioned: date | None = None,
 ) -> Ledger:
-    cluster = Cluster(code="NB-AUTO", name="宁波汽车零部件产业集群", region_code="330200",
-                      industry_code="C36")
+    cluster = Cluster(
+        code="NB-AUTO", name="宁波汽车零部件产业集群", region_code="330200", industry_code="C36"
+    )
     ents = [
-        Enterprise(credit_code=ENT, name="宁波示范汽配有限公司", region_code="330206",
-                   industry_code="C3670", cluster_codes=("NB-AUTO",),
-                   above_designated_size=True, key_enterprise=True),
-        Enterprise(credit_code=ENT2, name="杭州示范纺织有限公司", region_code="330110",
-                   industry_code="C1711"),
+        Enterprise(
+            credit_code=ENT,
+            name="宁波示范汽配有限公司",
+            region_code="330206",
+            industry_code="C3670",
+            cluster_codes=("NB-AUTO",),
+            above_designated_size=True,
+            key_enterprise=True,
+        ),
+        Enterprise(
+            credit_code=ENT2,
+            name="杭州示范纺织有限公司",
+            region_code="330110",
+            industry_code="C1711",
+        ),
     ]
     devices = [
-        Device(enterprise=ENT, code="CNC-1", name="加工中心 1", device_type="cnc_machine_tool",
-               line_code="L1", is_nc=True, key_process=True, ideal_cycle_time_s=1.0,
-               commissioned_on=commissioned, decommissioned_on=decommissioned),
-        Device(enterprise=ENT, code="CNC-2", name="加工中心 2", device_type="cnc_machine_tool",
-               line_code="L1", is_nc=True, ideal_cycle_time_s=2.0),
-        Device(enterprise=ENT, code="PRESS-1", name="冲压机", device_type="press",
-               line_code="L2", key_process=True, ideal_cycle_time_s=10.0),
-        Device(enterprise=ENT, code="AC-1", name="空压机", device_type="air_compressor",
-               is_production_equipment=False),
+        Device(
+            enterprise=ENT,
+            code="CNC-1",
+            name="加工中心 1",
+            device_type="cnc_machine_tool",
+            line_code="L1",
+            is_nc=True,
+            key_process=True,
+            ideal_cycle_time_s=1.0,
+            commissioned_on=commissioned,
+            decommissioned_on=decommissioned,
+        ),
+        Device(
+            enterprise=ENT,
+            code="CNC-2",
+            name="加工中心 2",
+            device_type="cnc_machine_tool",
+            line_code="L1",
+            is_nc=True,
+            ideal_cycle_time_s=2.0,
+        ),
+        Device(
+            enterprise=ENT,
+            code="PRESS-1",
+            name="冲压机",
+            device_type="press",
+            line_code="L2",
+            key_process=True,
+            ideal_cycle_time_s=10.0,
+        ),
+        Device(
+            enterprise=ENT,
+            code="AC-1",
+            name="空压机",
+            device_type="air_compressor",
+            is_production_equipment=False,
+        ),
         Device(enterprise=ENT2, code="LOOM-1", name="织机 1", device_type="loom", is_nc=True),
         Device(enterprise=ENT2, code="LOOM-2", name="织机 2", device_type="loom"),
     ]
     edges = [
-        EdgeGateway(enterprise=ENT, edge_id="nb-edge-01",
-                    device_codes=("CNC-1", "CNC-2", "PRESS-1", "AC-1")),
+        EdgeGateway(
+            enterprise=ENT, edge_id="nb-edge-01", device_codes=("CNC-1", "CNC-2", "PRESS-1", "AC-1")
+        ),
         EdgeGateway(enterprise=ENT2, edge_id="hz-edge-01", device_codes=("LOOM-1", "LOOM-2")),
     ]
-    return Ledger(clusters=[cluster], enterprises=ents, devices=devices, edges=edges,
-                  source="kpi-test")
+    return Ledger(
+        clusters=[cluster], enterprises=ents, devices=devices, edges=edges, source="kpi-test"
+    )
 
 
 async def seed(conn: Conn, **kwargs: date | None) -> dict[str, int]:

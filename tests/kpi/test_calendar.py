@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from tests.kpi.seed import ENT
 from zhizao.calendar import (
     Schedule,
     ShiftCalendar,
@@ -19,7 +20,6 @@ from zhizao.calendar import (
     to_ms,
 )
 from zhizao.errors import ConfigError
-from tests.kpi.seed import ENT
 
 SAMPLE = Path(__file__).parents[2] / "zhizao" / "data" / "calendar_2026.yaml"
 SH = ZoneInfo("Asia/Shanghai")
@@ -34,8 +34,19 @@ def _day_hours(calendar: ShiftCalendar | None, day: date, zone: ZoneInfo = SH) -
 
 def _one_shift(**extra: object) -> ShiftCalendar:
     return ShiftCalendar.model_validate(
-        {"enterprise": ENT, "name": "t", "shifts": [{"name": "白班", "start": "08:00",
-         "end": "17:00", "breaks": [{"start": "12:00", "end": "13:00"}]}], **extra}
+        {
+            "enterprise": ENT,
+            "name": "t",
+            "shifts": [
+                {
+                    "name": "白班",
+                    "start": "08:00",
+                    "end": "17:00",
+                    "breaks": [{"start": "12:00", "end": "13:00"}],
+                }
+            ],
+            **extra,
+        }
     )
 
 
@@ -43,8 +54,10 @@ def test_sample_2026_calendar_loads_with_the_published_holidays() -> None:
     calendars = load_calendars(SAMPLE)
     enterprise = calendar_for(calendars, ENT, None)
     line = calendar_for(calendars, ENT, "L1")
-    assert enterprise is not None and enterprise.line is None
-    assert line is not None and line.line == "L1"
+    assert enterprise is not None
+    assert enterprise.line is None
+    assert line is not None
+    assert line.line == "L1"
     assert calendar_for(calendars, ENT, "L9") is enterprise  # no line calendar: the enterprise's
     holidays = enterprise.holiday_dates()
     assert date(2026, 2, 17) in holidays  # 春节 (正月初一)
@@ -87,8 +100,11 @@ def test_breaks_are_not_scheduled() -> None:
 def test_daylight_saving_zone_gets_the_real_length_of_a_shift() -> None:
     berlin = ZoneInfo("Europe/Berlin")
     cal = ShiftCalendar.model_validate(
-        {"enterprise": ENT, "name": "n", "shifts": [{"name": "N", "start": "22:00", "end": "06:00",
-                                                     "days": ["sat"]}]}
+        {
+            "enterprise": ENT,
+            "name": "n",
+            "shifts": [{"name": "N", "start": "22:00", "end": "06:00", "days": ["sat"]}],
+        }
     )
     # 2026-03-29 02:00 Berlin clocks jump to 03:00: the night shift is 7 hours long.
     start = to_ms(datetime(2026, 3, 28, tzinfo=UTC))
@@ -98,8 +114,15 @@ def test_daylight_saving_zone_gets_the_real_length_of_a_shift() -> None:
 
 def test_unquoted_yaml_times_are_read_as_clock_times() -> None:
     [cal] = parse_calendars(
-        {"calendars": [{"enterprise": ENT, "name": "x",
-                        "shifts": [{"name": "夜", "start": 1200, "end": 480}]}]}
+        {
+            "calendars": [
+                {
+                    "enterprise": ENT,
+                    "name": "x",
+                    "shifts": [{"name": "夜", "start": 1200, "end": 480}],
+                }
+            ]
+        }
     )  # YAML 1.1 reads 20:00 as 1200 and 8:00 as 480
     assert (cal.shifts[0].start, cal.shifts[0].end) == (time(20), time(8))
 
@@ -107,8 +130,15 @@ def test_unquoted_yaml_times_are_read_as_clock_times() -> None:
 def test_a_wrong_calendar_names_the_file_and_the_key() -> None:
     with pytest.raises(ConfigError) as info:
         parse_calendars(
-            {"calendars": [{"enterprise": ENT, "name": "x",
-                            "shifts": [{"name": "a", "start": "25:00", "end": "08:00"}]}]},
+            {
+                "calendars": [
+                    {
+                        "enterprise": ENT,
+                        "name": "x",
+                        "shifts": [{"name": "a", "start": "25:00", "end": "08:00"}],
+                    }
+                ]
+            },
             source="plant.yaml",
         )
     assert info.value.source == "plant.yaml"
@@ -118,9 +148,17 @@ def test_a_wrong_calendar_names_the_file_and_the_key() -> None:
 def test_a_day_that_is_both_holiday_and_workday_is_refused() -> None:
     with pytest.raises(ConfigError, match="both a holiday and a make-up"):
         parse_calendars(
-            {"holidays": [{"date": "2026-05-09"}], "workdays": [{"date": "2026-05-09"}],
-             "calendars": [{"enterprise": ENT, "name": "x",
-                            "shifts": [{"name": "a", "start": "08:00", "end": "17:00"}]}]}
+            {
+                "holidays": [{"date": "2026-05-09"}],
+                "workdays": [{"date": "2026-05-09"}],
+                "calendars": [
+                    {
+                        "enterprise": ENT,
+                        "name": "x",
+                        "shifts": [{"name": "a", "start": "08:00", "end": "17:00"}],
+                    }
+                ],
+            }
         )
 
 

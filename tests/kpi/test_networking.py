@@ -163,8 +163,9 @@ async def test_nc_rate_follows_service_dates(conn: Conn) -> None:
 async def test_local_day_decides_the_networked_day(conn: Conn, when: datetime) -> None:
     ids = await seed(conn)
     # 15:59 UTC is 23:59 local on the 2nd: the point counts for the 2nd, not the 3rd.
-    await write(conn, FactBatch(metrics=[MetricRow(ids["LOOM-2"], 1, int(when.timestamp() * 1000),
-                                                   1.0)]))
+    await write(
+        conn, FactBatch(metrics=[MetricRow(ids["LOOM-2"], 1, int(when.timestamp() * 1000), 1.0)])
+    )
     await run_rollups(conn, since=when - timedelta(hours=1), until=when + timedelta(hours=2))
     parts = await networking_parts(conn, DAY, DAY)
     assert parts[ENT2] == RateParts(1, 2)

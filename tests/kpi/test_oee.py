@@ -61,14 +61,19 @@ def test_running_outside_the_calendar_extends_planned_busy_time() -> None:
     assert comp.overtime_running_s == 2 * 3600
     assert comp.pbt_s == 420 * 60 + 2 * 3600
     result = compute(comp)
-    assert result.availability is not None and result.availability <= 1.0
-    assert result.oee is not None and result.oee < 0.7479  # stale calendar cannot inflate OEE
+    assert result.availability is not None
+    assert result.availability <= 1.0
+    assert result.oee is not None
+    assert result.oee < 0.7479
 
 
 def test_offline_inside_planned_time_lowers_availability_and_is_flagged() -> None:
     start, end = textbook.day_bounds()
-    states = [*textbook.states(), StatePoint(textbook.local(10), S.OFFLINE),
-              StatePoint(textbook.local(10, 30), S.RUNNING)]
+    states = [
+        *textbook.states(),
+        StatePoint(textbook.local(10), S.OFFLINE),
+        StatePoint(textbook.local(10, 30), S.RUNNING),
+    ]
     states.sort(key=lambda p: p.ts_ms)
     schedule = Schedule(scheduled_intervals(textbook.calendar(ENT), SH, start, end))
     result = compute(
@@ -89,10 +94,12 @@ def test_no_data_is_offline_never_running() -> None:
 
 
 def test_performance_over_100_percent_is_flagged_not_hidden() -> None:
-    comp = OeeComponents(scheduled_s=3600, running_s=3600, good=4000, ideal_time_s=4000,
-                         ideal_good_s=4000)
+    comp = OeeComponents(
+        scheduled_s=3600, running_s=3600, good=4000, ideal_time_s=4000, ideal_good_s=4000
+    )
     result = compute(comp)
-    assert result.performance is not None and result.performance > 1
+    assert result.performance is not None
+    assert result.performance > 1
     assert Flag.PERFORMANCE_OVER_100 in result.flags
     assert result.losses.speed_loss_s == -400
 
@@ -123,8 +130,9 @@ def test_missing_ideal_cycle_time_is_flagged() -> None:
 
 
 def test_aggregate_divides_sums_never_averages_ratios() -> None:
-    a = OeeComponents(scheduled_s=3600, running_s=3600, good=3600, ideal_time_s=3600,
-                      ideal_good_s=3600)  # OEE 100 %
+    a = OeeComponents(
+        scheduled_s=3600, running_s=3600, good=3600, ideal_time_s=3600, ideal_good_s=3600
+    )  # OEE 100 %
     b = OeeComponents(scheduled_s=7200, running_s=0)  # OEE 0 %, twice the planned time
     assert compute(a + b).oee == 3600 / 10800  # not (1 + 0) / 2
 
@@ -132,9 +140,7 @@ def test_aggregate_divides_sums_never_averages_ratios() -> None:
 # --- properties -----------------------------------------------------------------------
 
 _states = st.sampled_from(list(S))
-_transitions = st.lists(
-    st.builds(StatePoint, st.integers(-H, 6 * H), _states), max_size=25
-)
+_transitions = st.lists(st.builds(StatePoint, st.integers(-H, 6 * H), _states), max_size=25)
 _counts = st.lists(
     st.builds(CountPoint, st.integers(0, 6 * H - 1), st.integers(0, 50), st.integers(0, 5)),
     max_size=10,
@@ -156,24 +162,43 @@ def test_splitting_a_period_and_recombining_gives_the_same_components(
 ) -> None:
     schedule = Schedule(intervals)
     horizon = 6 * H
-    whole = total(split(transitions, counts, schedule, 0, 6 * H, horizon_ms=horizon,
-                        micro_stop_ms=micro).values())
-    left = total(split(transitions, counts, schedule, 0, cut, horizon_ms=horizon,
-                       micro_stop_ms=micro).values())
-    right = total(split(transitions, counts, schedule, cut, 6 * H, horizon_ms=horizon,
-                        micro_stop_ms=micro).values())
+    whole = total(
+        split(
+            transitions, counts, schedule, 0, 6 * H, horizon_ms=horizon, micro_stop_ms=micro
+        ).values()
+    )
+    left = total(
+        split(
+            transitions, counts, schedule, 0, cut, horizon_ms=horizon, micro_stop_ms=micro
+        ).values()
+    )
+    right = total(
+        split(
+            transitions, counts, schedule, cut, 6 * H, horizon_ms=horizon, micro_stop_ms=micro
+        ).values()
+    )
     assert left + right == whole
     # Every instant is in exactly one state, and scheduled time splits by state.
     assert sum(whole.as_tuple()[:6]) == 6 * H
-    sched_states = (whole.sched_running_ms + whole.sched_idle_ms + whole.sched_setup_ms
-                    + whole.sched_unplanned_stop_ms + whole.sched_planned_stop_ms
-                    + whole.sched_offline_ms)
+    sched_states = (
+        whole.sched_running_ms
+        + whole.sched_idle_ms
+        + whole.sched_setup_ms
+        + whole.sched_unplanned_stop_ms
+        + whole.sched_planned_stop_ms
+        + whole.sched_offline_ms
+    )
     assert sched_states == whole.scheduled_ms == schedule.overlap(0, 6 * H)
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(_transitions, _counts, st.sampled_from([None, 0.5, 1.0, 30.0])),
-                min_size=1, max_size=5))
+@given(
+    st.lists(
+        st.tuples(_transitions, _counts, st.sampled_from([None, 0.5, 1.0, 30.0])),
+        min_size=1,
+        max_size=5,
+    )
+)
 def test_aggregation_over_devices_equals_the_sum_of_the_parts(
     devices: list[tuple[list[StatePoint], list[CountPoint], float | None]],
 ) -> None:

@@ -31,7 +31,9 @@ _RESET = (
 )
 
 _fact = st.one_of(
-    st.builds(lambda t, s: ("state", t, s), st.integers(0, 10 * _H), st.sampled_from(list(StateClass))),
+    st.builds(
+        lambda t, s: ("state", t, s), st.integers(0, 10 * _H), st.sampled_from(list(StateClass))
+    ),
     st.builds(lambda t, n: ("count", t, n), st.integers(0, 10 * _H), st.integers(0, 9)),
     st.builds(lambda t, q: ("metric", t, q), st.integers(0, 10 * _H), st.integers(0, 2)),
     st.builds(lambda t, o: ("conn", t, o), st.integers(0, 10 * _H), st.booleans()),
@@ -64,15 +66,14 @@ async def _rows(conn: Conn) -> dict[str, list[tuple[object, ...]]]:
     for table in _TABLES:
         cur = await conn.execute(
             "SELECT string_agg(column_name, ', ' ORDER BY ordinal_position)"
-            " FROM information_schema.columns WHERE table_name = %s AND column_name <> 'computed_at'",
+            " FROM information_schema.columns"
+            " WHERE table_name = %s AND column_name <> 'computed_at'",
             (table,),
         )
         row = await cur.fetchone()
         assert row is not None
         key = "day" if table.endswith("day") else "hour"
-        cur = await conn.execute(
-            f"SELECT {row[0]} FROM {table} ORDER BY device_id, {key}"  # noqa: S608 - catalogue names
-        )
+        cur = await conn.execute(f"SELECT {row[0]} FROM {table} ORDER BY device_id, {key}")
         out[table] = list(await cur.fetchall())
     return out
 

@@ -19,7 +19,7 @@ CNC1 = OeeScope(Level.DEVICE, "CNC-1", ENT)
 
 async def _snapshot(conn: Conn, table: str) -> dict[tuple[object, ...], tuple[object, ...]]:
     key = "day" if table == "rollup_device_day" else "hour"
-    cur = await conn.execute(f"SELECT * FROM {table} ORDER BY device_id, {key}")  # noqa: S608
+    cur = await conn.execute(f"SELECT * FROM {table} ORDER BY device_id, {key}")
     return {(r[0], r[1]): tuple(r) for r in await cur.fetchall()}
 
 
@@ -29,7 +29,10 @@ def _textbook_facts(device: int) -> FactBatch:
         counts=[
             row
             for c in textbook.counts()
-            for row in (CountRow(device, c.ts_ms, 0, c.good), CountRow(device, c.ts_ms, 1, c.reject))
+            for row in (
+                CountRow(device, c.ts_ms, 0, c.good),
+                CountRow(device, c.ts_ms, 1, c.reject),
+            )
         ],
     )
 
@@ -45,7 +48,7 @@ async def test_textbook_shift_through_facts_rollups_and_queries(conn: Conn) -> N
     await store_calendars(conn, [textbook.calendar(ENT)])
     await conn.commit()
     await write(conn, _textbook_facts(ids["CNC-1"]))
-    start, end = textbook.day_bounds()
+    _start, end = textbook.day_bounds()
     await run_rollups(conn, until=from_ms(end))
 
     day = await oee_for_days(conn, CNC1, textbook.DAY.date(), textbook.DAY.date())
@@ -71,12 +74,14 @@ async def test_line_oee_is_the_sum_of_its_devices(conn: Conn) -> None:
         states=[StateRow(ids["CNC-2"], at(-1), S.RUNNING), StateRow(ids["CNC-2"], at(3), S.IDLE)],
         counts=[CountRow(ids["CNC-2"], at(1), 0, 1000), CountRow(ids["CNC-2"], at(2), 1, 10)],
     ))  # fmt: skip
-    start, end = textbook.day_bounds()
+    _start, end = textbook.day_bounds()
     await run_rollups(conn, until=from_ms(end))
     first = textbook.DAY.date()
     line = await oee_for_days(conn, OeeScope(Level.LINE, "L1", ENT), first, first)
-    parts = [await oee_for_days(conn, OeeScope(Level.DEVICE, c, ENT), first, first)
-             for c in ("CNC-1", "CNC-2")]
+    parts = [
+        await oee_for_days(conn, OeeScope(Level.DEVICE, c, ENT), first, first)
+        for c in ("CNC-1", "CNC-2")
+    ]
     assert [d.device for d in line.devices] == ["CNC-1", "CNC-2"]
     assert line.result.components == parts[0].result.components + parts[1].result.components
     enterprise = await oee_for_days(conn, OeeScope(Level.ENTERPRISE, ENT), first, first)
@@ -103,7 +108,10 @@ async def test_rerunning_changes_nothing(conn: Conn) -> None:
     await write(conn, _textbook_facts(ids["CNC-1"]))
     until = from_ms(textbook.day_bounds()[1])
     await run_rollups(conn, until=until)
-    hours, days = await _snapshot(conn, "rollup_device_hour"), await _snapshot(conn, "rollup_device_day")
+    hours, days = (
+        await _snapshot(conn, "rollup_device_hour"),
+        await _snapshot(conn, "rollup_device_day"),
+    )
     again = await run_rollups(conn, until=until)
     assert again.device_hours > 0  # the last hour of every device was looked at again ...
     assert await _snapshot(conn, "rollup_device_hour") == hours  # ... and nothing changed,
@@ -116,8 +124,10 @@ async def test_rerunning_changes_nothing(conn: Conn) -> None:
 async def test_late_data_recomputes_only_the_affected_buckets(conn: Conn) -> None:
     ids = await seed(conn)
     d = ids["CNC-1"]
-    await write(conn, FactBatch(states=[StateRow(d, at(0), S.RUNNING)],
-                                metrics=[MetricRow(d, 1, at(0.5), 1.0)]))
+    await write(
+        conn,
+        FactBatch(states=[StateRow(d, at(0), S.RUNNING)], metrics=[MetricRow(d, 1, at(0.5), 1.0)]),
+    )
     until = from_ms(at(12))
     await run_rollups(conn, until=until)
     before = await _snapshot(conn, "rollup_device_hour")
@@ -136,8 +146,12 @@ async def test_late_data_recomputes_only_the_affected_buckets(conn: Conn) -> Non
     assert report.dirty_marks == 1
 
     # A late breakdown from 05:30 to 07:10: hours 5, 6 and 7 change, nothing else.
-    await write(conn, FactBatch(states=[StateRow(d, at(5.5), S.UNPLANNED_STOP),
-                                        StateRow(d, at(7 + 1 / 6), S.RUNNING)]))
+    await write(
+        conn,
+        FactBatch(
+            states=[StateRow(d, at(5.5), S.UNPLANNED_STOP), StateRow(d, at(7 + 1 / 6), S.RUNNING)]
+        ),
+    )
     await run_rollups(conn, until=until)
     final = await _snapshot(conn, "rollup_device_hour")
     changed = {k for k in final if final[k] != after.get(k)}
@@ -172,10 +186,13 @@ async def test_state_crossing_local_midnight_is_split_between_days(conn: Conn) -
     ids = await seed(conn)
     d = ids["CNC-1"]
     # Local 2026-03-02 22:00 to 03-03 02:00 running (14:00-18:00 UTC), then idle.
-    await write(conn, FactBatch(states=[StateRow(d, at(14), S.RUNNING), StateRow(d, at(18), S.IDLE)]))
+    await write(
+        conn, FactBatch(states=[StateRow(d, at(14), S.RUNNING), StateRow(d, at(18), S.IDLE)])
+    )
     await run_rollups(conn, since=from_ms(at(14)), until=from_ms(at(20)))
     cur = await conn.execute(
-        "SELECT day, running_s, idle_s FROM rollup_device_day WHERE device_id = %s ORDER BY day", (d,)
+        "SELECT day, running_s, idle_s FROM rollup_device_day WHERE device_id = %s ORDER BY day",
+        (d,),
     )
     assert await cur.fetchall() == [
         (date(2026, 3, 2), 2 * 3600.0, 0.0),
@@ -203,5 +220,7 @@ async def test_make_up_working_day_is_scheduled_through_the_stored_calendar(conn
     )
     # 调休 Saturday worked; 15th holiday (only the night shift of the 14th ends); 16th none.
     assert await cur.fetchall() == [
-        (date(2026, 2, 14), 22.5), (date(2026, 2, 15), 7.5), (date(2026, 2, 16), 0.0)
+        (date(2026, 2, 14), 22.5),
+        (date(2026, 2, 15), 7.5),
+        (date(2026, 2, 16), 0.0),
     ]

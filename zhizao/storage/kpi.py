@@ -21,7 +21,7 @@ from typing import Any
 
 from psycopg import sql
 
-from zhizao.calendar import to_ms
+from zhizao.calendar import ShiftCalendar, calendar_for, from_ms, shift_instances, to_ms
 from zhizao.codes import RegionLevel, region_level
 from zhizao.errors import InvalidValue
 from zhizao.networking import (
@@ -41,11 +41,12 @@ from zhizao.oee import Oee, OeeComponents, compute, summed
 from zhizao.rollup import HOUR_MS
 from zhizao.storage.connection import Conn
 from zhizao.storage.rollups import (
-    device_infos,
-    load_facts,
     calendar_of,
+    check_zone,
     device_buckets,
+    device_infos,
     load_calendars,
+    load_facts,
 )
 
 
@@ -220,9 +221,14 @@ async def oee_from_facts(
     for pk, ent, code, name in rows:
         info = infos[int(pk)]
         buckets = device_buckets(
-            info, calendar_of(calendars, info), facts.transitions.get(int(pk), []),
-            facts.counts.get(int(pk), []), [(lo, hi)], horizon_ms, round(micro_stop_s * 1000),
-        )  # fmt: skip
+            info,
+            calendar=calendar_of(calendars, info),
+            transitions=facts.transitions.get(int(pk), []),
+            counts=facts.counts.get(int(pk), []),
+            ranges=[(lo, hi)],
+            horizon_ms=horizon_ms,
+            micro_stop_ms=round(micro_stop_s * 1000),
+        )
         components = summed(
             OeeComponents.from_bucket(b, info.ideal_cycle_time_s) for b in buckets.values()
         )
@@ -405,3 +411,30 @@ async def networking_evidence(
                      last_seen, reason)
         )  # fmt: skip
     return out
+
+
+async def shift_interval(
+    conn: Conn, enterprise: str, line: str | None, day: date, shift: str
+) -> tuple[datetime, datetime]:
+    """The window of the named shift starting on local ``day`` under the applicable calendar."""
+    cur = await conn.execute(
+        "SELECT time_zone FROM enterprise WHERE credit_code = %s", (enterprise,)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise InvalidValue("enterprise", enterprise, "is not in the registry")
+    zone = check_zone(str(row[0]))
+    cur = await conn.execute(
+        "SELECT c.definition FROM shift_calendar c JOIN enterprise e ON e.id = c.enterprise_id"
+        " WHERE e.credit_code = %s",
+        (enterprise,),
+    )
+    calendars = [ShiftCalendar.model_validate(r[0]) for r in await cur.fetchall()]
+    calendar = calendar_for(calendars, enterprise, line)
+    if calendar is None:
+        raise InvalidValue("shift", shift, "the enterprise has no shift calendar")
+    start = to_ms(datetime.combine(day, datetime.min.time(), tzinfo=zone))
+    for inst in shift_instances(calendar, zone, start, start + 86_400_000):
+        if inst.name == shift and inst.day == day:
+            return from_ms(inst.start_ms), from_ms(inst.end_ms)
+    raise InvalidValue("shift", shift, f"does not run on {day.isoformat()} in {calendar.name!r}")

@@ -162,7 +162,9 @@ async def store_calendars(
     """
     stored = 0
     for cal in calendars:
-        cur = await conn.execute("SELECT id FROM enterprise WHERE credit_code = %s", (cal.enterprise,))
+        cur = await conn.execute(
+            "SELECT id FROM enterprise WHERE credit_code = %s", (cal.enterprise,)
+        )
         row = await cur.fetchone()
         if row is None:
             raise InvalidValue("enterprise", cal.enterprise, "is not in the registry")
@@ -238,7 +240,7 @@ _TRANSITIONS = f"""
     FROM {_RANGES} JOIN edge_device ed ON ed.device_id = r.device_id
     JOIN edge_status es ON es.edge_pk = ed.edge_pk AND NOT es.online
      AND es.time >= {_EPOCH.format("r.lo")} AND es.time < {_EPOCH.format("r.hi")}
-"""
+"""  # noqa: S608 - module constants only; values are bound
 
 # The change in effect at ``lo`` and the first one at or after ``hi``, per device:
 # episodes that cross the edges of the range need their true length.
@@ -270,7 +272,7 @@ _EDGE_TRANSITIONS = f"""
          WHERE c.device_id = r.device_id AND NOT c.online AND c.time >= {_EPOCH.format("r.hi")}
          ORDER BY c.time LIMIT 1)
     ) AS x
-"""
+"""  # noqa: S608 - module constants only; values are bound
 
 _COUNTS = f"""
     SELECT r.device_id, {_MS.format("date_bin('1 hour', p.time, 'epoch'::timestamptz)")},
@@ -280,7 +282,7 @@ _COUNTS = f"""
       ON p.device_id = r.device_id AND p.time >= {_EPOCH.format("r.lo")}
      AND p.time < {_EPOCH.format("r.hi")}
     GROUP BY 1, 2
-"""
+"""  # noqa: S608 - module constants only; values are bound
 
 _TALLY = f"""
     SELECT r.device_id, {_MS.format("t.hour")}, t.points, t.good_points,
@@ -288,14 +290,14 @@ _TALLY = f"""
     FROM {_RANGES} JOIN device_hour_tally t
       ON t.device_id = r.device_id AND t.hour >= {_EPOCH.format("r.lo")}
      AND t.hour < {_EPOCH.format("r.hi")}
-"""
+"""  # noqa: S608 - module constants only; values are bound
 
 _ONLINE = f"""
     SELECT DISTINCT r.device_id, {_MS.format("date_bin('1 hour', c.time, 'epoch'::timestamptz)")}
     FROM {_RANGES} JOIN device_connectivity c
       ON c.device_id = r.device_id AND c.online AND c.time >= {_EPOCH.format("r.lo")}
      AND c.time < {_EPOCH.format("r.hi")}
-"""
+"""  # noqa: S608 - module constants only; values are bound
 
 
 async def load_facts(conn: Conn, bounds: dict[int, tuple[int, int]]) -> Facts:
@@ -315,7 +317,13 @@ async def load_facts(conn: Conn, bounds: dict[int, tuple[int, int]]) -> Facts:
         facts.counts[int(device)].append(CountPoint(int(ms), int(good), int(reject)))
     cur = await conn.execute(_TALLY.encode(), params)
     for device, ms, points, good_points, first, last, last_good in await cur.fetchall():
-        facts.tally[(int(device), int(ms))] = (int(points), int(good_points), first, last, last_good)
+        facts.tally[(int(device), int(ms))] = (
+            int(points),
+            int(good_points),
+            first,
+            last,
+            last_good,
+        )
     cur = await conn.execute(_ONLINE.encode(), params)
     facts.online_hours = {(int(d), int(ms)) for d, ms in await cur.fetchall()}
     return facts
@@ -353,7 +361,7 @@ def _hour_upsert() -> str:
             {", ".join(f"{c} = excluded.{c}" for c in _HOUR_COLUMNS)}, computed_at = now()
         WHERE ({", ".join(f"rollup_device_hour.{c}" for c in _HOUR_COLUMNS)})
             IS DISTINCT FROM ({", ".join(f"excluded.{c}" for c in _HOUR_COLUMNS)})
-    """
+    """  # noqa: S608 - module constants only; values are bound
 
 
 _HOUR_UPSERT = _hour_upsert()
@@ -401,7 +409,7 @@ def _day_upsert() -> str:
             {", ".join(f"{c} = excluded.{c}" for c in _DAY_COLUMNS)}, computed_at = now()
         WHERE ({", ".join(f"rollup_device_day.{c}" for c in _DAY_COLUMNS)})
             IS DISTINCT FROM ({", ".join(f"excluded.{c}" for c in _DAY_COLUMNS)})
-    """
+    """  # noqa: S608 - module constants only; values are bound
 
 
 _DAY_UPSERT = _day_upsert()
@@ -409,7 +417,8 @@ _DAY_UPSERT = _day_upsert()
 _NEXT_CHANGE = """
     SELECT u.device_id, u.ms, (extract(epoch FROM least(
         (SELECT min(s.time) FROM state_change s
-          WHERE s.device_id = u.device_id AND s.time >= 'epoch'::timestamptz + u.ms * interval '1 ms'),
+          WHERE s.device_id = u.device_id
+            AND s.time >= 'epoch'::timestamptz + u.ms * interval '1 ms'),
         (SELECT min(c.time) FROM device_connectivity c
           WHERE c.device_id = u.device_id AND NOT c.online
             AND c.time >= 'epoch'::timestamptz + u.ms * interval '1 ms'),
@@ -423,6 +432,7 @@ _NEXT_CHANGE = """
 
 def device_buckets(
     info: DeviceInfo,
+    *,
     calendar: ShiftCalendar | None,
     transitions: Sequence[tuple[int, int, StateClass]],
     counts: Sequence[CountPoint],
@@ -449,6 +459,7 @@ def device_buckets(
 
 async def _process_chunk(
     conn: Conn,
+    *,
     infos: dict[int, DeviceInfo],
     calendars: dict[tuple[int, int | None], ShiftCalendar],
     ranges: dict[int, list[tuple[int, int]]],
@@ -476,12 +487,17 @@ async def _process_chunk(
                 touched_days.add((device, day))
                 day += timedelta(days=1)
         buckets = device_buckets(
-            info, calendar_of(calendars, info), facts.transitions.get(device, []),
-            facts.counts.get(device, []), device_ranges, horizon_ms, micro_stop_ms,
-        )  # fmt: skip
+            info,
+            calendar=calendar_of(calendars, info),
+            transitions=facts.transitions.get(device, []),
+            counts=facts.counts.get(device, []),
+            ranges=device_ranges,
+            horizon_ms=horizon_ms,
+            micro_stop_ms=micro_stop_ms,
+        )
         for hour_ms, bucket in buckets.items():
             comp = OeeComponents.from_bucket(bucket, info.ideal_cycle_time_s)
-            points, good_points, first, last, last_good = facts.tally.get(
+            points, good_points, first_seen, last_seen, last_good = facts.tally.get(
                 (device, hour_ms), (0, 0, None, None, None)
             )
             row = (
@@ -489,7 +505,7 @@ async def _process_chunk(
                 bucket.running_ms / 1000, bucket.idle_ms / 1000, bucket.setup_ms / 1000,
                 bucket.unplanned_stop_ms / 1000, bucket.planned_stop_ms / 1000,
                 bucket.offline_ms / 1000, bucket.good, bucket.reject, comp.ideal_time_s,
-                points, first, last,
+                points, first_seen, last_seen,
                 comp.scheduled_s, comp.running_s, comp.idle_s, comp.setup_s,
                 comp.unplanned_stop_s, comp.planned_stop_s, comp.offline_s,
                 comp.overtime_running_s, comp.micro_idle_s, comp.micro_unplanned_s,
@@ -598,7 +614,9 @@ async def run_rollups(
                 "SELECT (extract(epoch FROM min(hour)) * 1000)::int8 FROM rollup_dirty"
             )
             first = await cur.fetchone()
-            start_ms = _floor_hour(now_ms if first is None or first[0] is None else min(int(first[0]), now_ms))
+            start_ms = _floor_hour(
+                now_ms if first is None or first[0] is None else min(int(first[0]), now_ms)
+            )
         infos = await device_infos(conn, None)
         cur = await conn.execute("SELECT DISTINCT device_id FROM rollup_dirty")
         devices = sorted(set(infos) | {int(r[0]) for r in await cur.fetchall()})
@@ -616,7 +634,14 @@ async def run_rollups(
                         wanted.append((start_ms, now_ms))
                     if wanted:
                         ranges[device] = merge(wanted)
-                hours, days = await _process_chunk(conn, infos, calendars, ranges, now_ms, micro_ms)
+                hours, days = await _process_chunk(
+                    conn,
+                    infos=infos,
+                    calendars=calendars,
+                    ranges=ranges,
+                    horizon_ms=now_ms,
+                    micro_stop_ms=micro_ms,
+                )
             total_hours += hours
             total_days += days
             total_marks += marks

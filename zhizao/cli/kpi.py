@@ -1,0 +1,261 @@
+"""``zhizao kpi``: OEE, networking rate and NC rate as tables in Chinese and English."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import typer
+from rich.table import Table
+
+from zhizao.calendar import load_calendars
+from zhizao.cli.common import DbUrlOption, console, db_settings, fail
+from zhizao.cli.rollup import parse_instant
+from zhizao.errors import InvalidValue, ZhizaoError
+from zhizao.networking import Evidence, GroupBy, Method, RateFigure, Scope
+from zhizao.oee import FLAG_LABELS, LOSS_LABELS
+from zhizao.storage.connection import Conn, connect
+from zhizao.storage.kpi import (
+    Level,
+    OeeReport,
+    OeeScope,
+    current_networking_rates,
+    nc_rates,
+    networking_evidence,
+    networking_rates,
+    oee_for_days,
+    oee_for_interval,
+    period_days,
+    shift_interval,
+)
+from zhizao.storage.rollups import store_calendars
+
+app = typer.Typer(help="KPIs: OEE, 设备联网率, 数控化率.", no_args_is_help=True)
+
+T = TypeVar("T")
+
+
+def _with_conn(url: str, job: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _go() -> T:
+        conn = await connect(url)
+        async with conn:
+            return await job(conn)
+
+    return asyncio.run(_go())
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.2f}%"
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:,.2f} h"
+
+
+def _day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidValue(option, value, "must be a date such as 2026-03-02") from exc
+
+
+def print_oee(report: OeeReport) -> None:
+    r = report.result
+    c = r.components
+    title = (
+        f"OEE 设备综合效率 — {report.scope.level} {report.scope.code}"
+        f" {report.start} … {report.end} (source {report.source})"
+    )
+    table = Table("指标 figure", "值 value", title=title)
+    table.add_row("可用率 Availability (APT/PBT)", _pct(r.availability))
+    table.add_row("性能开动率 Performance", _pct(r.performance))
+    table.add_row("合格品率 Quality (good/produced)", _pct(r.quality))
+    table.add_row("[bold]OEE 设备综合效率[/]", f"[bold]{_pct(r.oee)}[/]")
+    table.add_row("计划时间 Scheduled time", _hours(c.scheduled_s))
+    table.add_row("计划开动时间 Planned busy time (PBT)", _hours(c.pbt_s))
+    table.add_row("实际开动时间 Actual production time (APT)", _hours(c.apt_s))
+    table.add_row("计划外加班运行 Running outside the calendar", _hours(c.overtime_running_s))
+    table.add_row(
+        "产量 Produced / 合格 good / 不良 reject", f"{c.produced} / {c.good} / {c.reject}"
+    )
+    console.print(table)
+    losses = Table("损失 loss", "时间 time", "占PBT share of PBT", title="损失分解 Loss breakdown")
+    for name, (zh, en) in LOSS_LABELS.items():
+        seconds = float(getattr(r.losses, name))
+        losses.add_row(f"{zh} {en}", _hours(seconds), _pct(seconds / c.pbt_s if c.pbt_s else None))
+    console.print(losses)
+    for flag in r.flags:
+        console.print(f"[yellow]⚠ {FLAG_LABELS[flag]} ({flag})[/]")
+    if len(report.devices) > 1:
+        per = Table(
+            "企业 enterprise", "设备 device", "A", "P", "Q", "OEE", title="按设备 By device"
+        )
+        for d in report.devices:
+            o = d.oee
+            per.add_row(d.enterprise, f"{d.device} {d.name}", _pct(o.availability),
+                        _pct(o.performance), _pct(o.quality), _pct(o.oee))  # fmt: skip
+        console.print(per)
+
+
+@app.command("oee")
+def oee_command(  # noqa: PLR0917 - typer maps each option to a parameter
+    level: Level = typer.Argument(..., help="device, line, enterprise, cluster or region"),
+    code: str = typer.Argument(
+        ..., help="Device or line code, credit code, cluster or region code."
+    ),
+    enterprise: str | None = typer.Option(None, help="Credit code (for a device or a line)."),
+    period: str = typer.Option("day", help="day, week or month around --date."),
+    on: str | None = typer.Option(None, "--date", help="A local date (default today)."),
+    first: str | None = typer.Option(None, "--from", help="First local day of a custom range."),
+    last: str | None = typer.Option(None, "--to", help="Last local day of a custom range."),
+    start: str | None = typer.Option(None, help="Start instant (ISO 8601 with offset)."),
+    end: str | None = typer.Option(None, help="End instant (exclusive)."),
+    shift: str | None = typer.Option(None, help="A shift name of the calendar, on --date."),
+    db_url: DbUrlOption = None,
+) -> None:
+    """OEE with A, P, Q, time components and the loss breakdown."""
+    scope = OeeScope(level, code, enterprise)
+    url = db_settings(db_url).url
+    try:
+        anchor = _day(on, "--date") or datetime.now(UTC).date()
+        t0, t1 = parse_instant(start, "--start"), parse_instant(end, "--end")
+        d0, d1 = _day(first, "--from"), _day(last, "--to")
+
+        async def job(conn: Conn) -> OeeReport:
+            if shift is not None:
+                ent = enterprise if enterprise is not None else code
+                line = code if level is Level.LINE else None
+                s, e = await shift_interval(conn, ent, line, anchor, shift)
+                return await oee_for_interval(conn, scope, s, e)
+            if t0 is not None and t1 is not None:
+                return await oee_for_interval(conn, scope, t0, t1)
+            if d0 is not None and d1 is not None:
+                return await oee_for_days(conn, scope, d0, d1)
+            return await oee_for_days(conn, scope, *period_days(period, anchor))
+
+        report = _with_conn(url, job)
+    except ZhizaoError as exc:
+        raise fail(exc) from exc
+    print_oee(report)
+
+
+def print_rates(title: str, figures: list[RateFigure]) -> None:
+    table = Table(
+        "分组 group", "口径 method", "范围 scope", "比率 rate", "分子 numerator",
+        "分母 denominator", "企业数 enterprises", title=title,
+    )  # fmt: skip
+    for f in figures:
+        mean = f.method is Method.MEAN_OF_ENTERPRISE_RATES
+        table.add_row(
+            f.group, f"{f.method.label_zh} {f.method}", f"{f.scope.label_zh} {f.scope}",
+            _pct(f.rate), f"{f.numerator:.4f}" if mean else f"{f.numerator:,.0f}",
+            f"{f.denominator:,.0f}", str(f.enterprises),
+        )  # fmt: skip
+    console.print(table)
+
+
+def print_evidence(rows: list[Evidence]) -> None:
+    table = Table(
+        "企业 enterprise", "设备 device", "计入 counted", "原因 reason", "最后在线 last seen",
+        title="核查清单 Evidence",
+    )  # fmt: skip
+    for e in rows:
+        seen = "—" if e.last_seen is None else e.last_seen.isoformat(timespec="seconds")
+        table.add_row(e.enterprise, f"{e.device} {e.name}", "是 yes" if e.counted else "否 no",
+                      f"{e.reason_zh} ({e.reason})", seen)  # fmt: skip
+    console.print(table)
+
+
+@app.command("networking")
+def networking_command(  # noqa: PLR0917 - typer maps each option to a parameter
+    group_by: GroupBy = typer.Option(
+        GroupBy.CITY, help="province, city, county, cluster, industry, enterprise"
+    ),
+    scope: Scope = typer.Option(
+        Scope.ALL, help="all, above_designated_size (规上), key_enterprise (重点)"
+    ),
+    on: str | None = typer.Option(None, "--date", help="A local day: the daily rate."),
+    first: str | None = typer.Option(None, "--from", help="First day of a period."),
+    last: str | None = typer.Option(None, "--to", help="Last day of a period."),
+    current: bool = typer.Option(False, help="The current rate: devices seen within the window."),
+    window_h: float = typer.Option(25.0, help="Window of the current rate, hours."),
+    evidence: str | None = typer.Option(
+        None, help="Also list the devices of this group (with --date)."
+    ),
+    db_url: DbUrlOption = None,
+) -> None:
+    """设备联网率: networked / in-service production devices, both methods, labelled."""
+    url = db_settings(db_url).url
+    try:
+        d0 = _day(first, "--from") or _day(on, "--date") or datetime.now(UTC).date()
+        d1 = _day(last, "--to") or d0
+
+        async def job(conn: Conn) -> tuple[list[RateFigure], list[Evidence]]:
+            if current:
+                figures = await current_networking_rates(
+                    conn, datetime.now(UTC), group_by, scope, window_h
+                )
+            else:
+                figures = await networking_rates(conn, d0, d1, group_by, scope)
+            rows = (
+                await networking_evidence(conn, d0, group_by, evidence, scope) if evidence else []
+            )
+            return figures, rows
+
+        figures, rows = _with_conn(url, job)
+    except ZhizaoError as exc:
+        raise fail(exc) from exc
+    when = f"current, {window_h:g} h window" if current else f"{d0} … {d1}"
+    print_rates(f"设备联网率 Equipment networking rate ({when}, by {group_by})", figures)
+    if rows:
+        print_evidence(rows)
+
+
+@app.command("nc")
+def nc_command(
+    group_by: GroupBy = typer.Option(
+        GroupBy.CITY, help="province, city, county, cluster, industry, enterprise"
+    ),
+    scope: Scope = typer.Option(
+        Scope.ALL, help="all, above_designated_size (规上), key_enterprise (重点)"
+    ),
+    on: str | None = typer.Option(None, "--date", help="The local day (default today)."),
+    key_process: bool = typer.Option(False, help="关键工序数控化率: key-process devices only."),
+    db_url: DbUrlOption = None,
+) -> None:
+    """数控化率: NC devices / in-service production devices."""
+    url = db_settings(db_url).url
+    try:
+        day = _day(on, "--date") or datetime.now(UTC).date()
+        figures = _with_conn(
+            url, lambda conn: nc_rates(conn, day, group_by, scope, key_process=key_process)
+        )
+    except ZhizaoError as exc:
+        raise fail(exc) from exc
+    name = "关键工序数控化率 Key-process NC rate" if key_process else "数控化率 NC rate"
+    print_rates(f"{name} ({day}, by {group_by})", figures)
+
+
+@app.command("calendar")
+def calendar_command(
+    path: Path = typer.Argument(..., exists=True, dir_okay=False, help="A calendar YAML file."),
+    db_url: DbUrlOption = None,
+) -> None:
+    """Store the shift calendars of a YAML file (班次日历); affected rollups are recomputed."""
+    url = db_settings(db_url).url
+    try:
+        calendars = load_calendars(path)
+
+        async def job(conn: Conn) -> int:
+            async with conn.transaction():
+                return await store_calendars(conn, calendars)
+
+        stored = _with_conn(url, job)
+    except ZhizaoError as exc:
+        raise fail(exc) from exc
+    console.print(f"已保存 stored {stored} calendar(s); run `zhizao rollup run` to apply them")
