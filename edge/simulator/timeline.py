@@ -200,6 +200,15 @@ def ground_truth(
             "seconds": seconds,
             "ideal_cycle_s": timeline.device.ideal_cycle_s,
         }
+    for fault in scenario.faults:
+        at = _ms(scenario, fault.at)
+        if at < end:
+            record: dict[str, Any] = {"type": "fault", "kind": fault.kind.value, "at": at}
+            if fault.target is not None:
+                record["target"] = fault.target
+            if fault.down:
+                record["until"] = min(_ms(scenario, fault.at + fault.down), end)
+            yield record
     for drop in scenario.network_drops:
         start = _ms(scenario, drop.at)
         if start < end:
