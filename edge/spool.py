@@ -344,9 +344,7 @@ class Spool:
                 db.close()
                 self._db = None
                 # A spool is one edge's sequence: sharing it would break gap detection.
-                raise SpoolError(
-                    f"spool {self.path} belongs to {key} {found!r}, not {expected!r}"
-                )
+                raise SpoolError(f"spool {self.path} belongs to {key} {found!r}, not {expected!r}")
         if "edge" not in meta:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
@@ -540,7 +538,9 @@ class Spool:
             db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
             self._batches.pop(seq, None)
             return None
-        return SpooledBatch(seq, first, last, sent_at, len(bodies), self._payload(seq, sent_at, bodies))
+        return SpooledBatch(
+            seq, first, last, sent_at, len(bodies), self._payload(seq, sent_at, bodies)
+        )
 
     def _form_batch(self, max_points: int, max_bytes: int) -> SpooledBatch | None:
         self._evict_age(False)
@@ -584,7 +584,9 @@ class Spool:
         self._batches[seq] = (first, last)
         self._unbatched -= len(bodies)
         self._unbatched_since = time.monotonic() if self._unbatched > 0 else None
-        return SpooledBatch(seq, first, last, sent_at, len(bodies), self._payload(seq, sent_at, bodies))
+        return SpooledBatch(
+            seq, first, last, sent_at, len(bodies), self._payload(seq, sent_at, bodies)
+        )
 
     def _ack(self, seq: int) -> None:
         db = self._conn()

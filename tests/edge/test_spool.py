@@ -56,7 +56,8 @@ async def test_unacknowledged_batch_is_resent_after_restart_with_its_seq_and_byt
         await spool.put(points(0, 4))
         sent = await spool.next_batch(max_points=2)
         acked = await spool.next_batch(max_points=1, exclude=frozenset({0}))
-        assert sent is not None and acked is not None
+        assert sent is not None
+        assert acked is not None
         await spool.ack(acked.seq)
     async with spool_at(path) as spool:
         again = await spool.next_batch(max_points=100)
@@ -79,7 +80,8 @@ async def test_sequence_survives_restart_when_spool_is_empty(tmp_path: Path) -> 
         assert spool.last_seq == 0
         await spool.put(points(1, 1))
         batch = await spool.next_batch()
-        assert batch is not None and batch.seq == 1
+        assert batch is not None
+        assert batch.seq == 1
 
 
 async def test_overflow_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
@@ -108,7 +110,8 @@ async def test_overflow_evicts_points_already_formed_into_a_batch(tmp_path: Path
             await spool.put(points(start, 50))
         # The in-flight batch was dropped whole: nothing of it is re-sent.
         nxt = await spool.next_batch()
-        assert nxt is not None and nxt.seq == 1
+        assert nxt is not None
+        assert nxt.seq == 1
         assert values(nxt.payload)[0] > 9
         await spool.ack(in_flight.seq)  # a late PUBACK for an evicted batch is harmless
 
@@ -122,7 +125,8 @@ async def test_points_older_than_max_age_are_dropped_and_counted(tmp_path: Path)
         await spool.evict_expired()
         assert spool.stats.dropped_age_total == 3
         batch = await spool.next_batch()
-        assert batch is not None and values(batch.payload) == [3, 4]
+        assert batch is not None
+        assert values(batch.payload) == [3, 4]
 
 
 async def test_concurrent_puts_are_all_stored(tmp_path: Path) -> None:

@@ -1,0 +1,119 @@
+"""The uplink against real brokers: Mosquitto (MQTT 5) and amqtt (MQTT 3.1.1 only)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from edge.config import UplinkConfig
+from edge.spool import Spool
+from edge.uplink import Uplink
+from tests.edge.subscriber import Subscriber
+from tests.fix_mqtt import Mosquitto
+from zhizao.embedded import EmbeddedBroker
+from zhizao.wire import Connectivity, Point, PointKind, data_topic, status_topic
+
+ENTERPRISE = "91330106MA2XXXXX0Y"
+EDGE = "edge-up"
+T0 = 1_764_000_000_000
+
+
+def points(start: int, count: int) -> list[Point]:
+    return [
+        Point(device="cnc-01", ts=T0 + i, kind=PointKind.METRIC, name="speed", value=i)
+        for i in range(start, start + count)
+    ]
+
+
+@contextlib.asynccontextmanager
+async def running(
+    url: str, spool_path: Path, **uplink: object
+) -> AsyncIterator[tuple[Spool, Uplink]]:
+    config = UplinkConfig(url=url, batch_max_points=50, batch_max_wait_s=0.05, **uplink)  # type: ignore[arg-type]
+    async with Spool(spool_path, enterprise=ENTERPRISE, edge=EDGE) as spool:
+        up = Uplink(config, enterprise=ENTERPRISE, edge_id=EDGE, spool=spool)
+        task = asyncio.create_task(up.run())
+        try:
+            yield spool, up
+        finally:
+            await up.close()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def subscriber(url: str) -> Subscriber:
+    topics = [data_topic(ENTERPRISE, EDGE), status_topic(ENTERPRISE, EDGE)]
+    return await Subscriber(url, topics).start()
+
+
+async def test_points_reach_mosquitto_over_mqtt5_in_sequence(
+    own_mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    sub = await subscriber(own_mosquitto.url)
+    try:
+        async with running(own_mosquitto.url, tmp_path / "spool.db") as (spool, up):
+            for start in range(0, 500, 25):
+                await spool.put(points(start, 25))
+            await up.wait_acked(500)
+            await sub.wait_points(500)
+            assert up.stats.protocol == "5"
+            assert spool.stats.depth_points == 0
+        received = sorted(int(p.value) for p in sub.points())
+        assert received == list(range(500))
+        seqs = [b.seq for b in sub.batches]
+        assert seqs == sorted(seqs)
+        assert seqs[0] == 0
+        await sub.wait_until(lambda: any(s.status is Connectivity.OFFLINE for s in sub.statuses))
+        assert sub.statuses[0].status is Connectivity.ONLINE
+        assert sub.statuses[-1].reason == "shutdown"
+    finally:
+        sub.stop()
+
+
+async def test_uplink_falls_back_to_mqtt311_on_amqtt(tmp_path: Path) -> None:
+    async with EmbeddedBroker() as broker:
+        sub = await subscriber(broker.url)
+        try:
+            async with running(broker.url, tmp_path / "spool.db") as (spool, up):
+                await spool.put(points(0, 120))
+                await up.wait_acked(120)
+                await sub.wait_points(120)
+                assert up.stats.protocol == "3.1.1"
+                assert spool.stats.depth_points == 0
+        finally:
+            sub.stop()
+        assert sorted(int(p.value) for p in sub.points()) == list(range(120))
+
+
+async def test_birth_is_retained_for_late_subscribers(
+    own_mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    async with running(own_mosquitto.url, tmp_path / "spool.db") as (spool, up):
+        await spool.put(points(0, 1))
+        await up.wait_acked(1)
+        late = await subscriber(own_mosquitto.url)
+        try:
+            await late.wait_until(lambda: bool(late.statuses))
+            birth = late.statuses[0]
+            assert birth.status is Connectivity.ONLINE
+            assert (birth.enterprise, birth.edge) == (ENTERPRISE, EDGE)
+        finally:
+            late.stop()
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_explicit_protocol_is_used(
+    own_mosquitto: Mosquitto, tmp_path: Path, protocol: str
+) -> None:
+    async with running(own_mosquitto.url, tmp_path / "spool.db", protocol=protocol) as (
+        spool,
+        up,
+    ):
+        await spool.put(points(0, 10))
+        await up.wait_acked(10)
+        assert up.stats.protocol == protocol
