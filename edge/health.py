@@ -1,0 +1,215 @@
+"""``/health`` (JSON) and ``/metrics`` (Prometheus) of a running edge.
+
+Metrics are read from the live objects at scrape time (a custom prometheus-client
+collector over a registry of its own), so the spool, uplink and collectors keep
+plain counters and know nothing of Prometheus, and several edges can run in one
+process (tests, the demo). The HTTP server is a few lines of asyncio: two GET
+routes do not justify a web framework on a factory PC.
+
+``/health`` always answers 200 while the process runs, with ``status`` ``ok`` or
+``degraded`` (uplink or a source disconnected) in the body: a broker outage is
+exactly when the edge must keep running and spooling, so a supervisor must not
+restart it for that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector as PromCollector
+from prometheus_client.registry import CollectorRegistry
+
+from edge.collector import Collector
+from edge.spool import Spool
+from edge.uplink import Uplink
+
+log = structlog.get_logger(__name__)
+
+
+class EdgeMetrics(PromCollector):
+    def __init__(self, spool: Spool, uplink: Uplink, collectors: Mapping[str, Collector]) -> None:
+        self._spool = spool
+        self._uplink = uplink
+        self._collectors = collectors
+
+    def collect(self) -> Iterator[Metric]:
+        read = CounterMetricFamily(
+            "zhizao_edge_points_read", "Points read by a source", labels=["source"]
+        )
+        errors = CounterMetricFamily(
+            "zhizao_edge_source_errors",
+            "Source errors (malformed payloads, bad nodes, failed connects)",
+            labels=["source"],
+        )
+        connected = GaugeMetricFamily(
+            "zhizao_edge_source_connected", "1 when the source is connected", labels=["source"]
+        )
+        for name, collector in self._collectors.items():
+            health = collector.health
+            read.add_metric([name], health.points_read)
+            errors.add_metric([name], health.errors)
+            connected.add_metric([name], 1 if health.connected else 0)
+        yield from (read, errors, connected)
+
+        spool = self._spool.stats
+        yield CounterMetricFamily(
+            "zhizao_edge_points_spooled", "Points accepted by the spool", value=spool.accepted_total
+        )
+        up = self._uplink.stats
+        yield CounterMetricFamily(
+            "zhizao_edge_points_sent", "Points acknowledged by the broker", value=up.points_sent
+        )
+        dropped = CounterMetricFamily(
+            "zhizao_edge_points_dropped", "Points dropped by the spool", labels=["reason"]
+        )
+        dropped.add_metric(["overflow"], spool.dropped_overflow_total)
+        dropped.add_metric(["age"], spool.dropped_age_total)
+        yield dropped
+        yield GaugeMetricFamily(
+            "zhizao_edge_spool_depth_points", "Points in the spool", value=spool.depth_points
+        )
+        yield GaugeMetricFamily(
+            "zhizao_edge_spool_bytes", "Bytes of point data in the spool", value=spool.depth_bytes
+        )
+        oldest = spool.oldest_spooled_at_ms
+        age = max(0.0, time.time() - oldest / 1000) if oldest is not None else 0.0
+        yield GaugeMetricFamily(
+            "zhizao_edge_spool_oldest_age_seconds", "Age of the oldest spooled point", value=age
+        )
+        yield GaugeMetricFamily(
+            "zhizao_edge_spool_pending_batches",
+            "Batches formed and not yet acknowledged",
+            value=spool.pending_batches,
+        )
+        yield GaugeMetricFamily(
+            "zhizao_edge_uplink_connected",
+            "1 when connected to the platform broker",
+            value=1 if up.connected else 0,
+        )
+        yield CounterMetricFamily(
+            "zhizao_edge_uplink_batches_sent", "Batches acknowledged", value=up.batches_sent
+        )
+        yield CounterMetricFamily(
+            "zhizao_edge_uplink_batches_rejected",
+            "Batches the broker rejected (kept, retried)",
+            value=up.batches_rejected,
+        )
+        yield CounterMetricFamily(
+            "zhizao_edge_uplink_connects", "Successful connects to the broker", value=up.connects
+        )
+        yield GaugeMetricFamily(
+            "zhizao_edge_last_seq",
+            "Last batch sequence number formed",
+            value=-1 if self._spool.last_seq is None else self._spool.last_seq,
+        )
+
+
+def health_document(
+    edge_id: str, spool: Spool, uplink: Uplink, collectors: Mapping[str, Collector]
+) -> dict[str, Any]:
+    up = uplink.stats
+    st = spool.stats
+    sources = [
+        {
+            "name": name,
+            "connected": c.health.connected,
+            "points_read": c.health.points_read,
+            "errors": c.health.errors,
+            "last_error": c.health.last_error,
+        }
+        for name, c in collectors.items()
+    ]
+    ok = up.connected and all(s["connected"] for s in sources)
+    return {
+        "status": "ok" if ok else "degraded",
+        "edge": edge_id,
+        "uplink": {
+            "connected": up.connected,
+            "protocol": up.protocol,
+            "points_sent": up.points_sent,
+            "batches_sent": up.batches_sent,
+            "last_acked_seq": up.last_acked_seq,
+        },
+        "spool": {
+            "depth_points": st.depth_points,
+            "depth_bytes": st.depth_bytes,
+            "pending_batches": st.pending_batches,
+            "dropped_overflow": st.dropped_overflow_total,
+            "dropped_age": st.dropped_age_total,
+            "next_seq": st.next_seq,
+        },
+        "sources": sources,
+    }
+
+
+class HealthServer:
+    """Serves ``GET /health`` and ``GET /metrics``."""
+
+    def __init__(
+        self,
+        edge_id: str,
+        spool: Spool,
+        uplink: Uplink,
+        collectors: Mapping[str, Collector],
+        *,
+        host: str,
+        port: int,
+    ) -> None:
+        self._edge_id = edge_id
+        self._spool = spool
+        self._uplink = uplink
+        self._collectors = collectors
+        self.host = host
+        self.port = port
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(EdgeMetrics(spool, uplink, collectors))
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        log.info("edge health and metrics", url=f"http://{self.host}:{self.port}/health")
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(10):
+                request = await reader.readline()
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass  # headers are not needed
+            parts = request.decode("latin-1").split()
+            path = parts[1] if len(parts) >= 2 else ""
+            if len(parts) < 2 or parts[0] != "GET":
+                status, ctype, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
+            elif path.startswith("/metrics"):
+                status, ctype = "200 OK", CONTENT_TYPE_LATEST
+                body = generate_latest(self.registry)
+            elif path.startswith("/health"):
+                doc = health_document(self._edge_id, self._spool, self._uplink, self._collectors)
+                status, ctype = "200 OK", "application/json"
+                body = json.dumps(doc).encode()
+            else:
+                status, ctype, body = "404 Not Found", "text/plain", b"try /health or /metrics\n"
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError, UnicodeDecodeError) as exc:
+            log.debug("health request failed", error=str(exc))
+        finally:
+            writer.close()
