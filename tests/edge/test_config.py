@@ -69,7 +69,7 @@ def test_units_and_relative_paths(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("old", "new", "line", "key", "problem"),
+    "case",
     [
         (
             "{path: status, name: state, kind: state,",
@@ -99,8 +99,9 @@ def test_units_and_relative_paths(tmp_path: Path) -> None:
     ],
 )
 def test_errors_name_file_line_key_and_problem(
-    tmp_path: Path, old: str, new: str, line: int, key: str, problem: str
+    tmp_path: Path, case: tuple[str, str, int, str, str]
 ) -> None:
+    old, new, line, key, problem = case
     assert old in GOOD
     path = write(tmp_path, GOOD.replace(old, new))
     with pytest.raises(ConfigError) as caught:
