@@ -187,6 +187,8 @@ class MqttSession:
         self._down = asyncio.Event()
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._v5_confirmed = False
+        #: set on the first SUBACK (tests and `edge check` wait for it)
+        self.subscribed = asyncio.Event()
         self.callback_errors = 0
         self.connects = 0
         self.last_error: str | None = None
@@ -317,6 +319,7 @@ class MqttSession:
         client.on_disconnect = self._guard(self._handle_disconnect)
         client.on_publish = self._guard(self._handle_publish)
         client.on_message = self._guard(self._handle_message)
+        client.on_subscribe = self._guard(self._handle_subscribe)
         client.on_socket_open = self._guard(self._socket_open)
         client.on_socket_close = self._guard(self._socket_close)
         client.on_socket_register_write = self._guard(self._register_write)
@@ -455,6 +458,9 @@ class MqttSession:
             done.set_exception(PublishRejected(f"broker rejected message {mid}: {code}"))
         else:
             done.set_result(None)
+
+    def _handle_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, _codes: Any, _p: Any) -> None:
+        self.subscribed.set()
 
     def _handle_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         if self._on_message is not None:

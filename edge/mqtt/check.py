@@ -84,6 +84,7 @@ async def check_source(
         try:
             async with asyncio.timeout(15):
                 await session.wait_connected()
+                await session.subscribed.wait()
         except TimeoutError:
             report.error = session.last_error or "no connection within 15 s"
             return report
