@@ -77,10 +77,11 @@ class PgCluster:
 def pg_cluster() -> Iterator[PgCluster]:
     """A migrated database ``zhizao`` on a cluster of the test's own."""
     bin_dir = _bin_dir()
-    if bin_dir is None or shutil.which("runuser") is None and os.geteuid() == 0:
+    if bin_dir is None or (shutil.which("runuser") is None and os.geteuid() == 0):
         pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) and runuser are required")
     folder = Path(tempfile.mkdtemp(prefix="zhizao-pg-"))
-    os.chmod(folder, 0o755)
+    # The postgres user must reach its data folder inside; others only traverse.
+    os.chmod(folder, 0o711)
     cluster = PgCluster(folder, bin_dir)
     cluster.init()
     cluster.start()

@@ -14,6 +14,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from ingest.settings import IngestSettings, ingest_settings
+from tests.fix_mqtt import Mosquitto
 from zhizao.codes import make_credit_code
 from zhizao.registry import Device, DeviceType, EdgeGateway, Enterprise, Region
 from zhizao.storage.connection import connect
@@ -106,6 +107,20 @@ def batch_payload(
     ).encode()
 
 
+def persist_as_root(broker: Mosquitto) -> None:
+    """Make a test-owned Mosquitto's persistence work when the tests run as root.
+
+    Mosquitto started as root drops to the ``mosquitto`` user, which cannot write
+    its persistence file into the root-owned temporary folder: every autosave fails
+    and a restart loses the queued messages. ``user root`` keeps it as root.
+    """
+    import os
+
+    if os.geteuid() == 0 and "user root" not in broker.extra_config:
+        broker.extra_config += "user root\n"
+        broker.restart()
+
+
 class Publisher:
     """A QoS 1 publisher that waits for the broker's acknowledgement of each message."""
 
@@ -147,18 +162,18 @@ async def scalar(db_url: str, query: str, *params: Any) -> Any:
 
 
 async def wait_until(
-    check: Callable[[], Awaitable[bool]], *, timeout: float = 120, what: str = "condition"
+    check: Callable[[], Awaitable[bool]], *, within: float = 120, what: str = "condition"
 ) -> None:
     """Poll ``check`` until true; generous timeouts, never a wall-time assertion."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await check():
             return
         await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {within} s waiting for {what}")
 
 
-async def wait_for_count(db_url: str, query: str, expected: int, timeout: float = 120) -> None:
+async def wait_for_count(db_url: str, query: str, expected: int, within: float = 120) -> None:
     last: list[Any] = [None]
 
     async def check() -> bool:
@@ -169,7 +184,7 @@ async def wait_for_count(db_url: str, query: str, expected: int, timeout: float 
         return bool(last[0] == expected)
 
     try:
-        await wait_until(check, timeout=timeout, what=f"{query} = {expected}")
+        await wait_until(check, within=within, what=f"{query} = {expected}")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last value {last[0]}") from None
 
@@ -202,13 +217,13 @@ class Worker:
         self.stop = asyncio.Event()
         self.task = asyncio.create_task(run_ingest(settings, stop=self.stop, metrics=self.metrics))
 
-    async def connected(self, timeout: float = 30) -> None:
+    async def connected(self, within: float = 30) -> None:
         async def check() -> bool:
             if self.task.done():
                 self.task.result()
-            return self.metrics.broker_connected._value.get() == 1  # noqa: SLF001
+            return self.metrics.broker_connected._value.get() == 1
 
-        await wait_until(check, timeout=timeout, what="worker connected")
+        await wait_until(check, within=within, what="worker connected")
 
     async def close(self) -> None:
         self.stop.set()

@@ -53,8 +53,9 @@ async def test_replay_after_the_ledger_is_fixed(db_url: str, own_mosquitto: Mosq
 
         conn = await connect(db_url)
         async with conn, conn.transaction():
-            await upsert_devices(conn, [Device(enterprise=a.enterprise, code="NEW-01",
-                                               name="new", device_type=DeviceType.INDUSTRIAL_ROBOT)])
+            new_device = Device(enterprise=a.enterprise, code="NEW-01", name="new",
+                                device_type=DeviceType.INDUSTRIAL_ROBOT)
+            await upsert_devices(conn, [new_device])
             await upsert_edges(conn, [EdgeGateway(enterprise=a.enterprise, edge_id="edge-new")])
         report = await replay_dead_letters(db_url)
         assert (report.examined, report.replayed, report.rows_new) == (3, 3, 3)

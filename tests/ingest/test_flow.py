@@ -84,7 +84,7 @@ async def test_same_batch_twice_is_stored_once(db_url: str, own_mosquitto: Mosqu
             db_url, "SELECT sum(last_seq - first_seq + 1) FROM sequence_event WHERE kind='replay'"
         )
         assert replays == 10
-        assert worker.metrics.rows_duplicate._value.get() == 500  # noqa: SLF001
+        assert worker.metrics.rows_duplicate._value.get() == 500
     finally:
         publisher.close()
         await worker.close()

@@ -63,9 +63,9 @@ async def test_gaps_and_replays_are_recorded(db_url: str, own_mosquitto: Mosquit
         assert events == [("gap", 3, 4), ("late", 3, 3), ("replay", 1, 1)]
         assert open_gaps == [(4, 4)]
         assert await scalar(db_url, "SELECT high_seq FROM edge_sequence") == 6
-        assert worker.metrics.sequence_gaps._value.get() == 2  # noqa: SLF001
-        assert worker.metrics.sequence_late._value.get() == 1  # noqa: SLF001
-        assert worker.metrics.sequence_replays._value.get() == 1  # noqa: SLF001
+        assert worker.metrics.sequence_gaps._value.get() == 2
+        assert worker.metrics.sequence_late._value.get() == 1
+        assert worker.metrics.sequence_replays._value.get() == 1
     finally:
         publisher.close()
         await worker.close()
