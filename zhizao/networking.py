@@ -53,9 +53,9 @@ class Method(StrEnum):
     @property
     def label_zh(self) -> str:
         return (
-            "设备总数口径(比值之和)"
+            "合计口径(分子、分母分别加总后相除)"
             if self is Method.RATIO_OF_SUMS
-            else "企业平均口径(企业比率均值)"
+            else "企业平均口径(各企业比率的算术平均)"
         )
 
 

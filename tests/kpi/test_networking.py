@@ -171,3 +171,14 @@ async def test_local_day_decides_the_networked_day(conn: Conn, when: datetime) -
     assert parts[ENT2] == RateParts(1, 2)
     nxt = await networking_parts(conn, DAY + timedelta(days=1), DAY + timedelta(days=1))
     assert nxt[ENT2] == RateParts(0, 2)
+
+
+async def test_period_rate_counts_only_days_in_service(conn: Conn) -> None:
+    ids = await seed(conn, commissioned=date(2026, 3, 4), decommissioned=date(2026, 3, 6))
+    d = ids["CNC-1"]
+    # A good point every local day from the 2nd to the 7th; in service on the 4th and 5th.
+    await write(conn, FactBatch(metrics=[MetricRow(d, 1, at(24 * k), 1.0) for k in range(6)]))
+    await run_rollups(conn, since=from_ms(at(-8)), until=from_ms(at(24 * 6)))
+    parts = await networking_parts(conn, DAY, DAY + timedelta(days=5))
+    # CNC-2 and PRESS-1: 6 days each, silent; CNC-1: 2 days in service, both networked.
+    assert parts[ENT] == RateParts(2, 14)

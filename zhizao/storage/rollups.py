@@ -585,6 +585,7 @@ async def run_rollups(
     micro_stop_s: float = 120.0,
     chunk_devices: int = 500,
     progress: Progress | None = None,
+    device_ids: Sequence[int] | None = None,
 ) -> RollupReport:
     """Bring the hour and day rollups up to date; safe to call often and concurrently.
 
@@ -592,7 +593,9 @@ async def run_rollups(
     micro-stop threshold changed); otherwise the run carries devices forward from the
     previous run and recomputes what was marked dirty. ``until`` replaces the database
     clock (tests, replays of history). ``progress(done, total)`` is called per chunk
-    of devices. Commits per chunk: call it on a connection without an open transaction.
+    of devices. ``device_ids`` restricts a backfill to some devices (the watermark is
+    then left alone, since the others were not carried forward). Commits per chunk:
+    call it on a connection without an open transaction.
     """
     started = perf_counter()
     micro_ms = round(micro_stop_s * 1000)
@@ -617,9 +620,12 @@ async def run_rollups(
             start_ms = _floor_hour(
                 now_ms if first is None or first[0] is None else min(int(first[0]), now_ms)
             )
-        infos = await device_infos(conn, None)
-        cur = await conn.execute("SELECT DISTINCT device_id FROM rollup_dirty")
-        devices = sorted(set(infos) | {int(r[0]) for r in await cur.fetchall()})
+        infos = await device_infos(conn, device_ids)
+        if device_ids is None:
+            cur = await conn.execute("SELECT DISTINCT device_id FROM rollup_dirty")
+            devices = sorted(set(infos) | {int(r[0]) for r in await cur.fetchall()})
+        else:
+            devices = sorted(set(device_ids))
         calendars = await load_calendars(conn)
         await conn.commit()
         total_hours = total_days = total_marks = 0
@@ -647,15 +653,16 @@ async def run_rollups(
             total_marks += marks
             if progress is not None:
                 progress(min(offset + chunk_devices, len(devices)), len(devices))
-        async with conn.transaction():
-            await conn.execute(
-                """
-                INSERT INTO rollup_watermark (computed_until) VALUES (%(t)s)
-                ON CONFLICT (singleton) DO UPDATE SET computed_until = %(t)s, updated_at = now()
-                WHERE rollup_watermark.computed_until < %(t)s
-                """,
-                {"t": from_ms(now_ms)},
-            )
+        if device_ids is None:  # a partial backfill does not carry the others forward
+            async with conn.transaction():
+                await conn.execute(
+                    """
+                    INSERT INTO rollup_watermark (computed_until) VALUES (%(t)s)
+                    ON CONFLICT (singleton) DO UPDATE SET computed_until = %(t)s, updated_at = now()
+                    WHERE rollup_watermark.computed_until < %(t)s
+                    """,
+                    {"t": from_ms(now_ms)},
+                )
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
         await conn.commit()
