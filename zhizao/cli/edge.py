@@ -35,9 +35,10 @@ def run_command(config: Path = ConfigArg) -> None:
     """Run the edge until SIGTERM or Ctrl-C; unsent data stays in the spool."""
     from edge.config import load_config
     from edge.runtime import run_edge
+    from edge.settings import apply_settings, edge_settings
 
     try:
-        cfg = load_config(config)
+        cfg = apply_settings(load_config(config), edge_settings())
     except ZhizaoError as exc:
         raise fail(exc) from exc
 
