@@ -244,3 +244,30 @@ def total(buckets: Iterable[Bucket]) -> Bucket:
     for bucket in buckets:
         out = out + bucket
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """A state held over [start, end): how a simulator's ground truth is written down."""
+
+    start_ms: int
+    end_ms: int
+    state: StateClass
+
+
+def transitions_from_intervals(intervals: Iterable[Interval]) -> list[StatePoint]:
+    """State changes equivalent to the intervals; a hole between them is OFFLINE.
+
+    Lets a test compare the platform's figures with ground-truth intervals by running
+    the same :func:`split` over both.
+    """
+    points: list[StatePoint] = []
+    last_end: int | None = None
+    for interval in sorted(intervals, key=lambda i: i.start_ms):
+        if last_end is not None and interval.start_ms > last_end:
+            points.append(StatePoint(last_end, StateClass.OFFLINE))
+        points.append(StatePoint(interval.start_ms, interval.state))
+        last_end = interval.end_ms if last_end is None else max(last_end, interval.end_ms)
+    if last_end is not None:
+        points.append(StatePoint(last_end, StateClass.OFFLINE))
+    return points

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from zoneinfo import ZoneInfo
 
@@ -12,7 +13,15 @@ from tests.kpi import textbook
 from tests.kpi.seed import ENT
 from zhizao.calendar import Schedule, scheduled_intervals
 from zhizao.oee import Flag, OeeComponents, compute, summed
-from zhizao.rollup import Bucket, CountPoint, StatePoint, split, total
+from zhizao.rollup import (
+    Bucket,
+    CountPoint,
+    Interval,
+    StatePoint,
+    split,
+    total,
+    transitions_from_intervals,
+)
 from zhizao.wire import StateClass as S
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -215,3 +224,15 @@ def test_aggregation_over_devices_equals_the_sum_of_the_parts(
     assert abs(result.losses.total_s() - whole.pbt_s) < 1e-6
     if whole.pbt_s > 0:
         assert result.oee == whole.ideal_good_s / whole.pbt_s
+
+
+def test_ground_truth_intervals_give_the_textbook_figures() -> None:
+    # How the end-to-end test will compare the simulator's ground truth with the platform.
+    marks = textbook.states()
+    intervals = [Interval(a.ts_ms, b.ts_ms, a.state) for a, b in itertools.pairwise(marks)]
+    start, end = textbook.day_bounds()
+    intervals.append(Interval(marks[-1].ts_ms, end, marks[-1].state))
+    schedule = Schedule(scheduled_intervals(textbook.calendar(ENT), SH, start, end))
+    buckets = split(transitions_from_intervals(intervals), textbook.counts(), schedule, start, end)
+    truth = OeeComponents.from_bucket(total(buckets.values()), 1.0)
+    assert truth == _textbook_components(start, end)
