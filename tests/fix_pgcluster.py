@@ -80,8 +80,6 @@ def pg_cluster() -> Iterator[PgCluster]:
     if bin_dir is None or (shutil.which("runuser") is None and os.geteuid() == 0):
         pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) and runuser are required")
     folder = Path(tempfile.mkdtemp(prefix="zhizao-pg-"))
-    # The postgres user must reach its data folder inside; others only traverse.
-    os.chmod(folder, 0o711)
     cluster = PgCluster(folder, bin_dir)
     cluster.init()
     cluster.start()

@@ -112,7 +112,7 @@ async def test_kill_9_mid_stream_then_restart(
         # The session must exist before publishing starts, or the broker drops messages.
         await wait_until(
             lambda: asyncio.to_thread(lambda: b"connected to broker" in log.read_bytes()),
-            timeout=60, what="worker connected",
+            within=60, what="worker connected",
         )
         stream = _stream(own_mosquitto.url, factories, messages, points, pace_s=0.3)
 
