@@ -23,6 +23,7 @@ from zhizao.storage.kpi import (
     OeeReport,
     OeeScope,
     current_networking_rates,
+    group_names,
     nc_rates,
     networking_evidence,
     networking_rates,
@@ -144,7 +145,7 @@ def oee_command(  # noqa: PLR0917 - typer maps each option to a parameter
     print_oee(report)
 
 
-def print_rates(title: str, figures: list[RateFigure]) -> None:
+def print_rates(title: str, figures: list[RateFigure], names: dict[str, str]) -> None:
     table = Table(
         "分组 group", "口径 method", "范围 scope", "比率 rate", "分子 numerator",
         "分母 denominator", "企业数 enterprises", title=title,
@@ -152,7 +153,8 @@ def print_rates(title: str, figures: list[RateFigure]) -> None:
     for f in figures:
         mean = f.method is Method.MEAN_OF_ENTERPRISE_RATES
         table.add_row(
-            f.group, f"{f.method.label_zh} {f.method}", f"{f.scope.label_zh} {f.scope}",
+            f"{f.group} {names.get(f.group, '')}".strip(),
+            f"{f.method.label_zh} {f.method}", f"{f.scope.label_zh} {f.scope}",
             _pct(f.rate), f"{f.numerator:.4f}" if mean else f"{f.numerator:,.0f}",
             f"{f.denominator:,.0f}", str(f.enterprises),
         )  # fmt: skip
@@ -195,7 +197,7 @@ def networking_command(  # noqa: PLR0917 - typer maps each option to a parameter
         d0 = _day(first, "--from") or _day(on, "--date") or datetime.now(UTC).date()
         d1 = _day(last, "--to") or d0
 
-        async def job(conn: Conn) -> tuple[list[RateFigure], list[Evidence]]:
+        async def job(conn: Conn) -> tuple[list[RateFigure], list[Evidence], dict[str, str]]:
             if current:
                 figures = await current_networking_rates(
                     conn, datetime.now(UTC), group_by, scope, window_h
@@ -205,13 +207,13 @@ def networking_command(  # noqa: PLR0917 - typer maps each option to a parameter
             rows = (
                 await networking_evidence(conn, d0, group_by, evidence, scope) if evidence else []
             )
-            return figures, rows
+            return figures, rows, await group_names(conn, group_by)
 
-        figures, rows = _with_conn(url, job)
+        figures, rows, names = _with_conn(url, job)
     except ZhizaoError as exc:
         raise fail(exc) from exc
     when = f"current, {window_h:g} h window" if current else f"{d0} … {d1}"
-    print_rates(f"设备联网率 Equipment networking rate ({when}, by {group_by})", figures)
+    print_rates(f"设备联网率 Equipment networking rate ({when}, by {group_by})", figures, names)
     if rows:
         print_evidence(rows)
 
@@ -232,13 +234,16 @@ def nc_command(
     url = db_settings(db_url).url
     try:
         day = _day(on, "--date") or datetime.now(UTC).date()
-        figures = _with_conn(
-            url, lambda conn: nc_rates(conn, day, group_by, scope, key_process=key_process)
-        )
+
+        async def job(conn: Conn) -> tuple[list[RateFigure], dict[str, str]]:
+            figures = await nc_rates(conn, day, group_by, scope, key_process=key_process)
+            return figures, await group_names(conn, group_by)
+
+        figures, names = _with_conn(url, job)
     except ZhizaoError as exc:
         raise fail(exc) from exc
     name = "关键工序数控化率 Key-process NC rate" if key_process else "数控化率 NC rate"
-    print_rates(f"{name} ({day}, by {group_by})", figures)
+    print_rates(f"{name} ({day}, by {group_by})", figures, names)
 
 
 @app.command("calendar")

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from zhizao.cli.common import DbUrlOption, console, db_settings, fail
 from zhizao.errors import InvalidValue, ZhizaoError
 from zhizao.storage.connection import connect
-from zhizao.storage.rollups import RollupReport, run_rollups
+from zhizao.storage.rollups import RollupReport, rollup_settings, run_rollups
 
 app = typer.Typer(
     help="Rollups of facts per device-hour and device-day (卷积汇总).", no_args_is_help=True
@@ -58,8 +58,10 @@ def run_command(
         None, help="Recompute every device from this instant (ISO 8601 with offset): a backfill."
     ),
     until: str | None = typer.Option(None, help="Stop at this instant instead of now."),
-    micro_stop_s: float = typer.Option(
-        120.0, help="Stops shorter than this many seconds are micro-stops (短暂停机)."
+    micro_stop_s: float | None = typer.Option(
+        None,
+        help="Stops shorter than this many seconds are micro-stops (短暂停机);"
+        " default env ZHIZAO_KPI_MICRO_STOP_S or 120.",
     ),
     db_url: DbUrlOption = None,
 ) -> None:
@@ -71,7 +73,7 @@ def run_command(
                 settings.url,
                 parse_instant(since, "--since"),
                 parse_instant(until, "--until"),
-                micro_stop_s,
+                rollup_settings().micro_stop_s if micro_stop_s is None else micro_stop_s,
             )
         )
     except ZhizaoError as exc:

@@ -452,3 +452,16 @@ async def shift_interval(
         if inst.name == shift and inst.day == day:
             return from_ms(inst.start_ms), from_ms(inst.end_ms)
     raise InvalidValue("shift", shift, f"does not run on {day.isoformat()} in {calendar.name!r}")
+
+
+async def group_names(conn: Conn, group_by: GroupBy) -> dict[str, str]:
+    """Display names of the groups (regions, clusters, enterprises); none for industries."""
+    if group_by in (GroupBy.PROVINCE, GroupBy.CITY, GroupBy.COUNTY):
+        cur = await conn.execute("SELECT code, name FROM region WHERE level = %s", (str(group_by),))
+    elif group_by is GroupBy.CLUSTER:
+        cur = await conn.execute("SELECT code, name FROM cluster")
+    elif group_by is GroupBy.ENTERPRISE:
+        cur = await conn.execute("SELECT credit_code, name FROM enterprise")
+    else:
+        return {}
+    return {str(code).strip(): str(name) for code, name in await cur.fetchall()}

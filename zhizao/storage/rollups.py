@@ -24,14 +24,21 @@ zone in China); the job refuses others rather than mis-assign time.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cache
 from time import perf_counter
 from zoneinfo import ZoneInfo
+
+import psycopg
+import structlog
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from zhizao.calendar import (
     Schedule,
@@ -42,11 +49,13 @@ from zhizao.calendar import (
     subtract,
     to_ms,
 )
-from zhizao.errors import InvalidValue
+from zhizao.errors import DatabaseUnavailable, InvalidValue, StorageError
 from zhizao.oee import OeeComponents
 from zhizao.rollup import HOUR_MS, Bucket, CountPoint, StatePoint, hour_edges, split
 from zhizao.storage.connection import Conn
 from zhizao.wire import StateClass
+
+log = structlog.get_logger(__name__)
 
 _LOCK_KEY = 0x7A68_726F_6C6C  # serialises rollup runs (two schedulers, a CLI backfill)
 _EPOCH = "'epoch'::timestamptz + {} * interval '1 ms'"
@@ -54,6 +63,24 @@ FAR_PAST_MS = -62_135_596_800_000  # 0001-01-01
 FAR_FUTURE_MS = 253_402_300_799_000  # 9999-12-31
 
 Progress = Callable[[int, int], None]
+
+
+class RollupSettings(BaseSettings):
+    """How the rollup job runs, wherever it runs (ingest service, demo, CLI)."""
+
+    model_config = SettingsConfigDict(env_prefix="ZHIZAO_KPI_", extra="ignore")
+
+    #: IDLE or UNPLANNED_STOP episodes shorter than this are micro-stops. Changing it
+    #: needs a recompute of history (``zhizao rollup run --since ...``).
+    micro_stop_s: float = Field(default=120.0, ge=0)
+    #: Seconds between scheduled runs.
+    interval_s: float = Field(default=60.0, gt=0)
+    #: Devices per transaction.
+    chunk_devices: int = Field(default=500, ge=1)
+
+
+def rollup_settings(**overrides: object) -> RollupSettings:
+    return RollupSettings(**overrides)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -675,3 +702,39 @@ async def run_rollups(
         dirty_marks=total_marks,
         seconds=perf_counter() - started,
     )
+
+
+async def run_rollups_periodically(
+    connect_db: Callable[[], Awaitable[Conn]],
+    settings: RollupSettings,
+    stop: asyncio.Event,
+    *,
+    on_report: Callable[[RollupReport], None] | None = None,
+) -> None:
+    """Run :func:`run_rollups` every ``settings.interval_s`` until ``stop`` is set.
+
+    For the ingest service and the demo. A database outage or a failed run is logged and
+    retried at the next tick: the dirty marks stay until a run commits, so nothing is
+    lost while the database is away.
+    """
+    while not stop.is_set():
+        try:
+            conn = await connect_db()
+            async with conn:
+                report = await run_rollups(
+                    conn, micro_stop_s=settings.micro_stop_s, chunk_devices=settings.chunk_devices
+                )
+            log.info(
+                "rollups run",
+                device_hours=report.device_hours,
+                dirty_marks=report.dirty_marks,
+                seconds=round(report.seconds, 3),
+            )
+            if on_report is not None:
+                on_report(report)
+        except DatabaseUnavailable as exc:
+            log.warning("rollups skipped: database unavailable", error=str(exc))
+        except (StorageError, psycopg.Error) as exc:
+            log.exception("rollup run failed; retrying at the next tick", error=str(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=settings.interval_s)
