@@ -20,12 +20,10 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from tests.fix_timescale import (  # noqa: F401  (fixtures, used by name)
+from tests.fix_timescale import (
     EXIT_ENGINE_CRASHED,
     TimescaleServer,
     running_timescale_server,
-    timescale_server,
-    timescale_url,
 )
 
 pytestmark = pytest.mark.timescale
@@ -48,7 +46,7 @@ def _one(
 
 
 @pytest.fixture
-def conn(timescale_url: str) -> Iterator[Conn]:  # noqa: F811
+def conn(timescale_url: str) -> Iterator[Conn]:
     """An autocommit connection with the timescaledb extension created."""
     with psycopg.connect(timescale_url, autocommit=True, connect_timeout=10) as c:
         c.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
@@ -233,7 +231,7 @@ def test_compressed_chunks_continuous_aggregate_and_jobs(conn: Conn) -> None:
 # --- psycopg defaults ---------------------------------------------------------------
 
 
-def test_prepared_statements_after_threshold_and_across_connections(timescale_url: str) -> None:  # noqa: F811
+def test_prepared_statements_after_threshold_and_across_connections(timescale_url: str) -> None:
     # psycopg prepares a query on its 6th execution (prepare_threshold=5) as "_pg3_0".
     # Every new psycopg connection reuses that name: without the server's per-client
     # session reset, the second connection failed with DuplicatePreparedStatement.
@@ -298,7 +296,7 @@ def test_large_messages_and_batches(conn: Conn) -> None:
     )
 
 
-async def test_async_connection(timescale_url: str) -> None:  # noqa: F811
+async def test_async_connection(timescale_url: str) -> None:
     async with await psycopg.AsyncConnection.connect(timescale_url, autocommit=True) as c:
         await c.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         await c.execute(
@@ -321,7 +319,7 @@ async def test_async_connection(timescale_url: str) -> None:  # noqa: F811
 # --- connections and sessions -------------------------------------------------------
 
 
-def test_each_connection_starts_a_fresh_session(timescale_url: str) -> None:  # noqa: F811
+def test_each_connection_starts_a_fresh_session(timescale_url: str) -> None:
     with psycopg.connect(timescale_url, autocommit=True) as c:
         c.execute("CREATE TABLE smoke_fresh (a int)")
     first = psycopg.connect(timescale_url)  # not autocommit: a transaction stays open
@@ -340,7 +338,7 @@ def test_each_connection_starts_a_fresh_session(timescale_url: str) -> None:  # 
             c.execute("SELECT * FROM smoke_tmp")
 
 
-def test_second_connection_waits_for_the_first(timescale_url: str) -> None:  # noqa: F811
+def test_second_connection_waits_for_the_first(timescale_url: str) -> None:
     connected = threading.Event()
     failures: list[BaseException] = []
 
@@ -362,7 +360,7 @@ def test_second_connection_waits_for_the_first(timescale_url: str) -> None:  # n
     assert connected.is_set()
 
 
-def test_default_sslmode_and_any_credentials(timescale_server: TimescaleServer) -> None:  # noqa: F811
+def test_default_sslmode_and_any_credentials(timescale_server: TimescaleServer) -> None:
     conninfo = (
         f"host={timescale_server.host} port={timescale_server.port}"
         " user=someone dbname=whatever password=anything"
