@@ -252,3 +252,43 @@ async def test_scheduled_runs_keep_going_and_stop_when_asked(db_url: str) -> Non
     await asyncio.wait_for(run_rollups_periodically(flaky, settings, stop, on_report=seen), 30)
     assert len(reports) == 2  # the unreachable database was skipped, not fatal
     assert len(attempts) == 3
+
+
+async def test_concurrent_writers_of_the_same_devices_never_wait_for_each_other(
+    conn: Conn, db_url: str
+) -> None:
+    import asyncio
+
+    from zhizao.storage.connection import connect
+    from zhizao.storage.facts import write_facts
+
+    ids = await seed(conn)
+    a, b = ids["CNC-1"], ids["CNC-2"]
+    other = await connect(db_url)
+    async with other:
+        # Two ingest workers, each with an open transaction over both devices.
+        await write_facts(conn, FactBatch(metrics=[MetricRow(a, 1, at(0.1), 1.0)],
+                                          states=[StateRow(b, at(0.2), S.RUNNING)]))  # fmt: skip
+        await asyncio.wait_for(
+            write_facts(
+                other,
+                FactBatch(
+                    metrics=[MetricRow(b, 1, at(0.3), 1.0)],
+                    states=[StateRow(a, at(0.4), S.RUNNING)],
+                ),
+            ),
+            timeout=5,
+        )  # would wait for the first transaction if the marks were upserts
+        await other.commit()
+    await conn.commit()
+    await run_rollups(conn, until=from_ms(at(1)))
+    cur = await conn.execute(
+        "SELECT device_id, points FROM rollup_device_hour WHERE hour = %s AND device_id = ANY(%s)"
+        " ORDER BY device_id",
+        (from_ms(at(0)), [a, b]),
+    )
+    assert await cur.fetchall() == [(a, 2), (b, 2)]
+    cur = await conn.execute(
+        "SELECT count(*) FROM device_hour_tally WHERE device_id = ANY(%s)", ([a, b],)
+    )
+    assert await cur.fetchone() == (2,)  # compacted to one row per device and hour

@@ -401,10 +401,14 @@ async def networking_evidence(
         SELECT e.credit_code, d.code, d.name, coalesce(r.good_points, 0),
                coalesce(r.online_reported, false),
                greatest(
-                   (SELECT h.last_good FROM device_hour_tally h
-                    WHERE h.device_id = d.id AND h.last_good IS NOT NULL
-                      AND h.hour < ((%(day)s::date + 1)::timestamp AT TIME ZONE e.time_zone)
-                    ORDER BY h.hour DESC LIMIT 1),
+                   -- The last hour with a good point, then the latest in it (an hour can
+                   -- hold several tally rows until the rollup job compacts them).
+                   (SELECT max(h.last_good) FROM device_hour_tally h
+                    WHERE h.device_id = d.id AND h.hour = (
+                        SELECT h2.hour FROM device_hour_tally h2
+                        WHERE h2.device_id = d.id AND h2.last_good IS NOT NULL
+                          AND h2.hour < ((%(day)s::date + 1)::timestamp AT TIME ZONE e.time_zone)
+                        ORDER BY h2.hour DESC LIMIT 1)),
                    (SELECT max(c.time) FROM device_connectivity c
                     WHERE c.device_id = d.id AND c.online
                       AND c.time < ((%(day)s::date + 1)::timestamp AT TIME ZONE e.time_zone)))

@@ -224,7 +224,6 @@ async def store_calendars(
             SELECT h.device_id, h.hour FROM rollup_device_hour h JOIN device d ON d.id = h.device_id
             WHERE d.enterprise_id = %(ent)s AND (%(line)s::int IS NULL OR d.line_id = %(line)s)
               AND (%(since)s::timestamptz IS NULL OR h.hour >= %(since)s)
-            ON CONFLICT DO NOTHING
             """,
             {"ent": enterprise_id, "line": line_id, "since": recompute_since},
         )
@@ -312,11 +311,13 @@ _COUNTS = f"""
 """  # noqa: S608 - module constants only; values are bound
 
 _TALLY = f"""
-    SELECT r.device_id, {_MS.format("t.hour")}, t.points, t.good_points,
-           {_MS.format("t.first_seen")}, {_MS.format("t.last_seen")}, {_MS.format("t.last_good")}
+    SELECT r.device_id, {_MS.format("t.hour")}, sum(t.points)::int8, sum(t.good_points)::int8,
+           {_MS.format("min(t.first_seen)")}, {_MS.format("max(t.last_seen)")},
+           {_MS.format("max(t.last_good)")}
     FROM {_RANGES} JOIN device_hour_tally t
       ON t.device_id = r.device_id AND t.hour >= {_EPOCH.format("r.lo")}
      AND t.hour < {_EPOCH.format("r.hi")}
+    GROUP BY r.device_id, t.hour
 """  # noqa: S608 - module constants only; values are bound
 
 _ONLINE = f"""
@@ -325,6 +326,35 @@ _ONLINE = f"""
       ON c.device_id = r.device_id AND c.online AND c.time >= {_EPOCH.format("r.lo")}
      AND c.time < {_EPOCH.format("r.hi")}
 """  # noqa: S608 - module constants only; values are bound
+
+
+# Each insert statement appends its own tally rows; the job folds those of the hours it
+# recomputes into one row per (device, hour), leaving single rows untouched.
+_COMPACT_TALLY = f"""
+    WITH many AS (
+        SELECT t.device_id, t.hour FROM {_RANGES} JOIN device_hour_tally t
+          ON t.device_id = r.device_id AND t.hour >= {_EPOCH.format("r.lo")}
+         AND t.hour < {_EPOCH.format("r.hi")}
+        GROUP BY t.device_id, t.hour HAVING count(*) > 1
+    ), gone AS (
+        DELETE FROM device_hour_tally t USING many
+        WHERE t.device_id = many.device_id AND t.hour = many.hour
+        RETURNING t.*
+    )
+    INSERT INTO device_hour_tally (device_id, hour, points, good_points, first_seen, last_seen,
+                                   last_good)
+    SELECT device_id, hour, sum(points), sum(good_points), min(first_seen), max(last_seen),
+           max(last_good)
+    FROM gone GROUP BY device_id, hour
+"""  # noqa: S608 - module constants only; values are bound
+
+
+async def compact_tally(conn: Conn, bounds: dict[int, tuple[int, int]]) -> None:
+    ids = sorted(bounds)
+    await conn.execute(
+        _COMPACT_TALLY.encode(),
+        {"ids": ids, "lo": [bounds[i][0] for i in ids], "hi": [bounds[i][1] for i in ids]},
+    )
 
 
 async def load_facts(conn: Conn, bounds: dict[int, tuple[int, int]]) -> Facts:
@@ -496,6 +526,7 @@ async def _process_chunk(
     bounds = {d: (rs[0][0], rs[-1][1]) for d, rs in ranges.items() if rs}
     if not bounds:
         return 0, 0
+    await compact_tally(conn, bounds)
     facts = await load_facts(conn, bounds)
     columns: list[list[object]] = [[] for _ in range(2 + len(_HOUR_COLUMNS))]
     touched_days: set[tuple[int, date]] = set()
@@ -585,9 +616,10 @@ async def _dirty_ranges(
     marks = [(int(d), int(ms), bool(s)) for d, ms, s in await cur.fetchall()]
     ranges: dict[int, list[tuple[int, int]]] = defaultdict(list)
     state_marks: list[tuple[int, int]] = []
-    for device, ms, state in marks:
+    for device, ms, state in sorted(set(marks)):
         if state:
-            state_marks.append((device, ms))
+            if not state_marks or state_marks[-1] != (device, ms):
+                state_marks.append((device, ms))
         elif ms < before_ms:  # inside the window every device is carried through anyway
             ranges[device].append((ms, ms + HOUR_MS))
     if state_marks:

@@ -48,8 +48,15 @@ ALTER TABLE rollup_device_day
     ADD COLUMN unrated_running_s double precision NOT NULL DEFAULT 0,
     ADD COLUMN last_good timestamptz;
 
+-- Both tables below are append-only for the writers, without a unique key: an insert
+-- never waits for another transaction's row lock, so concurrent ingest workers writing
+-- the same devices never block or deadlock on them, and a mark becomes visible exactly
+-- when the facts inserted with it do. The rollup job consumes the marks and compacts
+-- the tally.
+
 -- Points received per device and UTC hour, counted by the statement triggers below from
--- the rows actually inserted (a replayed batch inserts nothing, so counts nothing).
+-- the rows actually inserted (a replayed batch inserts nothing, so counts nothing). Several
+-- rows per (device, hour) until the job compacts them: readers aggregate.
 CREATE TABLE device_hour_tally (
     device_id   integer NOT NULL,
     hour        timestamptz NOT NULL,
@@ -57,9 +64,9 @@ CREATE TABLE device_hour_tally (
     good_points bigint NOT NULL DEFAULT 0,
     first_seen  timestamptz,
     last_seen   timestamptz,
-    last_good   timestamptz,
-    PRIMARY KEY (device_id, hour)
+    last_good   timestamptz
 );
+CREATE INDEX device_hour_tally_device_hour_idx ON device_hour_tally (device_id, hour);
 
 -- The watermark of what has been ingested: (device, hour) buckets whose facts changed
 -- since the rollup job last looked. state_changed: a state or connectivity change, whose
@@ -67,9 +74,9 @@ CREATE TABLE device_hour_tally (
 CREATE TABLE rollup_dirty (
     device_id     integer NOT NULL,
     hour          timestamptz NOT NULL,
-    state_changed boolean NOT NULL DEFAULT false,
-    PRIMARY KEY (device_id, hour)
+    state_changed boolean NOT NULL DEFAULT false
 );
+CREATE INDEX rollup_dirty_device_hour_idx ON rollup_dirty (device_id, hour);
 
 -- How far the rollups have been carried for every device (one row).
 CREATE TABLE rollup_watermark (
@@ -79,37 +86,24 @@ CREATE TABLE rollup_watermark (
 );
 
 -- Statement-level triggers with transition tables: one aggregate statement per insert
--- statement, not one per row (ingest writes thousands of rows per statement). The dirty
--- marks use DO UPDATE, not DO NOTHING, so that an inserting transaction holds the row
--- lock until it commits: the rollup job's DELETE of that mark then waits for it and its
--- next read sees the facts (with DO NOTHING a mark could be consumed before the facts
--- that made it were visible, and those facts would never be rolled up).
+-- statement, not one per row (ingest writes thousands of rows per statement).
 CREATE FUNCTION rollup_mark(rows_device integer[], rows_time timestamptz[], is_state boolean)
 RETURNS void LANGUAGE sql AS $$
-    INSERT INTO rollup_dirty AS d (device_id, hour, state_changed)
-    SELECT u.device_id, date_bin('1 hour', u.t, timestamptz '1970-01-01 00:00:00+00'), bool_or(is_state)
+    INSERT INTO rollup_dirty (device_id, hour, state_changed)
+    SELECT u.device_id, date_bin('1 hour', u.t, timestamptz '1970-01-01 00:00:00+00'), is_state
     FROM unnest(rows_device, rows_time) AS u(device_id, t)
     GROUP BY 1, 2
-    ORDER BY 1, 2
-    ON CONFLICT (device_id, hour) DO UPDATE SET state_changed = d.state_changed OR excluded.state_changed
 $$;
 
 CREATE FUNCTION rollup_tally(rows_device integer[], rows_time timestamptz[], rows_good boolean[])
 RETURNS void LANGUAGE sql AS $$
-    INSERT INTO device_hour_tally AS t (device_id, hour, points, good_points, first_seen,
-                                        last_seen, last_good)
+    INSERT INTO device_hour_tally (device_id, hour, points, good_points, first_seen, last_seen,
+                                   last_good)
     SELECT u.device_id, date_bin('1 hour', u.t, timestamptz '1970-01-01 00:00:00+00'),
            count(*), count(*) FILTER (WHERE u.good), min(u.t), max(u.t),
            max(u.t) FILTER (WHERE u.good)
     FROM unnest(rows_device, rows_time, rows_good) AS u(device_id, t, good)
     GROUP BY 1, 2
-    ORDER BY 1, 2
-    ON CONFLICT (device_id, hour) DO UPDATE SET
-        points = t.points + excluded.points,
-        good_points = t.good_points + excluded.good_points,
-        first_seen = least(t.first_seen, excluded.first_seen),
-        last_seen = greatest(t.last_seen, excluded.last_seen),
-        last_good = greatest(t.last_good, excluded.last_good)
 $$;
 
 CREATE FUNCTION rollup_note_metric() RETURNS trigger LANGUAGE plpgsql AS $$
