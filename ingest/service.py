@@ -118,7 +118,15 @@ class Pipeline:
                     continue
             msg = inbox.popleft()
             broker.resume_if_drained()
-            converted = await self._convert(msg)
+            try:
+                converted = await self._convert(msg)
+            except ShutdownWhileUnavailable:
+                # Stopping with the database gone: nothing more can be committed; all
+                # that is not acknowledged comes back from the broker next time.
+                log.warning("database unavailable at shutdown; leaving messages for redelivery")
+                broker.forget(len(batch) + 1 + len(inbox))
+                inbox.clear()
+                return
             channel = "status" if msg.topic.endswith("/status") else "data"
             metrics.messages_received.labels(channel).inc()
             if converted.points:
