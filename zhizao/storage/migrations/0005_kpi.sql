@@ -86,81 +86,68 @@ CREATE TABLE rollup_watermark (
 );
 
 -- Statement-level triggers with transition tables: one aggregate statement per insert
--- statement, not one per row (ingest writes thousands of rows per statement).
-CREATE FUNCTION rollup_mark(rows_device integer[], rows_time timestamptz[], is_state boolean)
-RETURNS void LANGUAGE sql AS $$
-    INSERT INTO rollup_dirty (device_id, hour, state_changed)
-    SELECT u.device_id, date_bin('1 hour', u.t, timestamptz '1970-01-01 00:00:00+00'), is_state
-    FROM unnest(rows_device, rows_time) AS u(device_id, t)
-    GROUP BY 1, 2
-$$;
-
-CREATE FUNCTION rollup_tally(rows_device integer[], rows_time timestamptz[], rows_good boolean[])
-RETURNS void LANGUAGE sql AS $$
-    INSERT INTO device_hour_tally (device_id, hour, points, good_points, first_seen, last_seen,
-                                   last_good)
-    SELECT u.device_id, date_bin('1 hour', u.t, timestamptz '1970-01-01 00:00:00+00'),
-           count(*), count(*) FILTER (WHERE u.good), min(u.t), max(u.t),
-           max(u.t) FILTER (WHERE u.good)
-    FROM unnest(rows_device, rows_time, rows_good) AS u(device_id, t, good)
-    GROUP BY 1, 2
-$$;
+-- statement, not one per row (ingest writes thousands of rows per statement). The SQL is
+-- repeated in each function because a transition table is visible only in its trigger's
+-- own function; passing it on as arrays cost five times as much (docs/benchmarks.md).
 
 CREATE FUNCTION rollup_note_metric() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE d integer[]; t timestamptz[]; g boolean[];
 BEGIN
-    SELECT array_agg(device_id), array_agg(time), array_agg(quality = 0) INTO d, t, g FROM new_rows;
-    IF d IS NOT NULL THEN
-        PERFORM rollup_tally(d, t, g);
-        PERFORM rollup_mark(d, t, false);
-    END IF;
+    INSERT INTO device_hour_tally (device_id, hour, points, good_points, first_seen,
+                                   last_seen, last_good)
+    SELECT n.device_id, date_bin('1 hour', n.time, timestamptz '1970-01-01 00:00:00+00'), count(*),
+           count(*) FILTER (WHERE n.quality = 0), min(n.time), max(n.time),
+           max(n.time) FILTER (WHERE n.quality = 0)
+    FROM new_rows n GROUP BY 1, 2;
+    INSERT INTO rollup_dirty (device_id, hour, state_changed)
+    SELECT DISTINCT n.device_id, date_bin('1 hour', n.time, timestamptz '1970-01-01 00:00:00+00'), false
+    FROM new_rows n;
     RETURN NULL;
 END $$;
 
 CREATE FUNCTION rollup_note_state() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE d integer[]; t timestamptz[]; g boolean[];
 BEGIN
-    SELECT array_agg(device_id), array_agg(time), array_agg(quality = 0) INTO d, t, g FROM new_rows;
-    IF d IS NOT NULL THEN
-        PERFORM rollup_tally(d, t, g);
-        PERFORM rollup_mark(d, t, true);
-    END IF;
+    INSERT INTO device_hour_tally (device_id, hour, points, good_points, first_seen,
+                                   last_seen, last_good)
+    SELECT n.device_id, date_bin('1 hour', n.time, timestamptz '1970-01-01 00:00:00+00'), count(*),
+           count(*) FILTER (WHERE n.quality = 0), min(n.time), max(n.time),
+           max(n.time) FILTER (WHERE n.quality = 0)
+    FROM new_rows n GROUP BY 1, 2;
+    INSERT INTO rollup_dirty (device_id, hour, state_changed)
+    SELECT DISTINCT n.device_id, date_bin('1 hour', n.time, timestamptz '1970-01-01 00:00:00+00'), true
+    FROM new_rows n;
     RETURN NULL;
 END $$;
 
 -- Counts and device events carry no quality: they are good points.
 CREATE FUNCTION rollup_note_good() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE d integer[]; t timestamptz[]; g boolean[];
 BEGIN
-    SELECT array_agg(device_id), array_agg(time), array_agg(true) INTO d, t, g FROM new_rows;
-    IF d IS NOT NULL THEN
-        PERFORM rollup_tally(d, t, g);
-        PERFORM rollup_mark(d, t, false);
-    END IF;
+    INSERT INTO device_hour_tally (device_id, hour, points, good_points, first_seen,
+                                   last_seen, last_good)
+    SELECT n.device_id, date_bin('1 hour', n.time, timestamptz '1970-01-01 00:00:00+00'), count(*),
+           count(*), min(n.time), max(n.time), max(n.time)
+    FROM new_rows n GROUP BY 1, 2;
+    INSERT INTO rollup_dirty (device_id, hour, state_changed)
+    SELECT DISTINCT n.device_id, date_bin('1 hour', n.time, timestamptz '1970-01-01 00:00:00+00'), false
+    FROM new_rows n;
     RETURN NULL;
 END $$;
 
 -- Connectivity is not a point of the device, but it changes its state (offline) and
 -- whether it reported online that day.
 CREATE FUNCTION rollup_note_connectivity() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE d integer[]; t timestamptz[];
 BEGIN
-    SELECT array_agg(device_id), array_agg(time) INTO d, t FROM new_rows;
-    IF d IS NOT NULL THEN
-        PERFORM rollup_mark(d, t, true);
-    END IF;
+    INSERT INTO rollup_dirty (device_id, hour, state_changed)
+    SELECT DISTINCT n.device_id, date_bin('1 hour', n.time, timestamptz '1970-01-01 00:00:00+00'), true
+    FROM new_rows n;
     RETURN NULL;
 END $$;
 
 -- An edge's death takes every device it serves offline.
 CREATE FUNCTION rollup_note_edge() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE d integer[]; t timestamptz[];
 BEGIN
-    SELECT array_agg(ed.device_id), array_agg(n.time) INTO d, t
+    INSERT INTO rollup_dirty (device_id, hour, state_changed)
+    SELECT DISTINCT ed.device_id, date_bin('1 hour', n.time, timestamptz '1970-01-01 00:00:00+00'), true
     FROM new_rows n JOIN edge_device ed ON ed.edge_pk = n.edge_pk;
-    IF d IS NOT NULL THEN
-        PERFORM rollup_mark(d, t, true);
-    END IF;
     RETURN NULL;
 END $$;
 
