@@ -428,8 +428,8 @@ class MqttSession:
 
     def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
         loop = self._loop
-        if loop is None:
-            return
+        if loop is None or loop.is_closed():
+            return  # paho closing its socket at garbage collection: nothing to unwatch
         if threading.get_ident() == self._loop_thread:
             fn(*args)
         else:

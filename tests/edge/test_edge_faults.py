@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -33,6 +33,21 @@ from tests.fix_mqtt import Mosquitto
 from zhizao.wire import Point, PointKind, data_topic
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A Mosquitto of the test's own whose persistence works also when run as root.
+
+    Started as root, Mosquitto drops to the ``mosquitto`` user, which cannot write the
+    test's temporary folder: persistence (and the log) would silently fail, and a
+    restart would lose the test subscriber's session and what was queued for it.
+    """
+    extra = "user root\n" if os.geteuid() == 0 else ""
+    own = Mosquitto(tmp_path / "broker", extra_config=extra)
+    own.start()
+    yield own
+    own.kill()
 
 ENTERPRISE = "91330106MA2XXXXX0Y"
 T0 = 1_772_409_600_000
@@ -68,24 +83,24 @@ async def edge(
 
 
 async def test_broker_outage_fills_the_spool_and_drains_it_with_nothing_lost(
-    own_mosquitto: Mosquitto, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path
 ) -> None:
-    sub = await Subscriber(own_mosquitto.url, [data_topic(ENTERPRISE, "edge-out")]).start()
+    sub = await Subscriber(broker.url, [data_topic(ENTERPRISE, "edge-out")]).start()
     try:
-        async with edge(own_mosquitto.url, tmp_path / "spool.db", "edge-out") as (spool, up):
+        async with edge(broker.url, tmp_path / "spool.db", "edge-out") as (spool, up):
             await up.session.wait_connected()
             for start in range(0, 300, 30):
                 await spool.put(points(start, 30))
             await up.wait_acked(300)
 
-            own_mosquitto.stop()
+            broker.stop()
             await up.session.wait_disconnected()
             for start in range(300, 1500, 30):
                 await spool.put(points(start, 30))
             # Nothing can leave while the broker is down: all of it is on disk.
             assert spool.stats.depth_points >= 1200
 
-            own_mosquitto.start()
+            broker.start()
             await sub.wait_until(lambda: len(received_values(sub)) >= 1500, within_s=120)
             async with asyncio.timeout(60):
                 await up.wait_acked(1500)
@@ -98,12 +113,12 @@ async def test_broker_outage_fills_the_spool_and_drains_it_with_nothing_lost(
 
 
 async def test_spool_overflow_during_outage_drops_the_oldest_and_counts_them(
-    own_mosquitto: Mosquitto, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path
 ) -> None:
-    sub = await Subscriber(own_mosquitto.url, [data_topic(ENTERPRISE, "edge-ovf")]).start()
-    own_mosquitto.stop()
+    sub = await Subscriber(broker.url, [data_topic(ENTERPRISE, "edge-ovf")]).start()
+    broker.stop()
     try:
-        async with edge(own_mosquitto.url, tmp_path / "spool.db", "edge-ovf", max_bytes=40_000) as (
+        async with edge(broker.url, tmp_path / "spool.db", "edge-ovf", max_bytes=40_000) as (
             spool,
             up,
         ):
@@ -114,7 +129,7 @@ async def test_spool_overflow_during_outage_drops_the_oldest_and_counts_them(
             kept = spool.stats.depth_points
             assert dropped > 0
             assert dropped + kept == total
-            own_mosquitto.start()
+            broker.start()
             async with asyncio.timeout(60):
                 await up.wait_acked(kept)
             await sub.wait_until(lambda: len(received_values(sub)) >= kept, within_s=60)
@@ -227,9 +242,9 @@ def readings(sub: Subscriber, device: str) -> set[int]:
 
 
 async def test_kill_9_then_restart_every_accepted_point_arrives_with_its_seq(
-    own_mosquitto: Mosquitto, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path
 ) -> None:
-    url = own_mosquitto.url
+    url = broker.url
     config = edge_config(tmp_path, url)
     log = tmp_path / "edge.log"
     sub = await Subscriber(url, [data_topic(ENTERPRISE, "edge-k9")]).start()
