@@ -187,6 +187,7 @@ class MqttSession:
         self._down = asyncio.Event()
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._v5_confirmed = False
+        self._closing = False
         #: set on the first SUBACK (tests and `edge check` wait for it)
         self.subscribed = asyncio.Event()
         self.callback_errors = 0
@@ -267,7 +268,10 @@ class MqttSession:
                     await self._down.wait()
                 finally:
                     misc.cancel()
-                log.warning("mqtt connection lost", session=self.name, error=self.last_error)
+                if self._closing:
+                    log.info("mqtt disconnected", session=self.name)
+                else:
+                    log.warning("mqtt connection lost", session=self.name, error=self.last_error)
         finally:
             self._up.clear()
             self._down.set()
@@ -275,6 +279,7 @@ class MqttSession:
     async def disconnect(self) -> None:
         """Disconnect cleanly (no Will is sent)."""
         if self._client is not None and self._up.is_set():
+            self._closing = True
             self._client.disconnect()
             try:
                 async with asyncio.timeout(5):
@@ -336,6 +341,7 @@ class MqttSession:
         loop = asyncio.get_running_loop()
         client = self._client_or_fail()
         self._down.clear()
+        self._closing = False
         self._connack = loop.create_future()
         try:
             await asyncio.to_thread(self._blocking_connect, client)
