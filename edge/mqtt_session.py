@@ -192,6 +192,9 @@ class MqttSession:
         self.subscribed = asyncio.Event()
         self.callback_errors = 0
         self.connects = 0
+        self.connect_failures = 0
+        #: notified after every failed connect (tests, `edge check`)
+        self.attempted = asyncio.Condition()
         self.last_error: str | None = None
 
     # -- public ---------------------------------------------------------------------
@@ -250,6 +253,9 @@ class MqttSession:
                     continue
                 except MqttError as exc:
                     self.last_error = str(exc)
+                    self.connect_failures += 1
+                    async with self.attempted:
+                        self.attempted.notify_all()
                     log.warning(
                         "mqtt connect failed", session=self.name, error=str(exc), retry_in_s=delay
                     )

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -106,7 +107,8 @@ class Uplink:
         self._rejected = 0
         self._failed = 0
         self._last_acked: int | None = None
-        self.acked = asyncio.Condition()
+        #: notified after every PUBACK, rejection or failure (tests, the demo)
+        self.progress = asyncio.Condition()
 
     @property
     def stats(self) -> UplinkStats:
@@ -148,8 +150,12 @@ class Uplink:
 
     async def wait_acked(self, points: int) -> None:
         """Wait until ``points`` points in total have been acknowledged (tests, demo)."""
-        async with self.acked:
-            await self.acked.wait_for(lambda: self._points_sent >= points)
+        await self.wait_for(lambda stats: stats.points_sent >= points)
+
+    async def wait_for(self, predicate: Callable[[UplinkStats], bool]) -> None:
+        """Wait until ``predicate(stats)`` holds, checked after every outcome."""
+        async with self.progress:
+            await self.progress.wait_for(lambda: predicate(self.stats))
 
     # -- internals ------------------------------------------------------------------
 
@@ -215,21 +221,21 @@ class Uplink:
                 self._batches_sent += 1
                 self._points_sent += batch.points
                 self._last_acked = batch.seq
-                async with self.acked:
-                    self.acked.notify_all()
             elif isinstance(error, PublishRejected):
                 self._rejected += 1
                 log.error(
                     "broker rejected a batch; kept for retry", seq=batch.seq, error=str(error)
                 )
                 self._release_later(batch.seq)
-                continue
             else:
                 self._failed += 1
                 log.warning("batch not acknowledged; will resend", seq=batch.seq, error=str(error))
-            self._inflight.pop(batch.seq, None)
-            self._slot_freed.set()
-            self._spool.kick()
+            if not isinstance(error, PublishRejected):
+                self._inflight.pop(batch.seq, None)
+                self._slot_freed.set()
+                self._spool.kick()
+            async with self.progress:
+                self.progress.notify_all()
 
     def _release_later(self, seq: int) -> None:
         def release() -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from zhizao.wire import Connectivity, Point, PointKind, data_topic, status_topic
 ENTERPRISE = "91330106MA2XXXXX0Y"
 EDGE = "edge-up"
 T0 = 1_764_000_000_000
+PASSWORD = "s3cret"  # noqa: S105 - a test broker's password
 
 
 def points(start: int, count: int) -> list[Point]:
@@ -117,3 +120,61 @@ async def test_explicit_protocol_is_used(
         await spool.put(points(0, 10))
         await up.wait_acked(10)
         assert up.stats.protocol == protocol
+
+
+@pytest.fixture
+def secured_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """Mosquitto with a password file and an ACL that lets ``edge`` publish status only.
+
+    ``user root``: started as root, Mosquitto would drop to a user that cannot read
+    the test's temporary folder.
+    """
+    folder = tmp_path / "secured"
+    folder.mkdir()
+    passwords = folder / "passwords"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "edge", PASSWORD], check=True)
+    acl = folder / "acl"
+    acl.write_text(
+        f"user edge\ntopic write {status_topic(ENTERPRISE, EDGE)}\n"
+        f"topic read {status_topic(ENTERPRISE, EDGE)}\n"
+    )
+    extra = "user root\n" if os.geteuid() == 0 else ""
+    broker = Mosquitto(
+        folder,
+        extra_config=f"{extra}allow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n",
+    )
+    broker.start()
+    yield broker
+    broker.kill()
+
+
+async def test_credentials_are_used_and_a_rejected_batch_stays_in_the_spool(
+    secured_broker: Mosquitto, tmp_path: Path
+) -> None:
+    async with running(
+        secured_broker.url, tmp_path / "spool.db", username="edge", password=PASSWORD
+    ) as (spool, up):
+        await up.session.wait_connected()
+        await spool.put(points(0, 10))
+        # The ACL does not allow the data topic: MQTT 5 PUBACK "not authorised".
+        async with asyncio.timeout(30):
+            await up.wait_for(lambda stats: stats.batches_rejected > 0)
+        assert up.stats.points_sent == 0
+        assert spool.stats.depth_points == 10  # never dropped because the broker said no
+
+
+async def test_wrong_password_keeps_retrying_without_losing_data(
+    secured_broker: Mosquitto, tmp_path: Path
+) -> None:
+    async with running(
+        secured_broker.url,
+        tmp_path / "spool.db",
+        username="edge",
+        password=PASSWORD + "-wrong",
+        reconnect_max_s=0.5,
+    ) as (spool, up):
+        await spool.put(points(0, 10))
+        async with asyncio.timeout(30), up.session.attempted:
+            await up.session.attempted.wait_for(lambda: "refused" in str(up.session.last_error))
+        assert not up.stats.connected
+        assert spool.stats.depth_points == 10
