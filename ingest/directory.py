@@ -50,7 +50,8 @@ class Directory:
         self._ttl_s = ttl_s
         self._edges: dict[str, tuple[EdgeRef | None, float]] = {}
         self._devices: dict[str, _Devices] = {}
-        self._metrics: dict[str, int] = {}
+        #: Metric ids by name; read directly in the per-point loop.
+        self.metric_cache: dict[str, int] = {}
 
     async def edge(self, edge_id: str) -> EdgeRef | None:
         now = time.monotonic()
@@ -93,14 +94,14 @@ class Directory:
         return entry
 
     def metric_id(self, name: str) -> int | None:
-        return self._metrics.get(name)
+        return self.metric_cache.get(name)
 
     async def intern_metrics(self, names: Iterable[str]) -> None:
-        wanted = [name for name in set(names) if name not in self._metrics]
+        wanted = [name for name in set(names) if name not in self.metric_cache]
         if not wanted:
             return
 
         async def fetch(conn: Conn) -> dict[str, int]:
             return await metric_ids(conn, wanted)
 
-        self._metrics.update(await self._db.run_lookup("intern_metrics", fetch))
+        self.metric_cache.update(await self._db.run_lookup("intern_metrics", fetch))

@@ -17,6 +17,7 @@ the first duplicate key.
 
 from __future__ import annotations
 
+import struct
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -177,6 +178,28 @@ STAGED_METRICS_MIN_ROWS = 256
 _staged: weakref.WeakSet[Conn] = weakref.WeakSet()
 
 
+#: Binary COPY of a metric row: field count, then (length, value) per field; the time
+#: as timestamptz, microseconds since 2000-01-01 (PostgreSQL's epoch).
+_COPY_ROW = struct.Struct("!hiiiiiqidih")
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_COPY_TRAILER = struct.pack("!h", -1)
+_PG_EPOCH_MS = 946_684_800_000
+
+
+def _copy_block(rows: Sequence[MetricRow]) -> bytes:
+    # One struct call per row and one join: several times faster than write_row, and
+    # the server gets timestamptz directly instead of computing it per row.
+    pack = _COPY_ROW.pack
+    epoch = _PG_EPOCH_MS
+    return b"".join(
+        [
+            _COPY_HEADER,
+            *[pack(5, 4, d, 4, m, 8, (t - epoch) * 1000, 8, v, 2, q) for d, m, t, v, q in rows],
+            _COPY_TRAILER,
+        ]
+    )
+
+
 async def write_metrics_staged(conn: Conn, rows: Sequence[MetricRow]) -> int:
     """COPY metric rows (binary) into a staging table, then insert the new ones.
 
@@ -188,26 +211,25 @@ async def write_metrics_staged(conn: Conn, rows: Sequence[MetricRow]) -> int:
         if conn not in _staged:
             await conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS _zhizao_stage_metric"
-                " (d int4, m int4, t int8, v float8, q int2)"
+                " (d int4, m int4, t timestamptz, v float8, q int2)"
             )
             _staged.add(conn)
         async with conn.cursor().copy(
             "COPY _zhizao_stage_metric FROM STDIN (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(["int4", "int4", "int8", "float8", "int2"])
-            write_row = copy.write_row
-            for row in rows:
-                await write_row(row)
+            await copy.write(_copy_block(rows))
         cur = await conn.execute(
             "INSERT INTO metric_point (device_id, metric_id, time, value, quality)"
-            " SELECT d, m, 'epoch'::timestamptz + t * interval '1 ms', v, q"
-            " FROM _zhizao_stage_metric ON CONFLICT DO NOTHING"
+            " SELECT d, m, t, v, q FROM _zhizao_stage_metric ON CONFLICT DO NOTHING"
         )
         await conn.execute("TRUNCATE _zhizao_stage_metric")
     except psycopg.Error:
         # The creation may have been rolled back with the caller's transaction.
         _staged.discard(conn)
         raise
+    except struct.error as exc:
+        # Raised as the error the server would give, so callers treat it as refused data.
+        raise psycopg.DataError(f"a metric row does not fit its columns: {exc}") from exc
     return max(cur.rowcount, 0)
 
 

@@ -1,0 +1,335 @@
+"""Ingest benchmark: points/s from broker to committed rows, next to the COPY ceiling.
+
+Run:  .venv/bin/python bench/bench_ingest.py [--batched-messages 1500] [--single-messages 60000]
+      [--lag-seconds 15] [--profile]
+
+What it measures, in one run, on the machine's PostgreSQL (ZHIZAO_BENCH_DB_URL, default
+the local server) and a Mosquitto of its own:
+
+1. write path: the same metric rows written by ``write_facts`` through the unnest
+   path and through binary COPY into a staging table + INSERT ... ON CONFLICT;
+2. raw ceiling: binary COPY of the same rows straight into ``metric_point`` by one
+   connection (no idempotency, no conversion: the database's limit);
+3. broker → committed rows for one worker (in this process), with ~200 points per
+   message and with 1 point per message. The messages are queued in the worker's
+   persistent session first, then the worker is started and timed until its last
+   row is committed, so the publisher does not compete for the CPU;
+4. end-to-end lag (source timestamp → commit) at half the batched rate, with a
+   paced publisher in a subprocess;
+5. peak resident memory of the process during each drain (VmRSS sampled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from ingest.metrics import IngestMetrics
+from ingest.service import run_ingest
+from ingest.settings import ingest_settings
+from tests.fix_mqtt import Mosquitto
+from zhizao.codes import make_credit_code
+from zhizao.registry import Device, DeviceType, EdgeGateway, Enterprise, Region
+from zhizao.settings import DatabaseSettings
+from zhizao.storage import facts
+from zhizao.storage.connection import (
+    connect,
+    drop_database,
+    ensure_database,
+    with_database,
+)
+from zhizao.storage.facts import FactBatch, MetricRow, metric_ids, write_facts
+from zhizao.storage.migrate import upgrade
+from zhizao.storage.registry import (
+    upsert_devices,
+    upsert_edges,
+    upsert_enterprises,
+    upsert_regions,
+)
+from zhizao.wire import data_topic
+
+SERVER = os.environ.get("ZHIZAO_BENCH_DB_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ENT = make_credit_code("91330106MA2BENCH0")
+EDGE = "bench-edge"
+DEVICES = [f"D-{i:04d}" for i in range(200)]
+METRICS = ["spindle_speed", "spindle_load", "feed_rate", "temperature", "power"]
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def payload(seq: int, points: int, ts0: int | None = None) -> bytes:
+    base = T0 + seq * 1000 if ts0 is None else ts0
+    pts = [
+        {
+            "device": DEVICES[i % len(DEVICES)],
+            "ts": base + (i // len(DEVICES)) * 7 + (seq % 1000 if ts0 is None else 0),
+            "kind": "metric",
+            "name": METRICS[(i // len(DEVICES) + seq) % len(METRICS)],
+            "value": float(i) * 1.5,
+        }
+        for i in range(points)
+    ]
+    return json.dumps(
+        {"v": 1, "enterprise": ENT, "edge": EDGE, "seq": seq, "sent_at": base, "points": pts}
+    ).encode()
+
+
+def publish(url_port: int, messages: list[bytes]) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub",
+                         protocol=MQTTProtocolVersion.MQTTv5)
+    client.max_inflight_messages_set(2000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", url_port)
+    client.loop_start()
+    topic = data_topic(ENT, EDGE)
+    infos = [client.publish(topic, m, qos=1) for m in messages]
+    for info in infos:
+        info.wait_for_publish(600)
+    client.disconnect()
+    client.loop_stop()
+
+
+async def setup_db(name: str) -> str:
+    url = with_database(SERVER, name)
+    await drop_database(url)
+    await ensure_database(url)
+    await upgrade(DatabaseSettings(url=url), timescale=False)
+    conn = await connect(url)
+    async with conn, conn.transaction():
+        await upsert_regions(conn, [Region(code="330000", name="浙江省"),
+                                    Region(code="330100", name="杭州市"),
+                                    Region(code="330106", name="西湖区")])
+        await upsert_enterprises(conn, [Enterprise(credit_code=ENT, name="基准企业",
+                                                   region_code="330106", industry_code="C34")])
+        await upsert_devices(conn, [Device(enterprise=ENT, code=d, name=d,
+                                           device_type=DeviceType.CNC_MACHINE_TOOL)
+                                    for d in DEVICES])
+        await upsert_edges(conn, [EdgeGateway(enterprise=ENT, edge_id=EDGE,
+                                              device_codes=tuple(DEVICES))])
+    return url
+
+
+async def truncate(url: str) -> None:
+    conn = await connect(url, autocommit=True)
+    async with conn:
+        await conn.execute("TRUNCATE metric_point, edge_sequence, sequence_event, sequence_gap,"
+                           " dead_letter")
+        await conn.execute("VACUUM ANALYZE metric_point")
+
+
+async def bench_write_paths(url: str, rows_total: int, batch: int) -> dict[str, float]:
+    """write_facts with unnest vs COPY-staging, and the raw COPY ceiling, same rows."""
+    conn = await connect(url)
+    results: dict[str, float] = {}
+    async with conn:
+        ids = await metric_ids(conn, METRICS)
+        await conn.commit()
+        mids = [ids[m] for m in METRICS]
+        rows = [MetricRow(1 + i % 200, mids[(i // 200) % 5], T0 + i, i * 1.5, 0)
+                for i in range(rows_total)]
+        for label, threshold in (("unnest", 10**12), ("copy_staging", 256),
+                                 ("unnest#2", 10**12), ("copy_staging#2", 256)):
+            await truncate(url)
+            facts.STAGED_METRICS_MIN_ROWS = threshold
+            started = time.perf_counter()
+            for i in range(0, rows_total, batch):
+                await write_facts(conn, FactBatch(metrics=rows[i : i + batch]))
+                await conn.commit()
+            results[label] = rows_total / (time.perf_counter() - started)
+        facts.STAGED_METRICS_MIN_ROWS = 256
+        # Raw ceiling: binary COPY straight into the table, rows prepared beforehand.
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        raw = [(r.device_id, r.metric_id, epoch + timedelta(milliseconds=r.ts_ms), r.value, 0)
+               for r in rows]
+        for label in ("copy_ceiling", "copy_ceiling#2"):
+            await truncate(url)
+            started = time.perf_counter()
+            async with conn.cursor().copy(
+                "COPY metric_point (device_id, metric_id, time, value, quality)"
+                " FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["int4", "int4", "timestamptz", "float8", "int2"])
+                for r in raw:
+                    await copy.write_row(r)
+            await conn.commit()
+            results[label] = rows_total / (time.perf_counter() - started)
+    return results
+
+
+async def drain(url: str, broker: Mosquitto, messages: list[bytes], points: int, *,
+                profile: bool, label: str) -> dict[str, float]:
+    """Queue the messages in the worker's session, then time the worker draining them."""
+    await truncate(url)
+    settings = ingest_settings(db_url=url, mqtt_url=broker.url, client_id="bench-ingest",
+                               health_port=None, shared_group=None)
+    metrics = IngestMetrics()
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_ingest(settings, stop=stop, metrics=metrics))
+    while metrics.broker_connected._value.get() != 1:  # noqa: ASYNC110 - polls a gauge
+        await asyncio.sleep(0.05)
+    stop.set()
+    await task  # the persistent session now holds the subscription
+    await asyncio.to_thread(publish, broker.port, messages)
+    expected = len(messages) * points
+    metrics = IngestMetrics()
+    stop = asyncio.Event()
+    profiler = None
+    if profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(async_mode="disabled")
+        profiler.start()
+    peak = rss_mb()
+    started = time.perf_counter()
+    task = asyncio.create_task(run_ingest(settings, stop=stop, metrics=metrics))
+    while metrics.points_committed < expected:
+        await asyncio.sleep(0.05)
+        peak = max(peak, rss_mb())
+        if task.done():
+            task.result()
+    elapsed = time.perf_counter() - started
+    if profiler is not None:
+        profiler.stop()
+        out = Path(tempfile.gettempdir()) / f"bench_ingest_{label}.txt"
+        out.write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+        print(f"  profile written to {out}")
+    stop.set()
+    await task
+    return {"points_per_s": expected / elapsed, "messages_per_s": len(messages) / elapsed,
+            "seconds": elapsed, "peak_rss_mb": peak}
+
+
+PACED_PUBLISHER = r"""
+import json, sys, time
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+port, rate, seconds, points, topic, ent, edge, seq0 = sys.argv[1:9]
+port, rate, seconds, points, seq0 = int(port), float(rate), float(seconds), int(points), int(seq0)
+devices = [f"D-{i:04d}" for i in range(200)]
+c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-paced",
+                protocol=MQTTProtocolVersion.MQTTv5)
+c.max_inflight_messages_set(2000); c.max_queued_messages_set(0)
+c.connect("127.0.0.1", port); c.loop_start()
+start = time.monotonic(); sent = 0; seq = seq0
+while time.monotonic() - start < seconds:
+    due = int((time.monotonic() - start) * rate)
+    while sent < due:
+        now = int(time.time() * 1000)
+        pts = [{"device": devices[i % 200], "ts": now, "kind": "metric", "name": f"lag{i // 200}",
+                "value": 1.0} for i in range(points)]
+        c.publish(topic, json.dumps({"v": 1, "enterprise": ent, "edge": edge, "seq": seq,
+                  "sent_at": now, "points": pts}), qos=1)
+        sent += 1; seq += 1
+    time.sleep(0.002)
+c.disconnect(); c.loop_stop()
+print(sent)
+"""
+
+
+async def lag_at(url: str, broker: Mosquitto, points_per_s: float, points: int,
+                 seconds: float) -> dict[str, float]:
+    await truncate(url)
+    settings = ingest_settings(db_url=url, mqtt_url=broker.url, client_id="bench-lag",
+                               health_port=None, shared_group=None)
+    metrics = IngestMetrics()
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_ingest(settings, stop=stop, metrics=metrics))
+    while metrics.broker_connected._value.get() != 1:  # noqa: ASYNC110 - polls a gauge
+        await asyncio.sleep(0.05)
+    rate = points_per_s / points
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PACED_PUBLISHER, str(broker.port), str(rate), str(seconds),
+        str(points), data_topic(ENT, EDGE), ENT, EDGE, "10000000",
+        stdout=subprocess.PIPE,
+    )
+    peak = rss_mb()
+    while proc.returncode is None:
+        await asyncio.sleep(0.1)
+        peak = max(peak, rss_mb())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), 0.01)
+    out, _ = await proc.communicate()
+    sent = int(out.decode().strip() or 0)
+    while metrics.messages_acked < sent:  # noqa: ASYNC110 - polls a counter
+        await asyncio.sleep(0.05)
+    stop.set()
+    await task
+    samples = sorted(metrics.lag_samples)
+    return {
+        "rate_points_per_s": points_per_s,
+        "messages": sent,
+        "p50_ms": 1000 * statistics.median(samples),
+        "p99_ms": 1000 * samples[int(0.99 * (len(samples) - 1))],
+        "max_ms": 1000 * samples[-1],
+        "peak_rss_mb": peak,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batched-messages", type=int, default=1500)
+    parser.add_argument("--single-messages", type=int, default=60_000)
+    parser.add_argument("--lag-seconds", type=float, default=15)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    from zhizao.logs import configure_logging
+
+    configure_logging(json_lines=False, level="WARNING")
+    name = f"zhizao_bench_{os.getpid()}"
+    url = await setup_db(name)
+    folder = Path(tempfile.mkdtemp(prefix="bench-mosquitto-"))
+    broker = Mosquitto(folder, extra_config="user root\n" if os.geteuid() == 0 else "")
+    broker.start()
+    try:
+        print(f"host: {os.cpu_count()} cores (shared with other work), "
+              f"python {sys.version.split()[0]}")
+        rows = args.batched_messages * 200
+        paths = await bench_write_paths(url, rows, 20_000)
+        print("write paths, same rows, batches of 20,000 (rows/s):")
+        for label, value in paths.items():
+            print(f"  {label:16s} {value:12,.0f}")
+        ceiling = max(paths["copy_ceiling"], paths["copy_ceiling#2"])
+
+        batched = await drain(url, broker, [payload(s, 200) for s in range(args.batched_messages)],
+                              200, profile=args.profile, label="batched")
+        print(f"broker → committed, 200 points/message: {batched['points_per_s']:,.0f} points/s"
+              f" ({batched['messages_per_s']:,.0f} msg/s, {batched['seconds']:.1f} s,"
+              f" peak RSS {batched['peak_rss_mb']:.0f} MB) = "
+              f"{100 * batched['points_per_s'] / ceiling:.0f}% of the COPY ceiling")
+        single = await drain(url, broker, [payload(s, 1) for s in range(args.single_messages)],
+                             1, profile=args.profile, label="single")
+        print(f"broker → committed, 1 point/message:    {single['points_per_s']:,.0f} points/s"
+              f" ({single['seconds']:.1f} s, peak RSS {single['peak_rss_mb']:.0f} MB)")
+        lag = await lag_at(url, broker, batched["points_per_s"] / 2, 200, args.lag_seconds)
+        print(f"lag at {lag['rate_points_per_s']:,.0f} points/s (half the batched rate),"
+              f" {lag['messages']} messages: p50 {lag['p50_ms']:.0f} ms,"
+              f" p99 {lag['p99_ms']:.0f} ms,"
+              f" max {lag['max_ms']:.0f} ms, peak RSS {lag['peak_rss_mb']:.0f} MB")
+    finally:
+        broker.kill()
+        await drop_database(url)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
