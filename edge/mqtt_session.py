@@ -312,16 +312,7 @@ class MqttSession:
             password = conn.password.get_secret_value() if conn.password else None
             client.username_pw_set(conn.username, password)
         if conn.use_tls:
-            tls = conn.tls or TlsConfig()
-            client.tls_set(
-                ca_certs=tls.ca_file,
-                certfile=tls.cert_file,
-                keyfile=tls.key_file,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            if tls.insecure_skip_hostname:
-                log.warning("TLS host name check disabled", session=self.name, host=conn.host)
-                client.tls_insecure_set(True)
+            client.tls_set_context(self._tls_context(conn.tls or TlsConfig()))
         if self.will is not None:
             client.will_set(self.will.topic, self.will.payload, self.will.qos, self.will.retain)
         if self._manual_ack:
@@ -336,6 +327,22 @@ class MqttSession:
         client.on_socket_register_write = self._guard(self._register_write)
         client.on_socket_unregister_write = self._guard(self._unregister_write)
         return client
+
+    def _tls_context(self, tls: TlsConfig) -> ssl.SSLContext:
+        context = _TlsContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies chain and host name
+        try:
+            if tls.ca_file:
+                context.load_verify_locations(cafile=tls.ca_file)
+            else:
+                context.load_default_certs()
+            if tls.cert_file:
+                context.load_cert_chain(tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise MqttError(f"TLS certificate files of {self.name}: {exc}") from exc
+        if tls.insecure_skip_hostname:
+            log.warning("TLS host name check disabled", session=self.name)
+            context.check_hostname = False
+        return context
 
     def set_will(self, will: Will) -> None:
         """Change the Will for the next connect (its timestamp is the connect time)."""
@@ -534,6 +541,21 @@ class MqttSession:
             self._client._sock_close()
         self._up.clear()
         self._down.set()
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the handshake fails: paho leaves such a socket open."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+class _TlsContext(ssl.SSLContext):
+    sslsocket_class = _ClosingSSLSocket
 
 
 class _RetryNow(Exception):

@@ -178,3 +178,79 @@ async def test_wrong_password_keeps_retrying_without_losing_data(
             await up.session.attempted.wait_for(lambda: "refused" in str(up.session.last_error))
         assert not up.stats.connected
         assert spool.stats.depth_points == 10
+
+
+def make_tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 / localhost (PEM files)."""
+    from datetime import UTC, datetime, timedelta
+    from ipaddress import ip_address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "zhizao test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+async def test_uplink_over_tls_checks_the_broker_certificate(tmp_path: Path) -> None:
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    ca, cert, key = make_tls_files(folder)
+    extra = "user root\n" if os.geteuid() == 0 else ""
+    broker = Mosquitto(folder, extra_config=f"{extra}cafile {ca}\ncertfile {cert}\nkeyfile {key}\n")
+    broker.start()
+    try:
+        url = f"mqtts://127.0.0.1:{broker.port}"
+        async with running(url, tmp_path / "spool.db", tls={"ca_file": str(ca)}) as (spool, up):
+            await spool.put(points(0, 5))
+            await up.wait_acked(5)
+        # Without the CA the broker's certificate is not trusted: no connection.
+        async with running(url, tmp_path / "other.db") as (spool, up):
+            async with asyncio.timeout(30), up.session.attempted:
+                await up.session.attempted.wait_for(lambda: up.session.connect_failures > 0)
+            assert "CERTIFICATE_VERIFY_FAILED" in str(up.session.last_error)
+            assert not up.stats.connected
+    finally:
+        broker.kill()
