@@ -7,15 +7,19 @@ import asyncio
 import json
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from typer.testing import CliRunner
 
+from edge.collector import SourceHealth
 from edge.config import EdgeConfig, parse_config
 from edge.runtime import EdgeRuntime
+from edge.sink import Sink
 from tests.edge.subscriber import Subscriber
 from tests.edge.test_mqtt_collector import Publisher
 from tests.fix_mqtt import Mosquitto
 from zhizao.cli.edge import app
-from zhizao.wire import Connectivity, PointKind, data_topic, status_topic
+from zhizao.wire import Connectivity, Point, PointKind, data_topic, status_topic
 
 ENTERPRISE = "91330106MA2XXXXX0Y"
 T0 = 1_772_409_600_000
@@ -114,3 +118,76 @@ async def test_edge_check_reports_broker_and_devices(
     assert "P-01" in result.output
     assert "not seen" in result.output
     assert result.exit_code == 1  # the expected device did not publish
+
+
+class Refusing(mqtt.Client):
+    """A paho client whose broker is never reachable: no network needed."""
+
+    def connect(self, *args: object, **kwargs: object) -> mqtt.MQTTErrorCode:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+
+def refusing_factory(
+    client_id: str, protocol: MQTTProtocolVersion, persistent: bool
+) -> mqtt.Client:
+    return Refusing(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+
+
+class Crashing:
+    def __init__(self) -> None:
+        self.health = SourceHealth(name="crashing")
+        self.crashed = asyncio.Event()
+
+    async def run(self, sink: Sink) -> None:
+        self.crashed.set()
+        raise RuntimeError("a collector bug")
+
+    async def close(self) -> None:
+        return None
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.health = SourceHealth(name="counting", connected=True)
+        self.done = asyncio.Event()
+
+    async def run(self, sink: Sink) -> None:
+        for i in range(10):
+            await sink.put(
+                [Point(device="X-1", ts=T0 + i, kind=PointKind.METRIC, name="n", value=i)]
+            )
+            self.health.points_read += 1
+        self.done.set()
+        await asyncio.Event().wait()  # a collector runs until cancelled
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_crashing_collector_does_not_stop_the_others_nor_the_spool(
+    tmp_path: Path,
+) -> None:
+    cfg = config("mqtt://127.0.0.1:1", tmp_path, port=None)
+    crashing, counting = Crashing(), Counting()
+    runtime = EdgeRuntime(
+        cfg,
+        uplink_client_factory=refusing_factory,
+        collectors={"crashing": crashing, "counting": counting},
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(stop))
+    try:
+        # Without the network: the uplink keeps retrying, the data stays in the spool.
+        async with asyncio.timeout(30), runtime.uplink.session.attempted:
+            await runtime.uplink.session.attempted.wait_for(
+                lambda: runtime.uplink.session.connect_failures >= 2
+            )
+        async with asyncio.timeout(30):
+            await crashing.crashed.wait()
+            await counting.done.wait()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+    assert "a collector bug" in str(crashing.health.last_error)
+    assert runtime.spool.stats.accepted_total == 10
+    assert "refused" in str(runtime.uplink.session.last_error)
