@@ -14,13 +14,14 @@ from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edge.mqtt.collector import MqttCollector
 from edge.mqtt.config import MqttSourceConfig, TimestampSpec
 from edge.mqtt.mapping import parse_timestamp
 from edge.sink import MemorySink
 from tests.fix_mqtt import Mosquitto
+from zhizao.embedded import EmbeddedBroker
 from zhizao.wire import PointKind
 
 T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z
@@ -184,3 +185,17 @@ def test_timestamp_formats(raw: object, fmt: str, expected: int) -> None:
 def test_bad_timestamps_are_rejected(raw: object) -> None:
     with pytest.raises(ValueError, match="timestamp"):
         parse_timestamp(raw, TimestampSpec(path="ts"), ZoneInfo("UTC"))
+
+
+async def test_collector_works_on_amqtt_with_mqtt311() -> None:
+    async with EmbeddedBroker() as broker:
+        pub = Publisher(broker.url)
+        try:
+            async with collecting(source(broker.url)) as (collector, sink):
+                for i in range(5):
+                    await pub.send("plant/QC/CMM-01/telemetry", {"ts": T0 + i, "status": 1})
+                points = await sink.wait_for(6, timeout=30)
+                assert collector.session.protocol is MQTTProtocolVersion.MQTTv311
+        finally:
+            await asyncio.to_thread(pub.close)
+    assert [p.ts for p in points if p.kind is PointKind.STATE] == [T0 + i for i in range(5)]
