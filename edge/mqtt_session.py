@@ -193,7 +193,7 @@ class MqttSession:
         self.callback_errors = 0
         self.connects = 0
         self.connect_failures = 0
-        #: notified after every failed connect (tests, `edge check`)
+        #: notified after every connect attempt that ends (tests, `edge check`)
         self.attempted = asyncio.Condition()
         self.last_error: str | None = None
 
@@ -205,6 +205,12 @@ class MqttSession:
 
     async def wait_connected(self) -> None:
         await self._up.wait()
+
+    async def first_outcome(self) -> bool:
+        """Wait for the first connect attempt to end: True if connected (`edge check`)."""
+        async with self.attempted:
+            await self.attempted.wait_for(lambda: self.connected or self.connect_failures > 0)
+        return self.connected
 
     async def wait_disconnected(self) -> None:
         await self._down.wait()
@@ -241,12 +247,14 @@ class MqttSession:
             self._client.ack(mid, qos)
 
     async def run(self) -> None:
-        """Connect, keep connected, reconnect with backoff; until cancelled."""
+        """Connect, keep connected, reconnect with backoff; until cancelled or
+        :meth:`disconnect`."""
+        self._closing = False
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         delay = self.connection.reconnect_min_s
         try:
-            while True:
+            while not self._closing:
                 try:
                     await self._connect_once()
                 except _RetryNow:
@@ -264,6 +272,8 @@ class MqttSession:
                     delay = min(delay * 2, self.connection.reconnect_max_s)
                     continue
                 delay = self.connection.reconnect_min_s
+                async with self.attempted:
+                    self.attempted.notify_all()
                 misc = asyncio.create_task(self._misc_loop(), name=f"{self.name}-misc")
                 try:
                     if self._on_connected is not None:
@@ -275,17 +285,19 @@ class MqttSession:
                 finally:
                     misc.cancel()
                 if self._closing:
+                    # disconnect() was called: the session ends instead of reconnecting.
                     log.info("mqtt disconnected", session=self.name)
-                else:
-                    log.warning("mqtt connection lost", session=self.name, error=self.last_error)
+                    return
+                log.warning("mqtt connection lost", session=self.name, error=self.last_error)
         finally:
-            self._up.clear()
-            self._down.set()
+            # Cancelled while connected: drop the socket so nothing stays registered on
+            # the loop (paho keeps unacknowledged messages for a later run()).
+            self._close_socket()
 
     async def disconnect(self) -> None:
-        """Disconnect cleanly (no Will is sent)."""
+        """Disconnect cleanly (no Will is sent); :meth:`run` then returns."""
+        self._closing = True
         if self._client is not None and self._up.is_set():
-            self._closing = True
             self._client.disconnect()
             try:
                 async with asyncio.timeout(5):
@@ -354,7 +366,6 @@ class MqttSession:
         loop = asyncio.get_running_loop()
         client = self._client_or_fail()
         self._down.clear()
-        self._closing = False
         self._connack = loop.create_future()
         try:
             await asyncio.to_thread(self._blocking_connect, client)

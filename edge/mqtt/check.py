@@ -82,11 +82,13 @@ async def check_source(
     task = asyncio.create_task(session.run())
     try:
         try:
-            async with asyncio.timeout(15):
-                await session.wait_connected()
+            async with asyncio.timeout(20):
+                if not await session.first_outcome():
+                    report.error = session.last_error
+                    return report
                 await session.subscribed.wait()
         except TimeoutError:
-            report.error = session.last_error or "no connection within 15 s"
+            report.error = session.last_error or "no connection within 20 s"
             return report
         report.reachable = True
         await asyncio.sleep(listen_s)  # the listening window itself

@@ -103,13 +103,15 @@ async def _check_uplink(cfg: EdgeConfig) -> int:
     )
     task = asyncio.create_task(session.run())
     try:
-        async with asyncio.timeout(15):
-            await session.wait_connected()
+        async with asyncio.timeout(20):
+            connected = await session.first_outcome()
     except TimeoutError:
-        err_console.print(
-            f"[red]uplink {cfg.uplink.url}: not reachable[/] ({session.last_error or 'timeout'})"
-        )
-        return 1
+        connected = False
+    try:
+        if not connected:
+            why = session.last_error or "timeout"
+            err_console.print(f"[red]uplink {cfg.uplink.url}: not reachable[/] ({why})")
+            return 1
     finally:
         await session.disconnect()
         task.cancel()
