@@ -173,12 +173,13 @@ class Uplink:
     async def _on_connected(self) -> None:
         # Not awaited: if the connection drops now, paho re-sends it on reconnect, and
         # waiting here would stall the session task that does the reconnecting.
-        self.session.publish(
+        birth = self.session.publish(
             self._status_topic,
             encode_status(self._status(Connectivity.ONLINE)),
             qos=1,
             retain=True,
         )
+        birth.add_done_callback(_log_status_failure)
         # The Will for the next connect carries the time of that connect.
         self.session.set_will(self._will())
 
@@ -244,3 +245,10 @@ class Uplink:
             self._spool.kick()
 
         asyncio.get_running_loop().call_later(REJECT_RETRY_S, release)
+
+
+def _log_status_failure(done: asyncio.Future[None]) -> None:
+    error = None if done.cancelled() else done.exception()
+    if error is not None:
+        # The next connect publishes a fresh birth; nothing else to do.
+        log.warning("birth status not acknowledged", error=str(error))
