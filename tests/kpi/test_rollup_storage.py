@@ -292,3 +292,28 @@ async def test_concurrent_writers_of_the_same_devices_never_wait_for_each_other(
         "SELECT count(*) FROM device_hour_tally WHERE device_id = ANY(%s)", ([a, b],)
     )
     assert await cur.fetchone() == (2,)  # compacted to one row per device and hour
+
+
+async def test_shift_window_comes_from_the_stored_calendar(conn: Conn) -> None:
+    from zhizao.storage.kpi import shift_interval
+
+    await seed(conn)
+    await store_calendars(conn, [textbook.calendar(ENT)])
+    await conn.commit()
+    start, end = await shift_interval(conn, ENT, None, textbook.DAY.date(), "早班")
+    assert (start, end) == tuple(from_ms(t) for t in textbook.shift_bounds())
+
+
+async def test_an_enterprise_in_a_half_hour_zone_is_skipped_not_fatal(conn: Conn) -> None:
+    ids = await seed(conn)
+    await conn.execute(
+        "UPDATE enterprise SET time_zone = 'Asia/Kolkata' WHERE credit_code = %s", (ENT,)
+    )
+    await conn.commit()
+    await write(conn, FactBatch(states=[StateRow(ids["LOOM-1"], at(0), S.RUNNING)]))
+    report = await run_rollups(conn, until=from_ms(at(2)))
+    assert report.device_hours > 0  # the other enterprise's devices were rolled up
+    cur = await conn.execute(
+        "SELECT count(*) FROM rollup_device_hour WHERE device_id = %s", (ids["CNC-1"],)
+    )
+    assert await cur.fetchone() == (0,)

@@ -219,7 +219,9 @@ async def oee_from_facts(
     facts = await load_facts(conn, dict.fromkeys(ids, (lo, hi)))
     out: list[DeviceOee] = []
     for pk, ent, code, name in rows:
-        info = infos[int(pk)]
+        info = infos.get(int(pk))
+        if info is None:
+            continue  # an enterprise in a zone rollups cannot serve (logged there)
         buckets = device_buckets(
             info,
             calendar=calendar_of(calendars, info),

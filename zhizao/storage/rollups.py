@@ -134,6 +134,7 @@ def check_zone(name: str) -> ZoneInfo:
 
 
 async def device_infos(conn: Conn, ids: Sequence[int] | None) -> dict[int, DeviceInfo]:
+    """What the job needs of each device; devices of zones it cannot serve are left out."""
     cur = await conn.execute(
         """
         SELECT d.id, d.enterprise_id, d.line_id, d.ideal_cycle_time_s, e.time_zone,
@@ -146,7 +147,12 @@ async def device_infos(conn: Conn, ids: Sequence[int] | None) -> dict[int, Devic
     )
     out: dict[int, DeviceInfo] = {}
     for pk, ent, line, ict, tz, comm, decomm in await cur.fetchall():
-        zone = check_zone(str(tz))
+        try:
+            zone = check_zone(str(tz))
+        except InvalidValue as exc:
+            # One enterprise in an unsupported zone must not stop everybody's rollups.
+            log.warning("device skipped by rollups", device_id=pk, error=str(exc))
+            continue
         out[int(pk)] = DeviceInfo(
             id=int(pk),
             enterprise_id=int(ent),
