@@ -9,6 +9,7 @@ without disturbing any other test.
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -59,6 +60,9 @@ class Mosquitto:
         self.folder.mkdir(parents=True, exist_ok=True)
         config = self.folder / "mosquitto.conf"
         config.write_text(
+            # Started as root, Mosquitto drops to the ``mosquitto`` user, which cannot
+            # write the test's folder: persistence would silently fail.
+            f"user {getpass.getuser()}\n"
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"
