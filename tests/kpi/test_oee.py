@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from datetime import time
 from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
@@ -236,3 +237,27 @@ def test_ground_truth_intervals_give_the_textbook_figures() -> None:
     buckets = split(transitions_from_intervals(intervals), textbook.counts(), schedule, start, end)
     truth = OeeComponents.from_bucket(total(buckets.values()), 1.0)
     assert truth == _textbook_components(start, end)
+
+
+def test_interval_crossing_the_end_of_a_shift_is_split_at_it() -> None:
+    # Shift 06:00-14:30 (local); the machine runs 13:00-15:00, then stops.
+    calendar = textbook.calendar(ENT).model_copy(
+        update={"shifts": (textbook.calendar(ENT).shifts[0].model_copy(
+            update={"end": time(14, 30), "breaks": ()}),)}
+    )  # fmt: skip
+    start, end = textbook.day_bounds()
+    schedule = Schedule(scheduled_intervals(calendar, SH, start, end))
+    states = [
+        StatePoint(textbook.local(13), S.RUNNING),
+        StatePoint(textbook.local(15), S.PLANNED_STOP),
+    ]
+    buckets = split(states, [], schedule, start, end)
+    hour14 = buckets[textbook.local(14)]
+    assert hour14.scheduled_ms == 30 * 60_000  # the shift ends inside the hour
+    assert hour14.sched_running_ms == 30 * 60_000
+    assert hour14.overtime_running_ms == 30 * 60_000
+    whole = total(buckets.values())
+    assert whole.running_ms == 2 * H
+    assert whole.overtime_running_ms == 30 * 60_000
+    # Before 13:00 nothing was known: OFFLINE, and inside the shift a coverage gap.
+    assert whole.sched_offline_ms == 7 * H
