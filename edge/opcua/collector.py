@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,6 +85,7 @@ Clock = Callable[[], int]
 SERVER_CURRENT_TIME = ua.NodeId.from_string(f"i={ObjectIds.Server_ServerStatus_CurrentTime}")
 OBJECTS_FOLDER = ua.NodeId.from_string(f"i={ObjectIds.ObjectsFolder}")
 _TRANSLATE_CHUNK = 1000
+_MAX_BATCH_EVENTS = 1000
 _DISCONNECT_TIMEOUT_S = 5.0
 
 
@@ -332,14 +333,14 @@ class OpcUaCollector:
         heartbeat: _HeartBeat,
         sink: Sink,
     ) -> None:
-        async for event in subscription:
+        events = aiter(subscription)
+        async for event in events:
             batch: list[Point] = []
             self._take(event, handles, heartbeat, batch)
-            # Drain what is already queued so the sink sees batches, not single points,
-            # and the inputs of a preset from one publish are judged together. (A zero
-            # timeout would never see a queued event: wait_for gives up before get runs.)
-            while len(batch) < 1000:
-                more = await subscription.next_event(timeout=0.001)
+            # Take what is already queued so the sink sees batches, not single points,
+            # and the inputs of a preset from one publish are judged together.
+            for _ in range(_MAX_BATCH_EVENTS):
+                more = await _queued(events)
                 if more is None:
                     break
                 self._take(more, handles, heartbeat, batch)
@@ -600,6 +601,21 @@ class OpcUaCollector:
         except (OSError, TimeoutError, UaError, ConnectionError) as exc:
             # The server is usually gone already; the socket is closed either way.
             log.debug("OPC UA %s: disconnect: %r", self.config.name, exc)
+
+
+async def _queued(events: AsyncIterator[object]) -> object | None:
+    """The next event if one is queued already, else None, without waiting.
+
+    Not ``Subscription.next_event(timeout=...)``: it uses ``asyncio.wait_for``, which on
+    Python 3.11 can swallow a cancellation that arrives as an item does, and under a
+    steady stream the collector then never stops. ``asyncio.timeout(0)`` expires on the
+    next loop iteration, and a queue that has an item returns it without suspending.
+    """
+    try:
+        async with asyncio.timeout(0):
+            return await anext(events)
+    except TimeoutError:
+        return None
 
 
 class _HeartBeat:

@@ -7,10 +7,12 @@ import contextlib
 from collections import Counter
 from collections.abc import Callable
 
+from asyncua import ua
+
 from edge.opcua.collector import check_source
 from edge.simulator.timeline import StateInterval
 from edge.sink import MemorySink
-from tests.fix_opcua import SIM_NS, MakeSimulator, running, scenario, source_config
+from tests.fix_opcua import SIM_NS, START, MakeSimulator, running, scenario, source_config
 from zhizao.wire import PointKind, Quality
 
 CNC = {
@@ -296,3 +298,37 @@ async def test_a_silent_subscription_is_detected_by_the_heartbeat_and_rebuilt(
             await clock
     assert run.collector.sessions == 2
     assert "silent" in str(run.collector.health.last_error)
+
+
+async def test_the_collector_stops_when_cancelled_during_a_steady_stream(
+    simulator: MakeSimulator,
+) -> None:
+    sim = await simulator(scenario([CNC], duration="8h"))
+    node = {
+        "device": "CNC-101",
+        "kind": "metric",
+        "name": "speed",
+        "browse_path": "Machines/CNC-101/SpindleSpeed",
+    }
+    stop = asyncio.Event()
+
+    async def write_forever() -> None:
+        value = 0.0
+        while not stop.is_set():
+            value += 1
+            await sim.server.write("CNC-101.SpindleSpeed", value, ua.VariantType.Double, START)
+            await asyncio.sleep(0)
+
+    writer = asyncio.create_task(write_forever())
+    try:
+        async with running(source_config(sim.server.endpoint, [node])) as run:
+            await run.sink.wait_for(500)
+            run.task.cancel()
+            # A cancellation that coincides with a queued value must not be lost.
+            async with asyncio.timeout(30):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run.task
+            assert run.task.cancelled()
+    finally:
+        stop.set()
+        await writer
