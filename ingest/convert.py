@@ -46,6 +46,7 @@ from zhizao.wire import (
     EdgeStatus,
     Point,
     PointKind,
+    Quality,
     StateClass,
     decode_batch,
     decode_status,
@@ -193,7 +194,7 @@ class Converter:
         await self._points(msg.topic, decoded, edge, received, out)
         return out
 
-    async def _points(  # noqa: PLR0912 - one branch per point kind and per check
+    async def _points(  # noqa: PLR0912, PLR0915 - one branch per point kind and check
         self, topic: str, decoded: DecodedBatch, edge: EdgeRef, received: int, out: Converted
     ) -> None:
         batch = decoded.batch
@@ -228,6 +229,7 @@ class Converter:
         add_metric = facts.metrics.append
         qualities = QUALITY_CODES
         metric_kind = PointKind.METRIC
+        good = Quality.GOOD
         for index, point in zip(original_index, batch.points, strict=True):
             device_id = devices.get(point.device)
             if device_id is None:
@@ -258,8 +260,10 @@ class Converter:
                     mid = metric_ids[point.name]
                 # A plain tuple: a NamedTuple's Python-level __new__ costs more than the
                 # rest of the loop body. Same shape, so the writer cannot tell.
-                value = float(point.value)
-                add_metric(cast(MetricRow, (device_id, mid, ts, value, qualities[point.quality])))
+                # Identity test first: hashing an Enum member for the dict runs Python code.
+                quality = point.quality
+                q = 0 if quality is good else qualities[quality]
+                add_metric(cast(MetricRow, (device_id, mid, ts, float(point.value), q)))
             elif kind is PointKind.STATE:
                 facts.states.append(
                     StateRow(

@@ -14,7 +14,6 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from ingest.settings import IngestSettings, ingest_settings
-from tests.fix_mqtt import Mosquitto
 from zhizao.codes import make_credit_code
 from zhizao.registry import Device, DeviceType, EdgeGateway, Enterprise, Region
 from zhizao.storage.connection import connect
@@ -105,20 +104,6 @@ def batch_payload(
             ],
         }
     ).encode()
-
-
-def persist_as_root(broker: Mosquitto) -> None:
-    """Make a test-owned Mosquitto's persistence work when the tests run as root.
-
-    Mosquitto started as root drops to the ``mosquitto`` user, which cannot write
-    its persistence file into the root-owned temporary folder: every autosave fails
-    and a restart loses the queued messages. ``user root`` keeps it as root.
-    """
-    import os
-
-    if os.geteuid() == 0 and "user root" not in broker.extra_config:
-        broker.extra_config += "user root\n"
-        broker.restart()
 
 
 class Publisher:

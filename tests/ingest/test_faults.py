@@ -24,7 +24,6 @@ from tests.ingest.support import (
     Publisher,
     Worker,
     data_messages,
-    persist_as_root,
     register,
     scalar,
     wait_for_count,
@@ -172,7 +171,6 @@ async def test_postgres_stopped_mid_stream(pg_cluster: PgCluster, own_mosquitto:
 
 
 async def test_broker_restarted_mid_stream(db_url: str, own_mosquitto: Mosquitto) -> None:
-    persist_as_root(own_mosquitto)
     factories = await register(db_url)
     messages, points = 200, 20
     settings = worker_settings(db_url, own_mosquitto.url, batch_max_messages=10)
