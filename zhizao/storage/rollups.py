@@ -122,15 +122,21 @@ def _local_midnight_ms(day: date, zone: ZoneInfo) -> int:
 
 def check_zone(name: str) -> ZoneInfo:
     """The zone, if every UTC offset it has used lately is a whole number of hours."""
-    zone = _zone(name)
-    probe = datetime(2020, 1, 1, tzinfo=zone)
+    if not _whole_hours(name):
+        raise InvalidValue(
+            "time_zone", name, "rollups need a whole-hour UTC offset (local days of hours)"
+        )
+    return _zone(name)
+
+
+@cache
+def _whole_hours(name: str) -> bool:
+    probe = datetime(2020, 1, 1, tzinfo=_zone(name))
     for month in range(0, 12 * 10, 3):
         offset = (probe + timedelta(days=30 * month)).utcoffset()
         if offset is not None and offset.total_seconds() % 3600:
-            raise InvalidValue(
-                "time_zone", name, "rollups need a whole-hour UTC offset (local days of hours)"
-            )
-    return zone
+            return False
+    return True
 
 
 async def device_infos(conn: Conn, ids: Sequence[int] | None) -> dict[int, DeviceInfo]:
