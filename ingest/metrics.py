@@ -94,6 +94,8 @@ class IngestMetrics:
         )
         # Raw lag samples (seconds) for benchmarks; bounded, so memory stays flat.
         self.lag_samples: deque[float] = deque(maxlen=200_000)
+        #: Port the health endpoint listens on (when enabled), for embedding processes.
+        self.health_port: int | None = None
         self.messages_received_count = 0  # cheap to read in the socket loop
         self.messages_acked = 0
         self.points_committed = 0

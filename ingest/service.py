@@ -264,6 +264,7 @@ async def run_ingest(
     if settings.health_port is not None:
         health = HealthServer(metrics, status, settings.health_host, settings.health_port)
         await health.start()
+        metrics.health_port = health.port
     metrics.database_ok.set(1)
     log.info("ingest starting", client_id=settings.client_id, shared_group=settings.shared_group,
              protocol=settings.mqtt_protocol)

@@ -128,6 +128,10 @@ async def test_kill_9_mid_stream_then_restart(
         assert killed_at < expected
         assert await scalar(db_url, DISTINCT_ROWS) == expected
         assert await scalar(db_url, "SELECT count(*) FROM dead_letter") == 0
+        # SIGTERM: a clean stop, exit status 0.
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.wait, 60) == 0
+        assert b"ingest stopped" in log.read_bytes()
     finally:
         worker.kill()
         worker.wait(timeout=30)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from tests.fix_mqtt import Mosquitto
@@ -85,6 +86,39 @@ async def test_same_batch_twice_is_stored_once(db_url: str, own_mosquitto: Mosqu
         )
         assert replays == 10
         assert worker.metrics.rows_duplicate._value.get() == 500
+    finally:
+        publisher.close()
+        await worker.close()
+
+
+async def _get(port: int, path: str) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def test_health_and_metrics_endpoint(db_url: str, own_mosquitto: Mosquitto) -> None:
+    a, _ = await register(db_url)
+    worker = Worker(worker_settings(db_url, own_mosquitto.url, health_port=0))
+    await worker.connected()
+    publisher = Publisher(own_mosquitto.url)
+    try:
+        await asyncio.to_thread(publisher.publish_all, data_messages(a, range(3), 5))
+        await wait_for_count(db_url, "SELECT count(*) FROM metric_point", 15)
+        port = worker.metrics.health_port
+        assert port
+        status, body = await _get(port, "/healthz")
+        assert status == 200
+        assert json.loads(body)["broker_connected"] is True
+        status, body = await _get(port, "/metrics")
+        assert status == 200
+        assert b'zhizao_ingest_rows_written_total{table="metric_point"} 15.0' in body
+        assert b"zhizao_ingest_commit_seconds_bucket" in body
+        assert b"zhizao_ingest_lag_seconds_count 3.0" in body
     finally:
         publisher.close()
         await worker.close()
