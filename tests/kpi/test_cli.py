@@ -74,6 +74,14 @@ def test_rollup_then_kpi_commands(db_url: str) -> None:
     assert result.exit_code == 0, result.output
     assert "stored 2 calendar" in result.output
 
+    result = runner.invoke(
+        app, ["kpi", "shifts", "enterprise", ENT, "--date", day, "--db-url", db_url],
+        env={"COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "白班" in result.output
+    assert "夜班" in result.output
+
 
 def test_an_instant_without_offset_is_refused(db_url: str) -> None:
     result = CliRunner().invoke(

@@ -317,3 +317,16 @@ async def test_an_enterprise_in_a_half_hour_zone_is_skipped_not_fatal(conn: Conn
         "SELECT count(*) FROM rollup_device_hour WHERE device_id = %s", (ids["CNC-1"],)
     )
     assert await cur.fetchone() == (0,)
+
+
+async def test_oee_by_shift_gives_each_shift_of_the_day(conn: Conn) -> None:
+    from zhizao.storage.kpi import oee_by_shift
+
+    ids = await seed(conn)
+    await store_calendars(conn, [textbook.calendar(ENT)])
+    await conn.commit()
+    await write(conn, _textbook_facts(ids["CNC-1"]))
+    await run_rollups(conn, until=from_ms(textbook.day_bounds()[1]))
+    shifts = await oee_by_shift(conn, CNC1, textbook.DAY.date())
+    assert [name for name, _ in shifts] == ["早班"]
+    assert _rounded(shifts[0][1].result) == textbook.EXPECTED

@@ -27,6 +27,7 @@ from zhizao.storage.kpi import (
     nc_rates,
     networking_evidence,
     networking_rates,
+    oee_by_shift,
     oee_for_days,
     oee_for_interval,
     period_days,
@@ -54,6 +55,10 @@ def _pct(value: float | None) -> str:
 
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:,.2f} h"
+
+
+def _instant(value: date | datetime) -> str:
+    return value.isoformat(timespec="minutes") if isinstance(value, datetime) else str(value)
 
 
 def _day(value: str | None, option: str) -> date | None:
@@ -101,6 +106,39 @@ def print_oee(report: OeeReport) -> None:
             per.add_row(d.enterprise, f"{d.device} {d.name}", _pct(o.availability),
                         _pct(o.performance), _pct(o.quality), _pct(o.oee))  # fmt: skip
         console.print(per)
+
+
+@app.command("shifts")
+def shifts_command(
+    level: Level = typer.Argument(..., help="device, line or enterprise"),
+    code: str = typer.Argument(..., help="Device or line code, or credit code."),
+    enterprise: str | None = typer.Option(None, help="Credit code (for a device or a line)."),
+    on: str | None = typer.Option(None, "--date", help="The local day the shifts start on."),
+    db_url: DbUrlOption = None,
+) -> None:
+    """OEE of every shift of a day side by side (班次对比)."""
+    url = db_settings(db_url).url
+    try:
+        anchor = _day(on, "--date") or datetime.now(UTC).date()
+        rows = _with_conn(
+            url, lambda conn: oee_by_shift(conn, OeeScope(level, code, enterprise), anchor)
+        )
+    except ZhizaoError as exc:
+        raise fail(exc) from exc
+    table = Table(
+        "班次 shift", "开始 start", "结束 end", "A", "P", "Q", "OEE", "离线 offline",
+        title=f"按班次 OEE by shift — {level} {code} {anchor}",
+    )  # fmt: skip
+    for name, report in rows:
+        r = report.result
+        table.add_row(
+            name, _instant(report.start), _instant(report.end),
+            _pct(r.availability), _pct(r.performance), _pct(r.quality), _pct(r.oee),
+            _hours(r.components.offline_s),
+        )  # fmt: skip
+    console.print(table)
+    if not rows:
+        console.print("没有班次日历或当天无班次 no shift calendar, or no shift starts that day")
 
 
 @app.command("oee")

@@ -433,10 +433,11 @@ async def networking_evidence(
     return out
 
 
-async def shift_interval(
-    conn: Conn, enterprise: str, line: str | None, day: date, shift: str
-) -> tuple[datetime, datetime]:
-    """The window of the named shift starting on local ``day`` under the applicable calendar."""
+async def shift_windows(
+    conn: Conn, enterprise: str, line: str | None, day: date
+) -> list[tuple[str, datetime, datetime]]:
+    """(name, start, end) of every shift starting on local ``day`` under the applicable
+    calendar (the line's, else the enterprise's); empty without a calendar."""
     cur = await conn.execute(
         "SELECT time_zone FROM enterprise WHERE credit_code = %s", (enterprise,)
     )
@@ -452,12 +453,49 @@ async def shift_interval(
     calendars = [ShiftCalendar.model_validate(r[0]) for r in await cur.fetchall()]
     calendar = calendar_for(calendars, enterprise, line)
     if calendar is None:
-        raise InvalidValue("shift", shift, "the enterprise has no shift calendar")
+        return []
     start = to_ms(datetime.combine(day, datetime.min.time(), tzinfo=zone))
-    for inst in shift_instances(calendar, zone, start, start + 86_400_000):
-        if inst.name == shift and inst.day == day:
-            return from_ms(inst.start_ms), from_ms(inst.end_ms)
-    raise InvalidValue("shift", shift, f"does not run on {day.isoformat()} in {calendar.name!r}")
+    return [
+        (inst.name, from_ms(inst.start_ms), from_ms(inst.end_ms))
+        for inst in shift_instances(calendar, zone, start, start + 86_400_000)
+        if inst.day == day
+    ]
+
+
+async def shift_interval(
+    conn: Conn, enterprise: str, line: str | None, day: date, shift: str
+) -> tuple[datetime, datetime]:
+    """The window of the named shift starting on local ``day``."""
+    for name, start, end in await shift_windows(conn, enterprise, line, day):
+        if name == shift:
+            return start, end
+    raise InvalidValue("shift", shift, f"has no shift of that name on {day.isoformat()}")
+
+
+async def oee_by_shift(conn: Conn, scope: OeeScope, day: date) -> list[tuple[str, OeeReport]]:
+    """OEE of each shift starting on ``day`` ("why did OEE drop on night shift?").
+
+    For a device, line or enterprise: the calendar is the line's (a device's line) or
+    the enterprise's.
+    """
+    if scope.level in (Level.CLUSTER, Level.REGION):
+        raise InvalidValue("level", str(scope.level), "shifts belong to one enterprise")
+    enterprise = scope.code if scope.level is Level.ENTERPRISE else scope.enterprise
+    if enterprise is None:
+        raise InvalidValue("enterprise", None, f"a {scope.level} scope needs its enterprise")
+    line: str | None = scope.code if scope.level is Level.LINE else None
+    if scope.level is Level.DEVICE:
+        cur = await conn.execute(
+            "SELECT l.code FROM device d JOIN enterprise e ON e.id = d.enterprise_id"
+            " LEFT JOIN line l ON l.id = d.line_id WHERE e.credit_code = %s AND d.code = %s",
+            (enterprise, scope.code),
+        )
+        row = await cur.fetchone()
+        line = None if row is None or row[0] is None else str(row[0])
+    return [
+        (name, await oee_for_interval(conn, scope, start, end))
+        for name, start, end in await shift_windows(conn, enterprise, line, day)
+    ]
 
 
 async def group_names(conn: Conn, group_by: GroupBy) -> dict[str, str]:
