@@ -1,0 +1,85 @@
+"""The shipped ACL template ties each edge's credentials to its own topics."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from tests.fix_mqtt import free_port, wait_for_port
+from tests.ingest.support import ENT_A, ENT_B
+from zhizao.wire import data_topic, subscription_filter
+
+ACL = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "acl.template"
+USERS = {
+    f"{ENT_A}/edge/edge-a": "secret-a",
+    f"{ENT_B}/edge/edge-b": "secret-b",
+    "zhizao-ingest": "secret-ingest",
+}
+
+
+@pytest.fixture
+def acl_broker(tmp_path: Path) -> Iterator[int]:
+    if shutil.which("mosquitto_passwd") is None:
+        pytest.fail("mosquitto_passwd is required (package mosquitto)")
+    passwd = tmp_path / "passwd"
+    passwd.touch()
+    for user, password in USERS.items():
+        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True)
+    port = free_port()
+    config = tmp_path / "mosquitto.conf"
+    user_line = "user root\n" if subprocess.run(["id", "-u"], capture_output=True,
+                                                 text=True).stdout.strip() == "0" else ""
+    config.write_text(
+        f"{user_line}listener {port} 127.0.0.1\nallow_anonymous false\n"
+        f"password_file {passwd}\nacl_file {ACL}\n"
+    )
+    process = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto",
+                                "-c", str(config)])
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def _client(port: int, user: str) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=user.replace("/", "_"),
+                         protocol=MQTTProtocolVersion.MQTTv5)
+    client.username_pw_set(user, USERS[user])
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+def test_an_edge_publishes_only_on_its_own_topics(acl_broker: int) -> None:
+    received: list[str] = []
+    subscribed = threading.Event()
+    ingest = _client(acl_broker, "zhizao-ingest")
+    ingest.on_message = lambda c, u, m: received.append(m.topic)
+    ingest.on_subscribe = lambda *args: subscribed.set()
+    ingest.subscribe(f"$share/ingest/{subscription_filter('data')}", qos=1)
+    assert subscribed.wait(10)
+    edge_a = _client(acl_broker, f"{ENT_A}/edge/edge-a")
+    try:
+        own = data_topic(ENT_A, "edge-a")
+        # Mosquitto drops unauthorised publishes silently (QoS 1 still acknowledged),
+        # so publish the forbidden ones first and the allowed one last.
+        for topic in (data_topic(ENT_B, "edge-b"), data_topic(ENT_A, "edge-other"), own):
+            edge_a.publish(topic, b"{}", qos=1).wait_for_publish(10)
+        deadline = threading.Event()
+        for _ in range(100):
+            if own in received:
+                break
+            deadline.wait(0.1)
+        assert received == [own]
+    finally:
+        edge_a.loop_stop()
+        ingest.loop_stop()
