@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -34,8 +35,8 @@ def acl_broker(tmp_path: Path) -> Iterator[int]:
         subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True)
     port = free_port()
     config = tmp_path / "mosquitto.conf"
-    user_line = "user root\n" if subprocess.run(["id", "-u"], capture_output=True,
-                                                 text=True).stdout.strip() == "0" else ""
+    # As root, Mosquitto would drop to its own user, which cannot read the temporary files.
+    user_line = "user root\n" if os.geteuid() == 0 else ""
     config.write_text(
         f"{user_line}listener {port} 127.0.0.1\nallow_anonymous false\n"
         f"password_file {passwd}\nacl_file {ACL}\n"
