@@ -14,7 +14,7 @@ from zhizao.storage.connection import connect
 from zhizao.storage.rollups import RollupReport, rollup_settings, run_rollups
 
 app = typer.Typer(
-    help="Rollups of facts per device-hour and device-day (卷积汇总).", no_args_is_help=True
+    help="Rollups of facts per device-hour and device-day (预聚合汇总).", no_args_is_help=True
 )
 
 
