@@ -218,9 +218,11 @@ async def drain(url: str, broker: Mosquitto, messages: list[bytes], points: int,
         out = Path(tempfile.gettempdir()) / f"bench_ingest_{label}.txt"
         out.write_text(profiler.output_text(unicode=False, color=False, show_all=False))
         print(f"  profile written to {out}")
+    commit_s = metrics.registry.get_sample_value("zhizao_ingest_commit_seconds_sum") or 0.0
     stop.set()
     await task
     return {"points_per_s": expected / elapsed, "messages_per_s": count / elapsed,
+            "commit_share": commit_s / elapsed,
             "seconds": elapsed, "peak_rss_mb": peak, "rss_growth_mb": peak - baseline}
 
 
@@ -321,7 +323,8 @@ async def main() -> None:
               f" ({batched['messages_per_s']:,.0f} msg/s, {batched['seconds']:.1f} s,"
               f" RSS peak {batched['peak_rss_mb']:.0f} MB, +{batched['rss_growth_mb']:.0f} MB"
               " while draining) = "
-              f"{100 * batched['points_per_s'] / ceiling:.0f}% of the COPY ceiling")
+              f"{100 * batched['points_per_s'] / ceiling:.0f}% of the COPY ceiling;"
+              f" a commit in progress {100 * batched['commit_share']:.0f}% of the time")
         single = await drain(url, broker, [payload(s, 1) for s in range(args.single_messages)],
                              1, profile=args.profile, label="single")
         print(f"broker → committed, 1 point/message:    {single['points_per_s']:,.0f} points/s"

@@ -236,10 +236,13 @@ class BatchWriter:
 
     async def _track(self, conn: Conn, seqs: dict[int, list[int]]) -> list[SequenceEvent]:
         states = await lock_sequence_state(conn, seqs.keys())
+        before = {pk: list(state.gaps) for pk, state in states.items()}
         events: list[SequenceEvent] = []
         for pk in sorted(seqs):
             events.extend(classify(pk, states[pk], seqs[pk]))
-        await save_sequence_state(conn, states, {pk: len(s) for pk, s in seqs.items()}, events)
+        await save_sequence_state(
+            conn, states, {pk: len(s) for pk, s in seqs.items()}, events, before=before
+        )
         return events
 
     async def _commit_whole(self, conn: Conn, batch: PendingBatch) -> CommitResult:

@@ -31,25 +31,27 @@ class EdgeSequenceState:
 
 
 async def lock_sequence_state(conn: Conn, edge_pks: Iterable[int]) -> dict[int, EdgeSequenceState]:
-    """Lock and read the sequence state of these edges (in edge order)."""
+    """Lock and read the sequence state of these edges (in edge order), in one query."""
     pks = sorted(set(edge_pks))
     if not pks:
         return {}
     cur = await conn.execute(
-        "SELECT edge_pk, high_seq FROM edge_sequence WHERE edge_pk = ANY(%s)"
-        " ORDER BY edge_pk FOR UPDATE",
+        """
+        SELECT s.edge_pk, s.high_seq,
+               ARRAY(SELECT g.first_seq FROM sequence_gap g WHERE g.edge_pk = s.edge_pk
+                     ORDER BY g.first_seq),
+               ARRAY(SELECT g.last_seq FROM sequence_gap g WHERE g.edge_pk = s.edge_pk
+                     ORDER BY g.first_seq)
+        FROM edge_sequence s WHERE s.edge_pk = ANY(%s)
+        ORDER BY s.edge_pk FOR UPDATE OF s
+        """,
         (pks,),
     )
     states = {pk: EdgeSequenceState() for pk in pks}
-    for pk, high in await cur.fetchall():
-        states[int(pk)].high = int(high)
-    cur = await conn.execute(
-        "SELECT edge_pk, first_seq, last_seq FROM sequence_gap WHERE edge_pk = ANY(%s)"
-        " ORDER BY edge_pk, first_seq",
-        (pks,),
-    )
-    for pk, first, last in await cur.fetchall():
-        states[int(pk)].gaps.append((int(first), int(last)))
+    for pk, high, firsts, lasts in await cur.fetchall():
+        state = states[int(pk)]
+        state.high = int(high)
+        state.gaps = [(int(a), int(b)) for a, b in zip(firsts, lasts, strict=True)]
     return states
 
 
@@ -58,8 +60,14 @@ async def save_sequence_state(
     states: Mapping[int, EdgeSequenceState],
     messages: Mapping[int, int],
     events: Sequence[SequenceEvent],
+    *,
+    before: Mapping[int, list[tuple[int, int]]] | None = None,
 ) -> None:
-    """Write back the state of the edges read by :func:`lock_sequence_state`."""
+    """Write back the state of the edges read by :func:`lock_sequence_state`.
+
+    ``before`` (the gaps as read) lets edges whose gaps did not change skip the gap
+    table: the common case, one statement per batch.
+    """
     pks = sorted(pk for pk, state in states.items() if state.high is not None)
     if not pks:
         return
@@ -72,15 +80,19 @@ async def save_sequence_state(
         """,
         (pks, [states[pk].high for pk in pks], [messages.get(pk, 0) for pk in pks]),
     )
-    await conn.execute("DELETE FROM sequence_gap WHERE edge_pk = ANY(%s)", (pks,))
-    gap_rows = [(pk, first, last) for pk in pks for first, last in states[pk].gaps]
-    if gap_rows:
-        gpk, gfirst, glast = (list(c) for c in zip(*gap_rows, strict=True))
-        await conn.execute(
-            "INSERT INTO sequence_gap (edge_pk, first_seq, last_seq)"
-            " SELECT * FROM unnest(%s::int4[], %s::int8[], %s::int8[])",
-            (gpk, gfirst, glast),
-        )
+    changed = [
+        pk for pk in pks if before is None or before.get(pk, []) != states[pk].gaps
+    ]
+    if changed:
+        await conn.execute("DELETE FROM sequence_gap WHERE edge_pk = ANY(%s)", (changed,))
+        gap_rows = [(pk, first, last) for pk in changed for first, last in states[pk].gaps]
+        if gap_rows:
+            gpk, gfirst, glast = (list(c) for c in zip(*gap_rows, strict=True))
+            await conn.execute(
+                "INSERT INTO sequence_gap (edge_pk, first_seq, last_seq)"
+                " SELECT * FROM unnest(%s::int4[], %s::int8[], %s::int8[])",
+                (gpk, gfirst, glast),
+            )
     if events:
         epk, kind, efirst, elast = (list(c) for c in zip(*events, strict=True))
         await conn.execute(
