@@ -86,6 +86,7 @@ SERVER_CURRENT_TIME = ua.NodeId.from_string(f"i={ObjectIds.Server_ServerStatus_C
 OBJECTS_FOLDER = ua.NodeId.from_string(f"i={ObjectIds.ObjectsFolder}")
 _TRANSLATE_CHUNK = 1000
 _MAX_BATCH_EVENTS = 1000
+_ITEMS_PER_REQUEST = 500
 _DISCONNECT_TIMEOUT_S = 5.0
 
 
@@ -201,7 +202,7 @@ class OpcUaCollector:
         delay = self.config.reconnect.initial_s
         try:
             while True:
-                started = time.monotonic()
+                points_before = self._health.points_read
                 try:
                     await self._session(sink)
                 except SessionLost as exc:
@@ -212,8 +213,8 @@ class OpcUaCollector:
                     self._health.connected = False
                     await self._drop_client()
                 await self._set_connectivity(sink, online=False)
-                if time.monotonic() - started > 2 * self.config.reconnect.max_s:
-                    # The session lived a long time: this is a fresh failure.
+                if self._health.points_read > points_before:
+                    # The session worked: this is a fresh failure, start the backoff over.
                     delay = self.config.reconnect.initial_s
                 log.info("OPC UA %s: reconnecting in %.1f s", self.config.name, delay)
                 await asyncio.sleep(delay)
@@ -294,7 +295,12 @@ class OpcUaCollector:
             owners.append(target)
         handles: dict[int, Target | None] = {}
         retry: list[tuple[ua.MonitoredItemCreateRequest, Target]] = []
-        results = await subscription.create_monitored_items(requests)
+        results: list[int | ua.StatusCode] = []
+        # In chunks: a server needs a while for thousands of items, and one request
+        # that outlives the request timeout would cost the whole session.
+        for start in range(0, len(requests), _ITEMS_PER_REQUEST):
+            chunk = requests[start : start + _ITEMS_PER_REQUEST]
+            results += await subscription.create_monitored_items(chunk)
         for request, owner, result in zip(requests, owners, results, strict=True):
             handle = request.RequestedParameters.ClientHandle
             if not isinstance(result, ua.StatusCode):
@@ -397,7 +403,11 @@ class OpcUaCollector:
         seen: dict[str, tuple[str, Any, Any]] = {}
         while True:
             try:
-                values = await client.read_attributes(nodes, AttributeIds.Value)
+                values: list[ua.DataValue] = []
+                for start in range(0, len(nodes), _ITEMS_PER_REQUEST):
+                    values += await client.read_attributes(
+                        nodes[start : start + _ITEMS_PER_REQUEST], AttributeIds.Value
+                    )
             except (UaError, TimeoutError, ConnectionError, OSError) as exc:
                 raise SessionLost(f"poll failed: {exc!r}") from exc
             batch: list[Point] = []
@@ -962,10 +972,11 @@ async def check_source(
         readable = [t for t in targets if t.node_id is not None]
         values: list[ua.DataValue] = []
         if readable:
-            values = await client.read_attributes(
-                [client.get_node(t.node_id) for t in readable if t.node_id is not None],
-                AttributeIds.Value,
-            )
+            nodes = [client.get_node(t.node_id) for t in readable if t.node_id is not None]
+            for start in range(0, len(nodes), _ITEMS_PER_REQUEST):
+                values += await client.read_attributes(
+                    nodes[start : start + _ITEMS_PER_REQUEST], AttributeIds.Value
+                )
         read = dict(zip((t.label for t in readable), values, strict=True))
         namespaces = await client.get_namespace_array()
         checks: list[NodeCheck] = []
