@@ -39,9 +39,6 @@ class IngestMetrics:
             ["level"],
             registry=r,
         )
-        self.dead_letters_replayed = Counter(
-            "zhizao_ingest_dead_letters_replayed", "Dead letters replayed successfully", registry=r
-        )
         self.sequence_gaps = Counter(
             "zhizao_ingest_sequence_gap_messages",
             "Sequence numbers skipped by edges (messages possibly lost)",

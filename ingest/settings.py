@@ -49,7 +49,7 @@ class IngestSettings(BaseSettings):
     #: this many buffered messages instead.
     max_inflight: int = Field(default=4000, ge=1, le=65535)
     #: A batch is committed when it holds this many points ...
-    batch_max_points: int = Field(default=20_000, ge=1)
+    batch_max_points: int = Field(default=50_000, ge=1)
     #: ... or this many messages ...
     batch_max_messages: int = Field(default=2_000, ge=1)
     #: ... or when its first message has waited this long.

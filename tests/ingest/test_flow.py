@@ -122,3 +122,22 @@ async def test_health_and_metrics_endpoint(db_url: str, own_mosquitto: Mosquitto
     finally:
         publisher.close()
         await worker.close()
+
+
+async def test_mqtt_311_uses_a_persistent_session(db_url: str, own_mosquitto: Mosquitto) -> None:
+    """The demo's broker speaks 3.1.1: no shared subscription, a persistent session."""
+    a, _ = await register(db_url)
+    settings = worker_settings(db_url, own_mosquitto.url, mqtt_protocol="3.1.1")
+    assert settings.shared_group is None
+    worker = Worker(settings)
+    await worker.connected()
+    await worker.close()
+    # Published while the worker is away: the session queues it.
+    publisher = Publisher(own_mosquitto.url)
+    try:
+        await asyncio.to_thread(publisher.publish_all, data_messages(a, range(5), 4))
+        worker = Worker(settings)
+        await wait_for_count(db_url, "SELECT count(*) FROM metric_point", 20)
+    finally:
+        publisher.close()
+        await worker.close()
