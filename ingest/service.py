@@ -67,8 +67,17 @@ class Pipeline:
 
     async def run(self, stop: asyncio.Event) -> None:
         committer = asyncio.create_task(self._commit_loop(), name="ingest-committer")
+        filler = asyncio.create_task(self._fill_loop(stop), name="ingest-filler")
+        # If the committer dies (a bug, not the database: that is retried), the filler
+        # would wait for it forever: fail the worker instead, loudly.
+        await asyncio.wait((filler, committer), return_when=asyncio.FIRST_COMPLETED)
+        if committer.done() and not filler.done():
+            filler.cancel()
+            await asyncio.gather(filler, return_exceptions=True)
+            committer.result()  # raises what killed it
+            raise RuntimeError("the committer stopped before the filler")
         try:
-            await self._fill_loop(stop)
+            filler.result()
         finally:
             if not committer.done():
                 await self._queue.put(None)
