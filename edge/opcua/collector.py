@@ -91,7 +91,10 @@ _DISCONNECT_TIMEOUT_S = 5.0
 
 
 def default_client(endpoint: str, timeout: float) -> Client:
-    return Client(endpoint, timeout=timeout)
+    # asyncua probes the server every watchdog interval and gives the probe that long;
+    # at its default (1 s) a server busy with a large TranslateBrowsePaths or
+    # CreateMonitoredItems request looks dead. Our heartbeat watches the data path.
+    return Client(endpoint, timeout=timeout, watchdog_intervall=max(timeout, 1.0))
 
 
 def wall_clock_ms() -> int:
