@@ -1,0 +1,94 @@
+"""From OPC UA DataValues to wire Points: quality, timestamps, states, counters (no network)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from asyncua import ua
+
+from edge.opcua.collector import OpcUaCollector, Target, build_targets, quality_of
+from tests.fix_opcua import source_config
+from zhizao.wire import PointKind, Quality
+
+SOURCE = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+SERVER = datetime(2026, 3, 2, 8, 0, 1, tzinfo=UTC)
+RECEIPT_MS = 1_772_438_400_000
+
+
+def value(raw: Any, status: int = 0, *, source: datetime | None = SOURCE) -> ua.DataValue:
+    return ua.DataValue(
+        ua.Variant(raw),
+        StatusCode=ua.StatusCode(status),
+        SourceTimestamp=cast(ua.DateTime, source),
+        ServerTimestamp=cast(ua.DateTime, SERVER),
+    )
+
+
+def collector(node: dict[str, Any], **fields: Any) -> tuple[OpcUaCollector, Target]:
+    config = source_config("opc.tcp://127.0.0.1:4840", [node], **fields)
+    return OpcUaCollector(config, clock=lambda: RECEIPT_MS), build_targets(config)[0]
+
+
+METRIC = {"device": "CNC-1", "kind": "metric", "name": "speed", "node": "nsu=u;s=speed"}
+
+
+def test_status_code_severity_is_the_quality() -> None:
+    assert quality_of(ua.StatusCode(ua.StatusCodes.Good)) is Quality.GOOD
+    assert quality_of(ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue)) is Quality.UNCERTAIN
+    assert quality_of(ua.StatusCode(ua.StatusCodes.BadSensorFailure)) is Quality.BAD
+
+
+def test_uncertain_values_flow_marked_and_bad_ones_are_reported() -> None:
+    reader, target = collector(METRIC)
+    (point,) = reader._convert(target, value(12.5, ua.StatusCodes.UncertainLastUsableValue))
+    assert (point.value, point.quality) == (12.5, Quality.UNCERTAIN)
+    assert reader._convert(target, value(None, ua.StatusCodes.BadSensorFailure)) == []
+    assert "BadSensorFailure" in reader.node_errors["nodes.0"]
+    reader._convert(target, value(13.0))
+    assert "nodes.0" not in reader.node_errors  # recovered
+
+
+def test_timestamp_choices() -> None:
+    for choice, expected in (
+        ("source", int(SOURCE.timestamp() * 1000)),
+        ("server", int(SERVER.timestamp() * 1000)),
+        ("receipt", RECEIPT_MS),
+    ):
+        reader, target = collector(METRIC, timestamp=choice)
+        (point,) = reader._convert(target, value(1.0))
+        assert point.ts == expected, choice
+    reader, target = collector(METRIC)
+    (point,) = reader._convert(target, value(1.0, source=None))
+    assert point.ts == int(SERVER.timestamp() * 1000)  # no source time: the server's
+
+
+def test_hand_mapped_state_and_unknown_raw_values() -> None:
+    node = {
+        "device": "P-1",
+        "kind": "state",
+        "name": "state",
+        "node": "nsu=u;s=status",
+        "state_map": {0: "PLANNED_STOP", 1: "RUNNING", 4: "UNPLANNED_STOP"},
+    }
+    reader, target = collector(node)
+    (point,) = reader._convert(target, value(1))
+    assert (point.kind, point.value, point.raw) == (PointKind.STATE, "RUNNING", "1")
+    assert reader._convert(target, value(9)) == []
+    assert "9" in reader.node_errors["nodes.0"]
+
+
+def test_counter_totals_become_increments() -> None:
+    node = {
+        "device": "P-1",
+        "kind": "count",
+        "name": "good",
+        "node": "nsu=u;s=count",
+        "counter_bits": 16,
+    }
+    reader, target = collector(node)
+    assert reader._convert(target, value(65_530)) == []  # the baseline
+    (point,) = reader._convert(target, value(3))  # wrapped
+    assert (point.kind, point.name, point.value) == (PointKind.COUNT, "good", 9)
+    assert reader._convert(target, value("many")) == []
+    assert "not an integer" in reader.node_errors["nodes.0"]
