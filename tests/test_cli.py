@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -112,22 +113,27 @@ def test_registry_show_lists_enterprises(db_url: str) -> None:
     assert "北仑区" in out
 
 
-def test_demo_runs_on_embedded_postgresql(tmp_path: Path) -> None:
-    """The README's first command, minus the install: embedded PostgreSQL, migrate,
-    import the sample ledger, print, stop."""
+def test_demo_runs_the_whole_platform_on_embedded_defaults(tmp_path: Path) -> None:
+    """The README's first command, minus the install: embedded PostgreSQL and broker,
+    the sample ledger, a simulated factory through edge and ingest, KPIs at the end."""
     env = {k: v for k, v in os.environ.items() if k != "ZHIZAO_DB_URL"}
     env["ZHIZAO_DEMO_HOME"] = str(tmp_path / "demo")
     env["COLUMNS"] = "200"
     result = subprocess.run(
-        [sys.executable, "-m", "zhizao.cli", "demo", "--duration", "0"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr + result.stdout
-    assert "embedded PostgreSQL 18 running" in result.stdout
-    assert "schema at version" in result.stdout
-    assert "宁波" in result.stdout
-    assert (tmp_path / "demo" / "pgdata" / "PG_VERSION").exists()
+        [sys.executable, "-m", "zhizao.cli", "--log-level", "WARNING", "demo",
+         "--scenario", "smoke", "--speed", "600", "--duration", "240", "--exit"],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    out = result.stdout
+    assert result.returncode == 0, result.stderr + out
+    assert "embedded PostgreSQL running" in out
+    assert "embedded MQTT broker" in out
+    assert "宁波瑞驰" in out  # the sample ledger was imported
+    stored = re.search(r"([\d,]+) facts stored", out)
+    assert stored is not None, out
+    assert int(stored[1].replace(",", "")) > 100
+    assert "OEE 按产线 by line" in out
+    line = re.search(r"│ L1 +│ ([\d.]+)% +│ ([\d.]+)%", out)
+    assert line is not None, out  # availability and performance of line L1 were computed
+    assert "设备联网率" in out
+    assert (tmp_path / "demo" / "ground-truth-smoke.jsonl").stat().st_size > 0

