@@ -151,6 +151,17 @@ class PresetState:
 
 
 @dataclass(frozen=True, slots=True)
+class _PresetInput:
+    """One notification of a preset's input, until the batch it came in is judged."""
+
+    ts: int
+    key: str
+    raw: Any
+    quality: Quality
+    target: Target
+
+
+@dataclass(frozen=True, slots=True)
 class NodeCheck:
     """What ``zhizao edge check`` prints for one mapped variable."""
 
@@ -182,8 +193,8 @@ class OpcUaCollector:
         self.node_errors: dict[str, str] = {}
         #: counters keep their baseline across sessions (see edge.counters)
         self._counters: dict[str, CumulativeCounter] = {}
-        #: presets with new input values in the batch being taken
-        self._dirty: dict[int, tuple[PresetState, int, Quality, Target]] = {}
+        #: preset inputs of the batch being taken, in arrival order
+        self._pending: list[_PresetInput] = []
         self._client: Client | None = None
         self._lost: asyncio.Event | None = None
         self._devices_online: bool | None = None
@@ -520,48 +531,60 @@ class OpcUaCollector:
         ]
 
     def _preset_point(self, target: Target, raw: Any, ts: int, quality: Quality) -> list[Point]:
-        """Record one input; the state is computed in _flush_presets after the batch.
+        """Queue one input; states are computed in _flush_presets after the batch.
 
         A machine changes MachineryItemState and MachineryOperationMode together, but
-        they arrive as two notifications: judging after the first would emit a state
-        the machine never was in (SETUP → RUNNING passing through IDLE).
+        they arrive as separate notifications, and a publish lists them grouped by
+        item, not by time. Judging after each one would emit states the machine never
+        was in (SETUP → RUNNING passing through IDLE); so the batch's inputs are
+        replayed in source-time order and a state is judged once per instant.
         """
-        preset = target.preset
-        if preset is None or target.preset_key is None:
-            return []
-        preset.values[target.preset_key] = raw
-        previous = self._dirty.get(id(preset))
-        if previous is None or previous[1] <= ts:
-            self._dirty[id(preset)] = (preset, ts, quality, target)
+        if target.preset is not None and target.preset_key is not None:
+            self._pending.append(_PresetInput(ts, target.preset_key, raw, quality, target))
         return []
 
     def _flush_presets(self) -> list[Point]:
         points: list[Point] = []
-        dirty, self._dirty = self._dirty, {}
-        for preset, ts, quality, target in dirty.values():
-            if not preset.expected <= preset.values.keys():
-                continue  # wait for every input, or a half-known state would be emitted
-            state, text = preset_state(preset.mapping.preset, preset.values)
-            if state is None:
-                self._node_error(
-                    target, f"{preset.mapping.preset.value} state {text} not understood"
-                )
+        # sorted() is stable: inputs of one instant keep their arrival order.
+        pending, self._pending = sorted(self._pending, key=lambda item: item.ts), []
+        for index, item in enumerate(pending):
+            preset = item.target.preset
+            if preset is None:
                 continue
-            if state is preset.last:
-                continue
-            preset.last = state
-            points.append(
-                Point(
-                    device=preset.mapping.device,
-                    ts=ts,
-                    kind=PointKind.STATE,
-                    name=preset.mapping.name,
-                    value=state.value,
-                    quality=quality,
-                    raw=text[:256],
-                )
-            )
+            preset.values[item.key] = item.raw
+            following = pending[index + 1] if index + 1 < len(pending) else None
+            if (
+                following is not None
+                and following.ts == item.ts
+                and following.target.preset is preset
+            ):
+                continue  # another input of this preset at the same instant
+            point = self._judge(preset, item.target, item.ts, item.quality)
+            if point is not None:
+                points.append(point)
         return points
+
+    def _judge(
+        self, preset: PresetState, target: Target, ts: int, quality: Quality
+    ) -> Point | None:
+        if not preset.expected <= preset.values.keys():
+            return None  # wait for every input, or a half-known state would be emitted
+        state, text = preset_state(preset.mapping.preset, preset.values)
+        if state is None:
+            self._node_error(target, f"{preset.mapping.preset.value} state {text} not understood")
+            return None
+        if state is preset.last:
+            return None
+        preset.last = state
+        return Point(
+            device=preset.mapping.device,
+            ts=ts,
+            kind=PointKind.STATE,
+            name=preset.mapping.name,
+            value=state.value,
+            quality=quality,
+            raw=text[:256],
+        )
 
     def _expect_preset_inputs(self, targets: Iterable[Target]) -> None:
         presets: dict[int, PresetState] = {}

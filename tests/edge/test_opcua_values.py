@@ -92,3 +92,36 @@ def test_counter_totals_become_increments() -> None:
     assert (point.kind, point.name, point.value) == (PointKind.COUNT, "good", 9)
     assert reader._convert(target, value("many")) == []
     assert "not an integer" in reader.node_errors["nodes.0"]
+
+
+def test_preset_inputs_of_one_publish_are_judged_in_time_order() -> None:
+    config = source_config(
+        "opc.tcp://127.0.0.1:4840",
+        [{"preset": "machinery", "device": "CNC-1", "root": "Machines/CNC-1"}],
+    )
+    reader = OpcUaCollector(config)
+    item, mode = build_targets(config)
+    for target in (item, mode):
+        target.node_id = ua.NodeId(ua.String(target.label), ua.Int16(2))
+    reader._expect_preset_inputs([item, mode])
+
+    def at(minute: int) -> datetime:
+        return SOURCE.replace(minute=minute)
+
+    # A publish lists notifications grouped by item: all item states, then all modes.
+    # The machine went RUNNING (00) → SETUP (05) → RUNNING (10); it was never IDLE.
+    for target, raw, minute in (
+        (item, "Executing", 0),
+        (item, "NotExecuting", 5),
+        (item, "Executing", 10),
+        (mode, "Processing", 0),
+        (mode, "Setup", 5),
+        (mode, "Processing", 10),
+    ):
+        reader._convert(target, value(ua.LocalizedText(raw, "en"), source=at(minute)))
+    points = reader._flush_presets()
+    assert [(p.value, p.ts) for p in points] == [
+        ("RUNNING", int(at(0).timestamp() * 1000)),
+        ("SETUP", int(at(5).timestamp() * 1000)),
+        ("RUNNING", int(at(10).timestamp() * 1000)),
+    ]
