@@ -103,7 +103,8 @@ class Point(BaseModel):
 
     ``value`` is a finite number for metric, a non-negative integer increment for
     count, a StateClass name for state and ``online``/``offline`` for a
-    connectivity event. ``raw`` carries the source value a state was mapped from.
+    connectivity event (:func:`kind_problem`, checked when a batch is built or
+    decoded). ``raw`` carries the source value a state was mapped from.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -117,25 +118,57 @@ class Point(BaseModel):
     raw: str | None = Field(default=None, max_length=256)
     reason: str | None = Field(default=None, max_length=256)
 
-    @model_validator(mode="after")
-    def _value_fits_kind(self) -> Point:
-        value = self.value
-        if self.kind is PointKind.METRIC:
-            if isinstance(value, str):
-                raise ValueError("a metric value must be a number or a boolean")
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError("a metric value must be finite (no NaN or infinity)")
-        elif self.kind is PointKind.COUNT:
-            if self.name not in CountName.__members__.values():
-                raise ValueError("a count name must be 'good' or 'reject'")
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError("a count value must be a non-negative integer increment")
-        elif self.kind is PointKind.STATE:
-            if value not in StateClass.__members__.values():
-                raise ValueError(f"a state value must be one of {', '.join(StateClass)}")
-        elif self.name == CONNECTIVITY_EVENT and value not in ("online", "offline"):
-            raise ValueError("a connectivity event value must be 'online' or 'offline'")
-        return self
+
+
+_COUNT_NAMES = frozenset(CountName.__members__.values())
+_STATE_VALUES = frozenset(StateClass.__members__.values())
+
+
+def _metric_problem(point: Point) -> str | None:
+    if isinstance(point.value, str):
+        return "a metric value must be a number or a boolean"
+    if isinstance(point.value, float) and not math.isfinite(point.value):
+        return "a metric value must be finite (no NaN or infinity)"
+    return None
+
+
+def _count_problem(point: Point) -> str | None:
+    if point.name not in _COUNT_NAMES:
+        return "a count name must be 'good' or 'reject'"
+    value = point.value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return "a count value must be a non-negative integer increment"
+    return None
+
+
+def _state_problem(point: Point) -> str | None:
+    if point.value not in _STATE_VALUES:
+        return f"a state value must be one of {', '.join(StateClass)}"
+    return None
+
+
+def _event_problem(point: Point) -> str | None:
+    if point.name == CONNECTIVITY_EVENT and point.value not in ("online", "offline"):
+        return "a connectivity event value must be 'online' or 'offline'"
+    return None
+
+
+_PROBLEMS = {
+    PointKind.METRIC: _metric_problem,
+    PointKind.COUNT: _count_problem,
+    PointKind.STATE: _state_problem,
+    PointKind.EVENT: _event_problem,
+}
+
+
+def kind_problem(point: Point) -> str | None:
+    """Why a point's value does not fit its kind, or None.
+
+    Checked once per batch in :class:`UplinkBatch`'s validator rather than per point:
+    a per-point Python validator costs a third of the decode time of a batch, and
+    ingest decodes hundreds of thousands of points a second.
+    """
+    return _PROBLEMS[point.kind](point)
 
 
 class UplinkBatch(BaseModel):
@@ -149,6 +182,14 @@ class UplinkBatch(BaseModel):
     seq: Annotated[int, Field(ge=0, strict=True)]
     sent_at: Timestamp
     points: Annotated[list[Point], Field(min_length=1, max_length=MAX_POINTS_PER_BATCH)]
+
+    @model_validator(mode="after")
+    def _values_fit_kinds(self) -> UplinkBatch:
+        for index, point in enumerate(self.points):
+            problem = kind_problem(point)
+            if problem is not None:
+                raise ValueError(f"points.{index}: {problem}")
+        return self
 
 
 class EdgeStatus(BaseModel):
@@ -264,9 +305,15 @@ def decode_batch(payload: bytes) -> DecodedBatch:
     rejected: list[RejectedPoint] = []
     for index, raw in enumerate(raw_points):
         try:
-            good.append(Point.model_validate(raw))
+            point = Point.model_validate(raw)
         except ValidationError as exc:
             rejected.append(RejectedPoint(index, _describe(exc, f"points.{index}"), raw))
+            continue
+        problem = kind_problem(point)
+        if problem is None:
+            good.append(point)
+        else:
+            rejected.append(RejectedPoint(index, f"points.{index}.value: {problem}", raw))
     if not good:
         if rejected:
             raise ContractError(f"no valid point; first: {rejected[0].reason}", path="points")

@@ -43,8 +43,7 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     test's temporary folder: persistence (and the log) would silently fail, and a
     restart would lose the test subscriber's session and what was queued for it.
     """
-    extra = "user root\n" if os.geteuid() == 0 else ""
-    own = Mosquitto(tmp_path / "broker", extra_config=extra)
+    own = Mosquitto(tmp_path / "broker")
     own.start()
     yield own
     own.kill()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -126,8 +125,8 @@ async def test_explicit_protocol_is_used(
 def secured_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """Mosquitto with a password file and an ACL that lets ``edge`` publish status only.
 
-    ``user root``: started as root, Mosquitto would drop to a user that cannot read
-    the test's temporary folder.
+    (The Mosquitto fixture runs the broker as the current user, so it can read the
+    test's temporary folder.)
     """
     folder = tmp_path / "secured"
     folder.mkdir()
@@ -138,10 +137,9 @@ def secured_broker(tmp_path: Path) -> Iterator[Mosquitto]:
         f"user edge\ntopic write {status_topic(ENTERPRISE, EDGE)}\n"
         f"topic read {status_topic(ENTERPRISE, EDGE)}\n"
     )
-    extra = "user root\n" if os.geteuid() == 0 else ""
     broker = Mosquitto(
         folder,
-        extra_config=f"{extra}allow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n",
+        extra_config=f"allow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n",
     )
     broker.start()
     yield broker
@@ -238,8 +236,7 @@ async def test_uplink_over_tls_checks_the_broker_certificate(tmp_path: Path) -> 
     folder = tmp_path / "tls"
     folder.mkdir()
     ca, cert, key = make_tls_files(folder)
-    extra = "user root\n" if os.geteuid() == 0 else ""
-    broker = Mosquitto(folder, extra_config=f"{extra}cafile {ca}\ncertfile {cert}\nkeyfile {key}\n")
+    broker = Mosquitto(folder, extra_config=f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n")
     broker.start()
     try:
         url = f"mqtts://127.0.0.1:{broker.port}"
