@@ -13,7 +13,7 @@ from edge.opcua.collector import check_source
 from edge.simulator.timeline import StateInterval
 from edge.sink import MemorySink
 from tests.fix_opcua import SIM_NS, START, MakeSimulator, running, scenario, source_config
-from zhizao.wire import PointKind, Quality
+from zhizao.wire import PointKind, Quality, StateClass
 
 CNC = {
     "code": "CNC-101",
@@ -332,3 +332,46 @@ async def test_the_collector_stops_when_cancelled_during_a_steady_stream(
     finally:
         stop.set()
         await writer
+
+
+async def test_polled_nodes_and_deadbands(simulator: MakeSimulator) -> None:
+    sim = await simulator(scenario([CNC], duration="2h"))
+    nodes = [
+        # A PLC status word read by polling, mapped by hand.
+        {
+            "device": "CNC-101",
+            "kind": "state",
+            "name": "plc",
+            "mode": "poll",
+            "poll_interval_ms": 50,
+            "node": f"nsu={SIM_NS};s=CNC-101.PlcStatus",
+            "state_map": {
+                0: "PLANNED_STOP",
+                1: "RUNNING",
+                2: "IDLE",
+                3: "SETUP",
+                4: "UNPLANNED_STOP",
+            },
+        },
+        {
+            "device": "CNC-101",
+            "kind": "metric",
+            "name": "speed",
+            "browse_path": "Machines/CNC-101/SpindleSpeed",
+            "deadband": {"type": "absolute", "value": 100},
+        },
+    ]
+    async with running(source_config(sim.server.endpoint, nodes)) as run:
+        await until(run.sink, lambda: len(states(run.sink, "CNC-101")) == 1)
+        for speed in (8000.0, 8050.0, 8099.0, 8200.0, 8250.0, 8400.0):
+            await sim.server.write("CNC-101.SpindleSpeed", speed, ua.VariantType.Double, START)
+        await until(
+            run.sink, lambda: any(p.name == "speed" and p.value == 8400.0 for p in run.sink.points)
+        )
+        await sim.server.set_state(sim.scenario.devices[0], StateClass.SETUP, START)
+        await until(run.sink, lambda: states(run.sink, "CNC-101")[-1:] == ["SETUP"])
+    speeds = [p.value for p in run.sink.points if p.name == "speed"]
+    # Changes of 100 rpm or less from the last reported value are not reported.
+    assert speeds == [8000.0, 8200.0, 8400.0]
+    # A poll reads the same value many times; only changes become points.
+    assert states(run.sink, "CNC-101") == ["RUNNING", "SETUP"]
