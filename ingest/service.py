@@ -39,7 +39,9 @@ from ingest.writer import (
     PendingBatch,
     ShutdownWhileUnavailable,
 )
+from zhizao.storage.connection import connect
 from zhizao.storage.deadletters import DeadLetterRow
+from zhizao.storage.rollups import run_rollups_periodically
 
 log = structlog.get_logger("ingest")
 
@@ -208,14 +210,19 @@ class Pipeline:
             size = event.last_seq - event.first_seq + 1
             if event.kind == "gap":
                 metrics.sequence_gaps.inc(size)
-                log.warning("sequence gap", edge_pk=event.edge_pk, first=event.first_seq,
-                            last=event.last_seq)
+                log.warning(
+                    "sequence gap",
+                    edge_pk=event.edge_pk,
+                    first=event.first_seq,
+                    last=event.last_seq,
+                )
             elif event.kind == "late":
                 metrics.sequence_late.inc(size)
             else:
                 metrics.sequence_replays.inc(size)
-        log.debug("batch committed", messages=len(batch), rows=result.rows_offered,
-                  new=result.rows_new)
+        log.debug(
+            "batch committed", messages=len(batch), rows=result.rows_offered, new=result.rows_new
+        )
 
 
 def _install_signals(stop: asyncio.Event) -> list[signal.Signals]:
@@ -228,6 +235,17 @@ def _install_signals(stop: asyncio.Event) -> list[signal.Signals]:
             continue  # not the main thread, or a platform without signals: caller stops us
         installed.append(sig)
     return installed
+
+
+def _start_rollups(settings: IngestSettings, stop: asyncio.Event) -> asyncio.Task[None] | None:
+    """The scheduled KPI rollups, when this worker runs them."""
+    if not settings.rollups:
+        return None
+    url = settings.database.url
+    return asyncio.create_task(
+        run_rollups_periodically(lambda: connect(url), settings.rollup, stop),
+        name="ingest-rollups",
+    )
 
 
 async def run_ingest(
@@ -278,10 +296,15 @@ async def run_ingest(
         await health.start()
         metrics.health_port = health.port
     metrics.database_ok.set(1)
-    log.info("ingest starting", client_id=settings.client_id, shared_group=settings.shared_group,
-             protocol=settings.mqtt_protocol)
+    log.info(
+        "ingest starting",
+        client_id=settings.client_id,
+        shared_group=settings.shared_group,
+        protocol=settings.mqtt_protocol,
+    )
     broker_task = asyncio.create_task(broker.run(stop), name="ingest-broker")
     pipeline_task = asyncio.create_task(pipeline.run(stop), name="ingest-pipeline")
+    rollup_task = _start_rollups(settings, stop)
     stop_task = asyncio.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait(
@@ -301,6 +324,9 @@ async def run_ingest(
         for task in (broker_task, pipeline_task):
             if not task.done():
                 task.cancel()
+        if rollup_task is not None:
+            rollup_task.cancel()
+            await asyncio.gather(rollup_task, return_exceptions=True)
         await broker.close()
         if health is not None:
             await health.close()
@@ -308,5 +334,8 @@ async def run_ingest(
         loop = asyncio.get_running_loop()
         for sig in signals:
             loop.remove_signal_handler(sig)
-        log.info("ingest stopped", messages_acked=metrics.messages_acked,
-                 rows_committed=metrics.points_committed)
+        log.info(
+            "ingest stopped",
+            messages_acked=metrics.messages_acked,
+            rows_committed=metrics.points_committed,
+        )

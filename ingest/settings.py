@@ -20,6 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from zhizao.settings import DatabaseSettings
+from zhizao.storage.rollups import RollupSettings
 
 
 def _default_client_id() -> str:
@@ -69,6 +70,10 @@ class IngestSettings(BaseSettings):
     health_host: str = "127.0.0.1"
     health_port: int | None = Field(default=9108, ge=0, le=65535)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    #: Run the KPI rollups on a schedule inside this worker (issue 5). Several workers
+    #: may all run them: an advisory lock lets one run at a time.
+    rollups: bool = True
+    rollup: RollupSettings = Field(default_factory=RollupSettings)
 
     @field_validator("mqtt_url")
     @classmethod

@@ -185,6 +185,8 @@ def worker_settings(db_url: str, mqtt_url: str, **overrides: Any) -> IngestSetti
         "retry_max_s": 1.0,
         "registry_miss_retry_s": 0.5,
         "keepalive_s": 10,
+        # Rollups have their own tests (tests/kpi); test_rollups_in_ingest turns them on.
+        "rollups": False,
     }
     values.update(overrides)
     return ingest_settings(**values)

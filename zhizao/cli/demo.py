@@ -60,7 +60,6 @@ from zhizao.storage.kpi import (
 from zhizao.storage.rollups import (
     rollup_settings,
     run_rollups,
-    run_rollups_periodically,
     store_calendars,
 )
 
@@ -317,16 +316,13 @@ async def _run(  # noqa: PLR0917 - one parameter per CLI option
         stack.push_async_callback(services.close)
         endpoints = Endpoints(url, broker_url, "", free_port(), free_port(),
                               demo_home() / f"ground-truth-{scenario.name}.jsonl")  # fmt: skip
+        # Ingest also runs the rollups, every 5 s here so KPIs can be queried live.
         services.spawn(run_ingest(
             ingest_settings(mqtt_url=broker_url, mqtt_protocol=protocol, shared_group=None,
                             client_id="zhizao-demo-ingest", health_port=endpoints.ingest_http,
-                            database=settings),
+                            database=settings, rollup=rollup_settings(interval_s=5)),
             stop=services.stop,
         ))  # fmt: skip
-        services.spawn(
-            run_rollups_periodically(lambda: connect(url), rollup_settings(interval_s=5),
-                                     services.stop)
-        )  # fmt: skip
         sim, edge_stop, edge = await _start_factory(services, scenario, speed, endpoints, protocol)
         console.print(
             f"[green]✓[/] simulator ({scenario.name}, {len(scenario.devices)} devices,"
