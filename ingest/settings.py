@@ -68,7 +68,7 @@ class IngestSettings(BaseSettings):
     shutdown_grace_s: float = Field(default=15.0, ge=0)
     #: Health and Prometheus endpoint; None disables it, 0 picks a free port.
     health_host: str = "127.0.0.1"
-    health_port: int | None = Field(default=9108, ge=0, le=65535)
+    health_port: int | None = Field(default=9109, ge=0, le=65535)  # the edge has 9108
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     #: Run the KPI rollups on a schedule inside this worker (issue 5). Several workers
     #: may all run them: an advisory lock lets one run at a time.

@@ -34,7 +34,7 @@ def run_command(  # noqa: PLR0917 - typer maps each option to a parameter
         str | None, typer.Option(help="Shared subscription group ('' for none).")
     ] = None,
     health_port: Annotated[
-        int | None, typer.Option(help="Port of /healthz and /metrics (default 9108).")
+        int | None, typer.Option(help="Port of /healthz and /metrics (default 9109).")
     ] = None,
 ) -> None:
     """Consume the uplink topics and store them until SIGTERM."""
