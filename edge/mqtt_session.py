@@ -45,7 +45,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from zhizao.errors import ZhizaoError
+from zhizao.errors import ConnectionReplaced, MqttError, PublishRejected
 
 log = structlog.get_logger(__name__)
 
@@ -55,18 +55,6 @@ CONNECT_TIMEOUT_S = 10.0
 #: With protocol "auto", how long an MQTT 5 CONNECT may go unanswered before the
 #: session tries 3.1.1 (until the broker has once accepted MQTT 5).
 PROBE_TIMEOUT_S = 3.0
-
-
-class MqttError(ZhizaoError):
-    """The broker refused a connection or a message, or the connection is gone."""
-
-
-class ConnectionReplaced(MqttError):
-    """The paho client was replaced (protocol fallback); its messages were not sent."""
-
-
-class PublishRejected(MqttError):
-    """The broker answered a PUBLISH with an error reason code (MQTT 5 only)."""
 
 
 class TlsConfig(BaseModel):

@@ -34,9 +34,10 @@ class MemorySink:
             self.points.extend(points)
             self._arrived.notify_all()
 
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Point]:
-        """Wait until at least ``count`` points arrived; returns all points so far."""
-        async with asyncio.timeout(timeout), self._arrived:
+    async def wait_for(self, count: int, within: float = 10.0) -> list[Point]:
+        """Wait until at least ``count`` points arrived (at most ``within`` seconds);
+        returns all points so far."""
+        async with asyncio.timeout(within), self._arrived:
             await self._arrived.wait_for(lambda: len(self.points) >= count)
         return list(self.points)
 

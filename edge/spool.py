@@ -55,7 +55,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from zhizao.errors import ZhizaoError
+from zhizao.errors import SpoolError
 from zhizao.wire import CONTRACT_VERSION, MAX_PAYLOAD_BYTES, MAX_POINTS_PER_BATCH, Point
 
 log = structlog.get_logger(__name__)
@@ -85,10 +85,6 @@ CREATE TABLE IF NOT EXISTS batches (
     points INTEGER NOT NULL
 );
 """
-
-
-class SpoolError(ZhizaoError):
-    """The spool cannot store or read points (disk full, corrupt file, wrong edge)."""
 
 
 class Durability(StrEnum):

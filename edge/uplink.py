@@ -37,16 +37,10 @@ from typing import TYPE_CHECKING
 import structlog
 from paho.mqtt.enums import MQTTProtocolVersion
 
-from edge.mqtt_session import (
-    ClientFactory,
-    MqttError,
-    MqttSession,
-    PublishRejected,
-    Will,
-    paho_client,
-)
+from edge.mqtt_session import ClientFactory, MqttSession, Will, paho_client
 from edge.spool import Spool, SpooledBatch
 from zhizao import __version__
+from zhizao.errors import MqttError, PublishRejected
 from zhizao.wire import Connectivity, EdgeStatus, data_topic, encode_status, status_topic
 
 if TYPE_CHECKING:

@@ -7,6 +7,10 @@
     ├── ConfigError             a configuration file is wrong (file, key, problem)
     ├── LedgerError             a ledger file cannot be read at all (row errors are data,
     │                           see zhizao.ledger.RowError, and never raise)
+    ├── SpoolError              the edge's disk spool cannot store or read points
+    ├── MqttError               a broker refused a connection or message, or it is gone
+    │   ├── ConnectionReplaced  the client was replaced (protocol fallback), unsent
+    │   └── PublishRejected     the broker answered a PUBLISH with an error reason code
     └── StorageError            the database refused or is unreachable
         ├── DatabaseUnavailable the server cannot be reached (retry later)
         └── MigrationError      the schema cannot be brought to the current version
@@ -64,6 +68,22 @@ class ConfigError(ZhizaoError):
 
 class LedgerError(ZhizaoError):
     """A ledger file cannot be read at all (unknown format, missing sheet or header)."""
+
+
+class SpoolError(ZhizaoError):
+    """The spool cannot store or read points (disk full, corrupt file, wrong edge)."""
+
+
+class MqttError(ZhizaoError):
+    """The broker refused a connection or a message, or the connection is gone."""
+
+
+class ConnectionReplaced(MqttError):
+    """The paho client was replaced (protocol fallback); its messages were not sent."""
+
+
+class PublishRejected(MqttError):
+    """The broker answered a PUBLISH with an error reason code (MQTT 5 only)."""
 
 
 class StorageError(ZhizaoError):

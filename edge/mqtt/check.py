@@ -18,7 +18,8 @@ import paho.mqtt.client as mqtt
 
 from edge.mqtt.config import MqttSourceConfig, TopicTemplate
 from edge.mqtt.mapping import Mapper
-from edge.mqtt_session import ClientFactory, MqttError, MqttSession, paho_client
+from edge.mqtt_session import ClientFactory, MqttSession, paho_client
+from zhizao.errors import MqttError
 
 
 @dataclass

@@ -99,7 +99,7 @@ async def test_payloads_become_points_with_device_state_counts_and_metrics(
             )
             await pub.send(topic, {"ts": T0 + 1000, "status": 4, "good_total": 13})
             # online event, state, metric; then state and an increment of 3
-            points = await sink.wait_for(5, timeout=30)
+            points = await sink.wait_for(5, within=30)
             assert collector.malformed == 0
     finally:
         pub.close()
@@ -130,7 +130,7 @@ async def test_malformed_payloads_are_counted_and_the_collector_keeps_going(
             for payload in garbage:
                 await pub.send("plant/L1/AC-01/telemetry", payload)
             await pub.send("plant/L1/AC-01/telemetry", {"ts": T0, "status": 1})
-            points = await sink.wait_for(2, timeout=30)
+            points = await sink.wait_for(2, within=30)
             assert collector.malformed == len(garbage)
             assert collector.health.errors == len(garbage)
             assert "plant/L1/AC-01/telemetry" in (collector.health.last_error or "")
@@ -147,7 +147,7 @@ async def test_silent_devices_are_reported_offline_and_back_online(
     try:
         async with collecting(config) as (_collector, sink):
             await pub.send("plant/L1/CMM-01/telemetry", {"ts": T0, "status": 1})
-            await sink.wait_for(2, timeout=30)
+            await sink.wait_for(2, within=30)
 
             def offline(device: str) -> bool:
                 return "offline" in sink.connectivity(device)
@@ -194,7 +194,7 @@ async def test_collector_works_on_amqtt_with_mqtt311() -> None:
             async with collecting(source(broker.url)) as (collector, sink):
                 for i in range(5):
                     await pub.send("plant/QC/CMM-01/telemetry", {"ts": T0 + i, "status": 1})
-                points = await sink.wait_for(6, timeout=30)
+                points = await sink.wait_for(6, within=30)
                 assert collector.session.protocol is MQTTProtocolVersion.MQTTv311
         finally:
             await asyncio.to_thread(pub.close)

@@ -64,7 +64,7 @@ async def until(sink: MemorySink, done: Callable[[], bool], within: float = 20.0
     try:
         async with asyncio.timeout(within):
             while not done():
-                await sink.wait_for(len(sink.points) + 1, timeout=within)
+                await sink.wait_for(len(sink.points) + 1, within=within)
     except TimeoutError:
         summary: Counter[object] = Counter((p.device, p.kind.value, p.name) for p in sink.points)
         for point in sink.points:

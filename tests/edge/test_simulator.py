@@ -196,7 +196,7 @@ async def test_scenario_faults_restart_the_server_and_remove_a_node(
     async with running(config) as run:
         await run.sink.wait_for(1)
         await sim.run()
-        await run.sink.wait_for(3, timeout=20)
+        await run.sink.wait_for(3, within=20)
         async with asyncio.timeout(20):
             while run.sink.connectivity("CNC-101") != ["online", "offline", "online"]:
                 await run.sink.wait_for(len(run.sink.points) + 1)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.spool import Spool, SpoolError
+from edge.spool import Spool
+from zhizao.errors import SpoolError
 from zhizao.wire import Point, PointKind, decode_batch
 
 ENTERPRISE = "91330106MA2XXXXX0Y"
