@@ -299,9 +299,7 @@ class Broker:
         client.on_socket_open = self._guard("socket_open", self._socket_open)
         client.on_socket_close = self._guard("socket_close", self._socket_close)
         client.on_socket_register_write = self._guard("register_write", self._register_write)
-        client.on_socket_unregister_write = self._guard(
-            "unregister_write", self._unregister_write
-        )
+        client.on_socket_unregister_write = self._guard("unregister_write", self._unregister_write)
         client.on_connect = self._guard("connect", self._on_connect)
         client.on_disconnect = self._guard("disconnect", self._on_disconnect)
         client.on_message = self._guard("message", self._on_message)
@@ -406,4 +404,3 @@ async def _wait_any(a: asyncio.Event, b: asyncio.Event, seconds: float) -> None:
     finally:
         for task in tasks:
             task.cancel()
-

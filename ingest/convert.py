@@ -155,7 +155,9 @@ class Converter:
         out = Converted()
 
         def reject_message(
-            reason: str, enterprise: str | None = None, edge: str | None = None,
+            reason: str,
+            enterprise: str | None = None,
+            edge: str | None = None,
             seq: int | None = None,
         ) -> Converted:
             out.dead.append(
@@ -238,8 +240,7 @@ class Converter:
                 if device_id is None:
                     reject_point(
                         index,
-                        f"device: {point.device!r} is not in the ledger of enterprise"
-                        f" {enterprise}",
+                        f"device: {point.device!r} is not in the ledger of enterprise {enterprise}",
                         point.model_dump_json(exclude_none=True).encode(),
                     )
                     continue

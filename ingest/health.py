@@ -59,8 +59,13 @@ class HealthServer:
             )
             writer.write(head.encode() + body)
             await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ConnectionError, ValueError) as exc:
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+            ValueError,
+        ) as exc:
             log.debug("health request failed", error=str(exc))
         finally:
             writer.close()

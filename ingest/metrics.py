@@ -55,11 +55,15 @@ class IngestMetrics:
             registry=r,
         )
         self.batch_points = Histogram(
-            "zhizao_ingest_batch_points", "Fact rows per committed batch", buckets=_POINTS,
+            "zhizao_ingest_batch_points",
+            "Fact rows per committed batch",
+            buckets=_POINTS,
             registry=r,
         )
         self.commit_seconds = Histogram(
-            "zhizao_ingest_commit_seconds", "Duration of a batch transaction", buckets=_SECONDS,
+            "zhizao_ingest_commit_seconds",
+            "Duration of a batch transaction",
+            buckets=_SECONDS,
             registry=r,
         )
         self.lag_seconds = Histogram(
@@ -83,7 +87,8 @@ class IngestMetrics:
             "zhizao_ingest_broker_connected", "1 while connected to the broker", registry=r
         )
         self.database_ok = Gauge(
-            "zhizao_ingest_database_ok", "1 while the last database attempt succeeded",
+            "zhizao_ingest_database_ok",
+            "1 while the last database attempt succeeded",
             registry=r,
         )
         self.inflight = Gauge(

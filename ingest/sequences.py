@@ -33,9 +33,7 @@ def _remove_from_gaps(gaps: list[tuple[int, int]], seq: int) -> bool:
     return False
 
 
-def classify(
-    edge_pk: int, state: EdgeSequenceState, seqs: Iterable[int]
-) -> list[SequenceEvent]:
+def classify(edge_pk: int, state: EdgeSequenceState, seqs: Iterable[int]) -> list[SequenceEvent]:
     """Update ``state`` in place with ``seqs``; return the events, runs merged."""
     singles: list[tuple[SequenceKind, int, int]] = []
     for seq in sorted(seqs):

@@ -122,9 +122,7 @@ class Database:
         if conn is not None:
             await _close_quietly(conn)
 
-    async def wait_after_failure(
-        self, stage: str, exc: BaseException, backoff: Backoff
-    ) -> None:
+    async def wait_after_failure(self, stage: str, exc: BaseException, backoff: Backoff) -> None:
         self._metrics.db_errors.labels(stage).inc()
         self.healthy = False
         self._metrics.database_ok.set(0)
@@ -212,8 +210,10 @@ class BatchWriter:
                 started = time.perf_counter()
                 result = await self._commit_whole(conn, batch)
             except _REFUSED_DATA as exc:
-                log.warning("database refused a batch; writing it message by message",
-                            error=str(exc).strip()[:300])
+                log.warning(
+                    "database refused a batch; writing it message by message",
+                    error=str(exc).strip()[:300],
+                )
                 try:
                     conn = await self._db.write_conn()
                     return await self._commit_isolated(conn, batch)

@@ -119,7 +119,6 @@ class Point(BaseModel):
     reason: str | None = Field(default=None, max_length=256)
 
 
-
 _COUNT_NAMES = frozenset(CountName.__members__.values())
 _STATE_VALUES = frozenset(StateClass.__members__.values())
 

@@ -24,19 +24,40 @@ def _opcua_nodes(scenario: Scenario) -> list[dict[str, Any]]:
         if device.type is DeviceType.CNC:
             root = f"Machines/{device.code}"
             nodes.append({"preset": "machinery", "device": device.code, "root": root})
-            nodes.append({"device": device.code, "kind": "count", "name": "good",
-                          "browse_path": f"{root}/GoodPartCount",
-                          "counter_bits": device.counter_bits})
-            nodes.append({"device": device.code, "kind": "count", "name": "reject",
-                          "browse_path": f"{root}/RejectPartCount",
-                          "counter_bits": device.counter_bits})
-            for name, variable in (("spindle_speed", "SpindleSpeed"),
-                                   ("spindle_temperature", "SpindleTemperature")):
-                nodes.append({"device": device.code, "kind": "metric", "name": name,
-                              "browse_path": f"{root}/{variable}"})
+            nodes.append(
+                {
+                    "device": device.code,
+                    "kind": "count",
+                    "name": "good",
+                    "browse_path": f"{root}/GoodPartCount",
+                    "counter_bits": device.counter_bits,
+                }
+            )
+            nodes.append(
+                {
+                    "device": device.code,
+                    "kind": "count",
+                    "name": "reject",
+                    "browse_path": f"{root}/RejectPartCount",
+                    "counter_bits": device.counter_bits,
+                }
+            )
+            for name, variable in (
+                ("spindle_speed", "SpindleSpeed"),
+                ("spindle_temperature", "SpindleTemperature"),
+            ):
+                nodes.append(
+                    {
+                        "device": device.code,
+                        "kind": "metric",
+                        "name": name,
+                        "browse_path": f"{root}/{variable}",
+                    }
+                )
         elif device.type is DeviceType.ROBOT:
-            nodes.append({"preset": "robotics", "device": device.code,
-                          "root": f"Robots/{device.code}"})
+            nodes.append(
+                {"preset": "robotics", "device": device.code, "root": f"Robots/{device.code}"}
+            )
     return nodes
 
 
@@ -60,46 +81,60 @@ def edge_config_for(
     sources: list[dict[str, Any]] = []
     nodes = _opcua_nodes(scenario)
     if nodes:
-        sources.append({
-            "type": "opcua",
-            "name": "sim-opcua",
-            "endpoint": opcua_endpoint,
-            "namespace": NAMESPACE,
-            # The simulator listens on loopback without security; production
-            # configs use SignAndEncrypt (edge/samples/opcua.yaml).
-            "security": {"policy": "None", "mode": "None", "allow_insecure": True},
-            "nodes": nodes,
-        })
+        sources.append(
+            {
+                "type": "opcua",
+                "name": "sim-opcua",
+                "endpoint": opcua_endpoint,
+                "namespace": NAMESPACE,
+                # The simulator listens on loopback without security; production
+                # configs use SignAndEncrypt (edge/samples/opcua.yaml).
+                "security": {"policy": "None", "mode": "None", "allow_insecure": True},
+                "nodes": nodes,
+            }
+        )
     mqtt_devices = [d.code for d in scenario.devices if d.type is DeviceType.MQTT]
     if mqtt_devices:
         if device_broker_url is None:
             raise ValueError("the scenario has MQTT devices: a device broker URL is needed")
-        sources.append({
-            "type": "mqtt",
-            "name": "sim-mqtt",
-            # The same protocol as the uplink: the demo's amqtt speaks 3.1.1 only, and
-            # "auto" would first try MQTT 5 against it.
-            "broker": {"url": device_broker_url, "protocol": uplink_protocol},
-            "offline_after": offline_after_s,
-            "devices": mqtt_devices,
-            "topics": [{
-                "topic": "plant/{line}/{device}/telemetry",
-                "timestamp": {"path": "ts", "format": "epoch_ms"},
-                "fields": [
-                    {"path": "status", "name": "state", "kind": "state",
-                     "state_map": {0: "PLANNED_STOP", 1: "RUNNING", 2: "IDLE", 3: "SETUP",
-                                   4: "UNPLANNED_STOP"}},
-                    {"path": "good_total", "name": "good", "kind": "count"},
-                    {"path": "reject_total", "name": "reject", "kind": "count"},
-                    {"path": "temperature", "name": "temperature", "kind": "metric"},
+        sources.append(
+            {
+                "type": "mqtt",
+                "name": "sim-mqtt",
+                # The same protocol as the uplink: the demo's amqtt speaks 3.1.1 only, and
+                # "auto" would first try MQTT 5 against it.
+                "broker": {"url": device_broker_url, "protocol": uplink_protocol},
+                "offline_after": offline_after_s,
+                "devices": mqtt_devices,
+                "topics": [
+                    {
+                        "topic": "plant/{line}/{device}/telemetry",
+                        "timestamp": {"path": "ts", "format": "epoch_ms"},
+                        "fields": [
+                            {
+                                "path": "status",
+                                "name": "state",
+                                "kind": "state",
+                                "state_map": {
+                                    0: "PLANNED_STOP",
+                                    1: "RUNNING",
+                                    2: "IDLE",
+                                    3: "SETUP",
+                                    4: "UNPLANNED_STOP",
+                                },
+                            },
+                            {"path": "good_total", "name": "good", "kind": "count"},
+                            {"path": "reject_total", "name": "reject", "kind": "count"},
+                            {"path": "temperature", "name": "temperature", "kind": "metric"},
+                        ],
+                    }
                 ],
-            }],
-        })
+            }
+        )
     return parse_config(
         {
             "identity": {"enterprise": enterprise, "edge_id": edge_id},
-            "uplink": {"url": uplink_url, "protocol": uplink_protocol,
-                       "batch_max_wait_s": 0.2},
+            "uplink": {"url": uplink_url, "protocol": uplink_protocol, "batch_max_wait_s": 0.2},
             "spool": {"path": str(spool_path)},
             "http": {"port": http_port},
             "sources": sources,

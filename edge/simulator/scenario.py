@@ -191,3 +191,11 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 def bundled(name: str) -> Path:
     """The path of a scenario shipped with zhizao (``factory``, ``smoke``)."""
     return SCENARIOS / f"{name}.yaml"
+
+
+def resolve(name_or_path: str) -> Path:
+    """A scenario file given as a path, or the name of a bundled one."""
+    path = Path(name_or_path)
+    if not path.exists() and bundled(name_or_path).exists():
+        return bundled(name_or_path)
+    return path

@@ -37,7 +37,7 @@ from rich.table import Table
 from edge.runtime import run_edge
 from edge.simulator.edge_config import edge_config_for
 from edge.simulator.run import run_simulator
-from edge.simulator.scenario import SCENARIOS, Scenario, bundled, load_scenario
+from edge.simulator.scenario import Scenario, load_scenario, resolve
 from ingest import ingest_settings, run_ingest
 from zhizao.calendar import load_calendars
 from zhizao.cli.common import DbUrlOption, console, fail
@@ -384,11 +384,8 @@ def demo(  # noqa: PLR0917 - typer maps each option to a parameter
     ),
 ) -> None:
     """Run the whole platform on embedded defaults on a simulated factory day."""
-    path = Path(scenario)
-    if not path.exists() and (SCENARIOS / f"{scenario}.yaml").exists():
-        path = bundled(scenario)
     try:
-        loaded = load_scenario(path)
+        loaded = load_scenario(resolve(scenario))
         asyncio.run(_run(db_url or os.environ.get("ZHIZAO_DB_URL"), mqtt_url, fresh, duration,
                          loaded, speed, keep_running))  # fmt: skip
     except ZhizaoError as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from edge.simulator.run import run_simulator
-from edge.simulator.scenario import SCENARIOS, bundled, load_scenario
+from edge.simulator.scenario import load_scenario, resolve
 from zhizao.cli.common import console, fail
 from zhizao.errors import ZhizaoError
 
@@ -41,11 +41,8 @@ def run_command(
     ),
 ) -> None:
     """Run a scenario until it ends (Ctrl-C ends it early; the ground truth is still written)."""
-    path = Path(scenario)
-    if not path.exists() and (SCENARIOS / f"{scenario}.yaml").exists():
-        path = bundled(scenario)
     try:
-        loaded = load_scenario(path)
+        loaded = load_scenario(resolve(scenario))
     except ZhizaoError as exc:
         raise fail(exc) from exc
     console.print(

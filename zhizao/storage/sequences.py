@@ -80,9 +80,7 @@ async def save_sequence_state(
         """,
         (pks, [states[pk].high for pk in pks], [messages.get(pk, 0) for pk in pks]),
     )
-    changed = [
-        pk for pk in pks if before is None or before.get(pk, []) != states[pk].gaps
-    ]
+    changed = [pk for pk in pks if before is None or before.get(pk, []) != states[pk].gaps]
     if changed:
         await conn.execute("DELETE FROM sequence_gap WHERE edge_pk = ANY(%s)", (changed,))
         gap_rows = [(pk, first, last) for pk in changed for first, last in states[pk].gaps]
