@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -547,21 +548,22 @@ class OpcUaCollector:
         points: list[Point] = []
         # sorted() is stable: inputs of one instant keep their arrival order.
         pending, self._pending = sorted(self._pending, key=lambda item: item.ts), []
-        for index, item in enumerate(pending):
-            preset = item.target.preset
-            if preset is None:
-                continue
-            preset.values[item.key] = item.raw
-            following = pending[index + 1] if index + 1 < len(pending) else None
-            if (
-                following is not None
-                and following.ts == item.ts
-                and following.target.preset is preset
-            ):
-                continue  # another input of this preset at the same instant
-            point = self._judge(preset, item.target, item.ts, item.quality)
-            if point is not None:
-                points.append(point)
+        for ts, instant in itertools.groupby(pending, key=lambda item: item.ts):
+            # Every input of the instant first, then one judgement per machine: a
+            # publish groups notifications by item, so one machine's inputs of one
+            # instant need not be adjacent (another machine's can come between), and
+            # judging between them would emit a state it never was in, at the same
+            # timestamp as the true one (which storage then drops as a duplicate).
+            last: dict[int, _PresetInput] = {}
+            for item in instant:
+                if item.target.preset is not None:
+                    item.target.preset.values[item.key] = item.raw
+                    last[id(item.target.preset)] = item
+            for item in last.values():
+                assert item.target.preset is not None  # noqa: S101 - filtered above
+                point = self._judge(item.target.preset, item.target, ts, item.quality)
+                if point is not None:
+                    points.append(point)
         return points
 
     def _judge(

@@ -125,3 +125,36 @@ def test_preset_inputs_of_one_publish_are_judged_in_time_order() -> None:
         ("SETUP", int(at(5).timestamp() * 1000)),
         ("RUNNING", int(at(10).timestamp() * 1000)),
     ]
+
+
+def test_two_machines_changing_at_one_instant_each_get_one_true_state() -> None:
+    config = source_config(
+        "opc.tcp://127.0.0.1:4840",
+        [
+            {"preset": "machinery", "device": "CNC-A", "root": "Machines/CNC-A"},
+            {"preset": "machinery", "device": "CNC-B", "root": "Machines/CNC-B"},
+        ],
+    )
+    reader = OpcUaCollector(config)
+    targets = build_targets(config)
+    for target in targets:
+        target.node_id = ua.NodeId(ua.String(target.label), ua.Int16(2))
+    reader._expect_preset_inputs(targets)
+    a_item, a_mode, b_item, b_mode = targets
+    before, after = SOURCE, SOURCE.replace(minute=5)
+    for target, raw in ((a_item, "NotExecuting"), (a_mode, "Setup"),
+                        (b_item, "NotExecuting"), (b_mode, "Setup")):  # fmt: skip
+        reader._convert(target, value(ua.LocalizedText(raw, "en"), source=before))
+    reader._flush_presets()
+    # Both end their setup at one instant. A publish lists notifications by item in the
+    # order they were first triggered: B's mode, then A's inputs, then B's item state.
+    # Judging B between its two inputs would emit IDLE at the instant it began RUNNING,
+    # and storage keeps the first of two states at one timestamp.
+    for target, raw in ((b_mode, "Processing"), (a_item, "Executing"),
+                        (a_mode, "Processing"), (b_item, "Executing")):  # fmt: skip
+        reader._convert(target, value(ua.LocalizedText(raw, "en"), source=after))
+    ms = int(after.timestamp() * 1000)
+    assert sorted((p.device, p.value, p.ts) for p in reader._flush_presets()) == [
+        ("CNC-A", "RUNNING", ms),
+        ("CNC-B", "RUNNING", ms),
+    ]
