@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import multiprocessing
 import multiprocessing.synchronize
-import socket
 import time
 import tracemalloc
 from collections.abc import Sequence
@@ -36,15 +35,10 @@ from asyncua import Client, Server, ua
 
 from edge.opcua.collector import OpcUaCollector
 from edge.opcua.config import OpcUaSourceConfig
+from zhizao.embedded import free_port
 from zhizao.wire import Point
 
 NS = "urn:zhizao:bench"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- the server process ----------------------------------------------------------------

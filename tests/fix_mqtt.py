@@ -22,13 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from zhizao.embedded import free_port
+
 MQTT_URL = os.environ.get("ZHIZAO_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:

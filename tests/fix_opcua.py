@@ -27,16 +27,11 @@ from edge.simulator.opcua_server import Security
 from edge.simulator.run import Simulator
 from edge.simulator.scenario import Scenario
 from edge.sink import MemorySink
+from zhizao.embedded import free_port
 
 SIM_NS = "urn:zhizao:simulator"
 START = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 INSECURE = {"mode": "None", "policy": "None", "allow_insecure": True}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def scenario(devices: list[dict[str, Any]], **fields: Any) -> Scenario:

@@ -42,7 +42,7 @@ from ingest import ingest_settings, run_ingest
 from zhizao.calendar import load_calendars
 from zhizao.cli.common import DbUrlOption, console, fail
 from zhizao.cli.db import upgrade_database
-from zhizao.cli.kpi import print_rates
+from zhizao.cli.kpi import pct, print_rates
 from zhizao.cli.registry import import_ledger, load_summaries, print_changes, print_summaries
 from zhizao.embedded import EmbeddedBroker, EmbeddedPostgres, demo_home, free_port
 from zhizao.errors import ZhizaoError
@@ -183,10 +183,6 @@ async def _drain(url: str, *, quiet_s: float = 3.0, limit_s: float = 60.0) -> in
     return last
 
 
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.1f}%"
-
-
 async def _report(url: str, scenario: Scenario) -> None:
     day = scenario.start.date()  # the scenario's start carries the factory's UTC offset
     # OEE over exactly the simulated window: after it the last states would be carried
@@ -210,8 +206,8 @@ async def _report(url: str, scenario: Scenario) -> None:
                 conn, OeeScope(Level.LINE, line, enterprise=DEMO_ENTERPRISE), start, end
             )
             r, c = report.result, report.result.components
-            lines.add_row(line, _pct(r.availability), _pct(r.performance), _pct(r.quality),
-                          f"[bold]{_pct(r.oee)}[/]", str(c.produced), str(c.reject),
+            lines.add_row(line, pct(r.availability), pct(r.performance), pct(r.quality),
+                          f"[bold]{pct(r.oee)}[/]", str(c.produced), str(c.reject),
                           f"{c.offline_s / 3600:.2f}")  # fmt: skip
         console.print(lines)
         names = await group_names(conn, GroupBy.ENTERPRISE)

@@ -49,7 +49,8 @@ def _with_conn(url: str, job: Callable[[Conn], Awaitable[T]]) -> T:
     return asyncio.run(_go())
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
+    """A ratio as a percentage for tables; None (no data) as a dash."""
     return "—" if value is None else f"{value * 100:.2f}%"
 
 
@@ -78,10 +79,10 @@ def print_oee(report: OeeReport) -> None:
         f" {report.start} … {report.end} (source {report.source})"
     )
     table = Table("指标 figure", "值 value", title=title)
-    table.add_row("可用率 Availability (APT/PBT)", _pct(r.availability))
-    table.add_row("性能开动率 Performance", _pct(r.performance))
-    table.add_row("合格品率 Quality (good/produced)", _pct(r.quality))
-    table.add_row("[bold]OEE 设备综合效率[/]", f"[bold]{_pct(r.oee)}[/]")
+    table.add_row("可用率 Availability (APT/PBT)", pct(r.availability))
+    table.add_row("性能开动率 Performance", pct(r.performance))
+    table.add_row("合格品率 Quality (good/produced)", pct(r.quality))
+    table.add_row("[bold]OEE 设备综合效率[/]", f"[bold]{pct(r.oee)}[/]")
     table.add_row("计划时间 Scheduled time", _hours(c.scheduled_s))
     table.add_row("计划开动时间 Planned busy time (PBT)", _hours(c.pbt_s))
     table.add_row("实际开动时间 Actual production time (APT)", _hours(c.apt_s))
@@ -93,7 +94,7 @@ def print_oee(report: OeeReport) -> None:
     losses = Table("损失 loss", "时间 time", "占PBT share of PBT", title="损失分解 Loss breakdown")
     for name, (zh, en) in LOSS_LABELS.items():
         seconds = float(getattr(r.losses, name))
-        losses.add_row(f"{zh} {en}", _hours(seconds), _pct(seconds / c.pbt_s if c.pbt_s else None))
+        losses.add_row(f"{zh} {en}", _hours(seconds), pct(seconds / c.pbt_s if c.pbt_s else None))
     console.print(losses)
     for flag in r.flags:
         console.print(f"[yellow]⚠ {FLAG_LABELS[flag]} ({flag})[/]")
@@ -103,8 +104,8 @@ def print_oee(report: OeeReport) -> None:
         )
         for d in report.devices:
             o = d.oee
-            per.add_row(d.enterprise, f"{d.device} {d.name}", _pct(o.availability),
-                        _pct(o.performance), _pct(o.quality), _pct(o.oee))  # fmt: skip
+            per.add_row(d.enterprise, f"{d.device} {d.name}", pct(o.availability),
+                        pct(o.performance), pct(o.quality), pct(o.oee))  # fmt: skip
         console.print(per)
 
 
@@ -133,7 +134,7 @@ def shifts_command(
         r = report.result
         table.add_row(
             name, _instant(report.start), _instant(report.end),
-            _pct(r.availability), _pct(r.performance), _pct(r.quality), _pct(r.oee),
+            pct(r.availability), pct(r.performance), pct(r.quality), pct(r.oee),
             _hours(r.components.offline_s),
         )  # fmt: skip
     console.print(table)
@@ -193,7 +194,7 @@ def print_rates(title: str, figures: list[RateFigure], names: dict[str, str]) ->
         table.add_row(
             f"{f.group} {names.get(f.group, '')}".strip(),
             f"{f.method.label_zh} {f.method}", f"{f.scope.label_zh} {f.scope}",
-            _pct(f.rate), f"{f.numerator:.4f}" if mean else f"{f.numerator:,.0f}",
+            pct(f.rate), f"{f.numerator:.4f}" if mean else f"{f.numerator:,.0f}",
             f"{f.denominator:,.0f}", str(f.enterprises),
         )  # fmt: skip
     console.print(table)
