@@ -6,8 +6,9 @@ Run:  .venv/bin/python bench/bench_ingest.py [--batched-messages 1500] [--single
 What it measures, in one run, on the machine's PostgreSQL (ZHIZAO_BENCH_DB_URL, default
 the local server) and a Mosquitto of its own:
 
-1. write path: the same metric rows written by ``write_facts`` through the unnest
-   path and through binary COPY into a staging table + INSERT ... ON CONFLICT;
+1. write paths: the same metric rows written through each path ``write_facts`` may
+   take: unnest arrays, binary COPY into a staging table + INSERT ... ON CONFLICT,
+   and binary COPY straight into the table in a savepoint (the path of new data);
 2. raw ceiling: binary COPY of the same rows straight into ``metric_point`` by one
    connection (no idempotency, no conversion: the database's limit);
 3. broker → committed rows for one worker (in this process), with ~200 points per
@@ -137,10 +138,13 @@ async def truncate(url: str) -> None:
         await conn.execute("TRUNCATE metric_point, edge_sequence, sequence_event, sequence_gap,"
                            " dead_letter")
         await conn.execute("VACUUM ANALYZE metric_point")
+        # Every phase starts without dirty buffers from the one before, so that no
+        # phase pays for a checkpoint of the previous one's writes.
+        await conn.execute("CHECKPOINT")
 
 
 async def bench_write_paths(url: str, rows_total: int, batch: int) -> dict[str, float]:
-    """write_facts with unnest vs COPY-staging, and the raw COPY ceiling, same rows."""
+    """The three metric write paths of write_facts, and the raw COPY ceiling, same rows."""
     conn = await connect(url)
     results: dict[str, float] = {}
     async with conn:
@@ -149,16 +153,28 @@ async def bench_write_paths(url: str, rows_total: int, batch: int) -> dict[str, 
         mids = [ids[m] for m in METRICS]
         rows = [MetricRow(1 + i % 200, mids[(i // 200) % 5], T0 + i, i * 1.5, 0)
                 for i in range(rows_total)]
-        for label, threshold in (("unnest", 10**12), ("copy_staging", 256),
-                                 ("unnest#2", 10**12), ("copy_staging#2", 256)):
+
+        async def unnest(chunk: list[MetricRow]) -> None:
+            await write_facts(conn, FactBatch(metrics=chunk))
+
+        async def staged(chunk: list[MetricRow]) -> None:
+            await facts.write_metrics_staged(conn, facts.encode_metrics(chunk))
+
+        async def direct(chunk: list[MetricRow]) -> None:
+            assert await facts.write_metrics_direct(conn, facts.encode_metrics(chunk))
+
+        threshold = facts.COPY_METRICS_MIN_ROWS
+        facts.COPY_METRICS_MIN_ROWS = 10**12  # write_facts: the unnest path only
+        for label, write in (("unnest", unnest), ("copy_staging", staged),
+                             ("copy_direct", direct), ("unnest#2", unnest),
+                             ("copy_staging#2", staged), ("copy_direct#2", direct)):
             await truncate(url)
-            facts.STAGED_METRICS_MIN_ROWS = threshold
             started = time.perf_counter()
             for i in range(0, rows_total, batch):
-                await write_facts(conn, FactBatch(metrics=rows[i : i + batch]))
+                await write(rows[i : i + batch])
                 await conn.commit()
             results[label] = rows_total / (time.perf_counter() - started)
-        facts.STAGED_METRICS_MIN_ROWS = 256
+        facts.COPY_METRICS_MIN_ROWS = threshold
         # Raw ceiling: binary COPY straight into the table, rows prepared beforehand.
         epoch = datetime(1970, 1, 1, tzinfo=UTC)
         raw = [(r.device_id, r.metric_id, epoch + timedelta(milliseconds=r.ts_ms), r.value, 0)

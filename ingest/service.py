@@ -20,8 +20,10 @@ unacknowledged in the broker's session and come back on the next start.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -248,6 +250,41 @@ def _start_rollups(settings: IngestSettings, stop: asyncio.Event) -> asyncio.Tas
     )
 
 
+def _tune_gc(young_threshold: int) -> Callable[[], None]:
+    """Set the young generation's threshold (IngestSettings.gc_young_threshold).
+
+    Returns what puts the previous thresholds back.
+    """
+    before = gc.get_threshold()
+    if young_threshold:
+        gc.set_threshold(young_threshold, *before[1:])
+    return lambda: gc.set_threshold(*before)
+
+
+async def _start_health(
+    settings: IngestSettings, metrics: IngestMetrics, broker: Broker, db: Database
+) -> HealthServer | None:
+    if settings.health_port is None:
+        return None
+
+    def status() -> dict[str, Any]:
+        broker_ok = broker.connected.is_set()
+        db_ok = db.healthy
+        return {
+            "healthy": broker_ok and db_ok,
+            "broker_connected": broker_ok,
+            "database_ok": db_ok,
+            "inflight": len(broker.inbox),
+            "messages_acked": metrics.messages_acked,
+            "rows_committed": metrics.points_committed,
+        }
+
+    health = HealthServer(metrics, status, settings.health_host, settings.health_port)
+    await health.start()
+    metrics.health_port = health.port
+    return health
+
+
 async def run_ingest(
     settings: IngestSettings,
     *,
@@ -278,23 +315,7 @@ async def run_ingest(
     broker = Broker(settings, metrics, client_factory=client_factory)
     pipeline = Pipeline(settings, broker, converter, BatchWriter(db, metrics), metrics)
 
-    def status() -> dict[str, Any]:
-        broker_ok = broker.connected.is_set()
-        db_ok = db.healthy
-        return {
-            "healthy": broker_ok and db_ok,
-            "broker_connected": broker_ok,
-            "database_ok": db_ok,
-            "inflight": len(broker.inbox),
-            "messages_acked": metrics.messages_acked,
-            "rows_committed": metrics.points_committed,
-        }
-
-    health: HealthServer | None = None
-    if settings.health_port is not None:
-        health = HealthServer(metrics, status, settings.health_host, settings.health_port)
-        await health.start()
-        metrics.health_port = health.port
+    health = await _start_health(settings, metrics, broker, db)
     metrics.database_ok.set(1)
     log.info(
         "ingest starting",
@@ -302,6 +323,7 @@ async def run_ingest(
         shared_group=settings.shared_group,
         protocol=settings.mqtt_protocol,
     )
+    restore_gc = _tune_gc(settings.gc_young_threshold)
     broker_task = asyncio.create_task(broker.run(stop), name="ingest-broker")
     pipeline_task = asyncio.create_task(pipeline.run(stop), name="ingest-pipeline")
     rollup_task = _start_rollups(settings, stop)
@@ -331,6 +353,7 @@ async def run_ingest(
         if health is not None:
             await health.close()
         await db.close()
+        restore_gc()
         loop = asyncio.get_running_loop()
         for sig in signals:
             loop.remove_signal_handler(sig)

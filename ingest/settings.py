@@ -55,6 +55,11 @@ class IngestSettings(BaseSettings):
     batch_max_messages: int = Field(default=2_000, ge=1)
     #: ... or when its first message has waited this long.
     batch_max_wait_ms: int = Field(default=200, ge=1)
+    #: The cyclic garbage collector looks at young objects after this many allocations
+    #: (Python's default is 700; 0 keeps it). Ingest allocates several short-lived
+    #: objects per point and makes almost no cycles: at 700, the collector took 40 %
+    #: of decoding and converting (docs/benchmarks.md, "Ingest").
+    gc_young_threshold: int = Field(default=10_000, ge=0)
     #: Points whose source timestamp is further ahead of ingest's clock are rejected.
     max_future_s: float = Field(default=86_400, gt=0)
     #: How long to wait before asking the database again about an unknown edge or device.

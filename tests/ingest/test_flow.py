@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+
+import pytest
 
 from tests.fix_mqtt import Mosquitto
 from tests.ingest.support import (
@@ -71,24 +74,44 @@ async def test_points_of_every_kind_are_stored(db_url: str, own_mosquitto: Mosqu
         await worker.close()
 
 
-async def test_same_batch_twice_is_stored_once(db_url: str, own_mosquitto: Mosquitto) -> None:
+# 50 points a message take the unnest path; 300 are enough for the COPY paths
+# (COPY_METRICS_MIN_ROWS) even when a batch holds a single message.
+@pytest.mark.parametrize("points", [50, 300])
+async def test_same_batch_twice_is_stored_once(
+    db_url: str, own_mosquitto: Mosquitto, points: int
+) -> None:
     a, _ = await register(db_url)
     worker = Worker(worker_settings(db_url, own_mosquitto.url))
     await worker.connected()
     publisher = Publisher(own_mosquitto.url)
     try:
-        messages = data_messages(a, range(10), 50)
+        messages = data_messages(a, range(10), points)
         publisher.publish_all(messages + messages)
         await wait_for_count(db_url, "SELECT messages FROM edge_sequence", 20)
-        assert await scalar(db_url, "SELECT count(*) FROM metric_point") == 500
+        assert await scalar(db_url, "SELECT count(*) FROM metric_point") == 10 * points
+        # The KPI tally counts what was stored, not what was offered.
+        assert await scalar(db_url, "SELECT sum(points) FROM device_hour_tally") == 10 * points
         replays = await scalar(
             db_url, "SELECT sum(last_seq - first_seq + 1) FROM sequence_event WHERE kind='replay'"
         )
         assert replays == 10
-        assert worker.metrics.rows_duplicate._value.get() == 500
+        assert worker.metrics.rows_duplicate._value.get() == 10 * points
     finally:
         publisher.close()
         await worker.close()
+
+
+async def test_worker_tunes_the_collector_only_while_running(
+    db_url: str, own_mosquitto: Mosquitto
+) -> None:
+    before = gc.get_threshold()
+    worker = Worker(worker_settings(db_url, own_mosquitto.url, gc_young_threshold=12_345))
+    await worker.connected()
+    try:
+        assert gc.get_threshold() == (12_345, *before[1:])
+    finally:
+        await worker.close()
+    assert gc.get_threshold() == before
 
 
 async def _get(port: int, path: str) -> tuple[int, bytes]:

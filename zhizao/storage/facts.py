@@ -7,12 +7,13 @@ ON CONFLICT DO NOTHING``: one round trip per table, the array parameters sent in
 binary, and a replayed batch inserts nothing. The returned counts say how many rows
 were new, so duplicates absorbed are visible.
 
-Metric points, the bulk of every batch, take a faster path once a batch is large
-enough: binary ``COPY`` into a temporary staging table, then one
-``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` from it. Measured on the same
-machine and table, it writes about 1.5 times the rows per second of the unnest path
-(docs/benchmarks.md, "Ingest"), and it keeps idempotency: COPY alone would fail on
-the first duplicate key.
+Metric points, the bulk of every batch, take faster paths once a batch is large
+enough (:func:`write_metrics`): a binary ``COPY`` straight into the table, which is
+the database's own ceiling, and, when that meets a row stored already, binary
+``COPY`` into a temporary staging table and one
+``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` from it. COPY alone cannot skip a
+duplicate key, so it runs in a savepoint and gives way to the staging path; both keep
+idempotency. Figures for all three paths are in docs/benchmarks.md, "Ingest".
 """
 
 from __future__ import annotations
@@ -169,13 +170,16 @@ def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-#: Below this many metric rows the staging table's extra statements cost more than
-#: they save.
-STAGED_METRICS_MIN_ROWS = 256
+#: Below this many metric rows the COPY paths' extra statements cost more than they
+#: save, and the unnest path is used.
+COPY_METRICS_MIN_ROWS = 256
 
 # Connections whose session already has the staging table (temporary tables live
 # as long as the session). Weak, so closed connections drop out.
 _staged: weakref.WeakSet[Conn] = weakref.WeakSet()
+
+# Connections whose last large metric write met rows stored already: see write_metrics.
+_replaying: weakref.WeakSet[Conn] = weakref.WeakSet()
 
 
 #: Binary COPY of a metric row: field count, then (length, value) per field; the time
@@ -186,22 +190,52 @@ _COPY_TRAILER = struct.pack("!h", -1)
 _PG_EPOCH_MS = 946_684_800_000
 
 
-def _copy_block(rows: Sequence[MetricRow]) -> bytes:
+def encode_metrics(rows: Sequence[MetricRow]) -> bytes:
+    """Metric rows as one binary COPY stream (header, rows, trailer)."""
     # One struct call per row and one join: several times faster than write_row, and
     # the server gets timestamptz directly instead of computing it per row.
     pack = _COPY_ROW.pack
     epoch = _PG_EPOCH_MS
-    return b"".join(
-        [
-            _COPY_HEADER,
-            *[pack(5, 4, d, 4, m, 8, (t - epoch) * 1000, 8, v, 2, q) for d, m, t, v, q in rows],
-            _COPY_TRAILER,
-        ]
-    )
+    try:
+        return b"".join(
+            [
+                _COPY_HEADER,
+                *[pack(5, 4, d, 4, m, 8, (t - epoch) * 1000, 8, v, 2, q) for d, m, t, v, q in rows],
+                _COPY_TRAILER,
+            ]
+        )
+    except struct.error as exc:
+        # Raised as the error the server would give, so callers treat it as refused data.
+        raise psycopg.DataError(f"a metric row does not fit its columns: {exc}") from exc
 
 
-async def write_metrics_staged(conn: Conn, rows: Sequence[MetricRow]) -> int:
-    """COPY metric rows (binary) into a staging table, then insert the new ones.
+async def _copy_in(conn: Conn, statement: str, block: bytes) -> None:
+    async with conn.cursor().copy(statement.encode()) as copy:
+        await copy.write(block)
+
+
+async def write_metrics_direct(conn: Conn, block: bytes) -> bool:
+    """COPY encoded metric rows straight into ``metric_point``, all or nothing.
+
+    Returns False, having written nothing, if any row is stored already (a replay) or
+    appears twice: COPY has no conflict clause, so the first duplicate key aborts it.
+    The COPY runs in a savepoint, so that abort leaves the caller's transaction usable.
+    """
+    try:
+        async with conn.transaction():
+            await _copy_in(
+                conn,
+                "COPY metric_point (device_id, metric_id, time, value, quality)"
+                " FROM STDIN (FORMAT BINARY)",
+                block,
+            )
+    except psycopg.errors.UniqueViolation:
+        return False
+    return True
+
+
+async def write_metrics_staged(conn: Conn, block: bytes) -> int:
+    """COPY encoded metric rows into a staging table, then insert the new ones.
 
     Must run inside a transaction, so that the staged rows and the insert commit or
     roll back together; the staging table empties itself at commit.
@@ -214,10 +248,7 @@ async def write_metrics_staged(conn: Conn, rows: Sequence[MetricRow]) -> int:
                 " (d int4, m int4, t timestamptz, v float8, q int2) ON COMMIT DELETE ROWS"
             )
             _staged.add(conn)
-        async with conn.cursor().copy(
-            "COPY _zhizao_stage_metric FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            await copy.write(_copy_block(rows))
+        await _copy_in(conn, "COPY _zhizao_stage_metric FROM STDIN (FORMAT BINARY)", block)
         # In key order, the primary-key index is filled page by page instead of at
         # random: measured 1.7 times faster for 20,000-row batches.
         cur = await conn.execute(
@@ -232,22 +263,40 @@ async def write_metrics_staged(conn: Conn, rows: Sequence[MetricRow]) -> int:
         # The creation may have been rolled back with the caller's transaction.
         _staged.discard(conn)
         raise
-    except struct.error as exc:
-        # Raised as the error the server would give, so callers treat it as refused data.
-        raise psycopg.DataError(f"a metric row does not fit its columns: {exc}") from exc
     return max(cur.rowcount, 0)
+
+
+async def write_metrics(conn: Conn, rows: Sequence[MetricRow]) -> int:
+    """Write a large batch of metric rows idempotently; returns how many were new.
+
+    Nearly every batch is new data, so it is first offered to a plain COPY, the
+    database's fastest path. A batch with a stored row (an edge re-sending after a
+    lost acknowledgement, a worker restarted before it acknowledged) falls back to
+    the staging path, which skips duplicates; and since replays come in runs, the
+    connection stays on the staging path until a batch without duplicates passes.
+    Must run inside a transaction.
+    """
+    block = encode_metrics(rows)
+    if conn not in _replaying:
+        if await write_metrics_direct(conn, block):
+            return len(rows)
+        _replaying.add(conn)
+    new = await write_metrics_staged(conn, block)
+    if new == len(rows):
+        _replaying.discard(conn)
+    return new
 
 
 async def write_facts(conn: Conn, batch: FactBatch) -> WriteCounts:
     """Insert the batch in the caller's transaction; duplicates are skipped."""
     inserted: dict[str, int] = {}
     metrics: Sequence[tuple[object, ...]] = batch.metrics
-    if len(batch.metrics) >= STAGED_METRICS_MIN_ROWS:
+    if len(batch.metrics) >= COPY_METRICS_MIN_ROWS:
         if conn.autocommit:
             async with conn.transaction():
-                inserted["metric_point"] = await write_metrics_staged(conn, batch.metrics)
+                inserted["metric_point"] = await write_metrics(conn, batch.metrics)
         else:
-            inserted["metric_point"] = await write_metrics_staged(conn, batch.metrics)
+            inserted["metric_point"] = await write_metrics(conn, batch.metrics)
         metrics = ()
     tables: Iterable[tuple[str, Sequence[tuple[object, ...]], int]] = (
         ("metric_point", metrics, 5),
