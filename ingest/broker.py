@@ -2,8 +2,12 @@
 
 paho runs without its own thread: the client's socket is registered with the event
 loop (``add_reader``/``add_writer``, the pattern of paho's ``loop_asyncio``
-example), so every callback runs on the loop thread and the pipeline needs no
-locks. Reconnecting is an explicit task with backoff.
+example), so every MQTT callback runs on the loop thread and the pipeline needs no
+locks. Only the TCP (and TLS) connect runs in a worker thread: to a broker host that
+drops packets it blocks for paho's connect timeout, and the loop must meanwhile keep
+committing, acknowledging nothing stale, and answering health checks. The socket
+callbacks paho fires in that thread hop onto the loop. Reconnecting is an explicit
+task with backoff.
 
 Flow control, the reason memory stays flat however fast the broker pushes:
 
@@ -24,6 +28,7 @@ and the idempotent writes absorb the ones that were already committed.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -126,6 +131,7 @@ class Broker:
         self._client_factory = client_factory
         self._client: mqtt.Client | None = None
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._sock: Any = None
         self._reading = False
         self._paused = False
@@ -200,23 +206,41 @@ class Broker:
         if self._client is not None:
             self._client.loop_write()
 
+    def _on_loop(self, fn: Callable[..., object], *args: Any) -> None:
+        # paho fires the socket callbacks where the socket opens: in the connect thread.
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn, *args)
+
     def _socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._on_loop(self._watch, sock)
+
+    def _watch(self, sock: Any) -> None:
+        if self._closing:
+            # A connect abandoned at shutdown that got through after all.
+            sock.close()
+            return
         self._sock = sock
         self._reading = False
         self._start_reading()
 
     def _socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if self._reading:
-            self._loop.remove_reader(sock)
+        self._on_loop(self._unwatch, sock)
+
+    def _unwatch(self, sock: Any) -> None:
+        if sock is self._sock:
+            if self._reading:
+                self._loop.remove_reader(sock)
+            self._reading = False
+            self._sock = None
         self._loop.remove_writer(sock)
-        self._reading = False
-        self._sock = None
 
     def _register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._loop.add_writer(sock, self._on_writable)
+        self._on_loop(self._loop.add_writer, sock, self._on_writable)
 
     def _unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._loop.remove_writer(sock)
+        self._on_loop(self._loop.remove_writer, sock)
 
     # -- MQTT callbacks (each wrapped: one bad message must not kill the client) -------
 
@@ -336,10 +360,17 @@ class Broker:
         first = True
         while not stop.is_set():
             self._lost.clear()
+            connecting = asyncio.ensure_future(
+                asyncio.to_thread(self._connect_once, client, first)
+            )
+            await _wait_any_of(stop, connecting)
+            if not connecting.done():
+                # Stopping while the TCP connect still waits for the host: let the
+                # thread run out on its own (paho's connect timeout) and drop the client.
+                connecting.add_done_callback(_discard_result)
+                break
             try:
-                # A blocking TCP connect; to a reachable host it returns at once, and
-                # refused connections fail at once. paho bounds it by connect_timeout.
-                self._connect_once(client, first)
+                connecting.result()
             except (OSError, mqtt.WebsocketConnectionError) as exc:
                 delay = backoff.next_delay()
                 log.warning(
@@ -395,6 +426,19 @@ async def _wait(stop: asyncio.Event, delay: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=delay)
     except TimeoutError:
         return
+
+
+async def _wait_any_of(stop: asyncio.Event, work: asyncio.Future[Any]) -> None:
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((waiter, work), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+
+
+def _discard_result(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.debug("abandoned broker connect failed", error=str(future.exception()))
 
 
 async def _wait_any(a: asyncio.Event, b: asyncio.Event, seconds: float) -> None:

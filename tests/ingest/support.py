@@ -195,14 +195,22 @@ def worker_settings(db_url: str, mqtt_url: str, **overrides: Any) -> IngestSetti
 class Worker:
     """An in-process ingest worker (run_ingest) the test can stop."""
 
-    def __init__(self, settings: IngestSettings) -> None:
+    def __init__(self, settings: IngestSettings, client_factory: Any = None) -> None:
+        from ingest.broker import make_client
         from ingest.metrics import IngestMetrics
         from ingest.service import run_ingest
 
         self.settings = settings
         self.metrics = IngestMetrics()
         self.stop = asyncio.Event()
-        self.task = asyncio.create_task(run_ingest(settings, stop=self.stop, metrics=self.metrics))
+        self.task = asyncio.create_task(
+            run_ingest(
+                settings,
+                stop=self.stop,
+                metrics=self.metrics,
+                client_factory=client_factory or make_client,
+            )
+        )
 
     async def connected(self, within: float = 30) -> None:
         async def check() -> bool:

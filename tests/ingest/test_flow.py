@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
+import socket
+from collections.abc import Iterator
 
+import paho.mqtt.client as mqtt
 import pytest
 
+from ingest.broker import make_client
+from ingest.settings import IngestSettings
 from tests.fix_mqtt import Mosquitto
 from tests.ingest.support import (
     T0,
@@ -17,6 +23,7 @@ from tests.ingest.support import (
     register,
     scalar,
     wait_for_count,
+    wait_until,
     worker_settings,
 )
 from zhizao.wire import data_topic, status_topic
@@ -122,6 +129,59 @@ async def _get(port: int, path: str) -> tuple[int, bytes]:
     writer.close()
     head, _, body = response.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
+
+
+@contextlib.contextmanager
+def _dropping_port() -> Iterator[int]:
+    """A port whose SYNs go unanswered, like a broker host behind a dropping firewall:
+    a listener that never accepts, its one-slot queue already full."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    queued = []
+    for _ in range(3):
+        pending = socket.socket()
+        pending.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            pending.connect(("127.0.0.1", port))
+        queued.append(pending)
+    try:
+        yield port
+    finally:
+        # Closing the listener answers the waiting SYN with a reset: the connect ends.
+        listener.close()
+        for pending in queued:
+            pending.close()
+
+
+async def test_worker_stays_responsive_while_the_broker_host_drops_packets(db_url: str) -> None:
+    """The TCP connect waits out paho's connect timeout; the loop must not wait with it."""
+
+    def patient_client(settings: IngestSettings) -> mqtt.Client:
+        client = make_client(settings)
+        client.connect_timeout = 120  # one attempt outlasts every wait of this test
+        return client
+
+    with _dropping_port() as port:
+        worker = Worker(
+            worker_settings(db_url, f"mqtt://127.0.0.1:{port}", health_port=0), patient_client
+        )
+        try:
+
+            async def serving() -> bool:
+                return worker.metrics.health_port is not None
+
+            await wait_until(serving, what="health endpoint")
+            # With the connect on the loop, this would not be answered before it times out.
+            status, body = await asyncio.wait_for(
+                _get(worker.metrics.health_port or 0, "/healthz"), timeout=60
+            )
+            assert status == 503
+            assert json.loads(body)["broker_connected"] is False
+        finally:
+            # Stopping does not wait for the connect either.
+            await asyncio.wait_for(worker.close(), timeout=60)
 
 
 async def test_health_and_metrics_endpoint(db_url: str, own_mosquitto: Mosquitto) -> None:
