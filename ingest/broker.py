@@ -360,9 +360,7 @@ class Broker:
         first = True
         while not stop.is_set():
             self._lost.clear()
-            connecting = asyncio.ensure_future(
-                asyncio.to_thread(self._connect_once, client, first)
-            )
+            connecting = asyncio.ensure_future(asyncio.to_thread(self._connect_once, client, first))
             await _wait_any_of(stop, connecting)
             if not connecting.done():
                 # Stopping while the TCP connect still waits for the host: let the
