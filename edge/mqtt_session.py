@@ -45,6 +45,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from zhizao.aio import call_on_loop
 from zhizao.errors import ConnectionReplaced, MqttError, PublishRejected
 
 log = structlog.get_logger(__name__)
@@ -445,13 +446,7 @@ class MqttSession:
         return guarded
 
     def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return  # paho closing its socket at garbage collection: nothing to unwatch
-        if threading.get_ident() == self._loop_thread:
-            fn(*args)
-        else:
-            loop.call_soon_threadsafe(fn, *args)
+        call_on_loop(self._loop, self._loop_thread, fn, *args)
 
     def _handle_connect(self, _c: mqtt.Client, _u: Any, _f: Any, code: ReasonCode, _p: Any) -> None:
         if self._connack is not None and not self._connack.done():

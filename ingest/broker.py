@@ -46,6 +46,7 @@ from ingest.convert import Inbound
 from ingest.metrics import IngestMetrics
 from ingest.settings import IngestSettings
 from ingest.writer import Backoff
+from zhizao.aio import call_on_loop
 from zhizao.wire import subscription_filter
 
 log = structlog.get_logger("ingest.broker")
@@ -208,10 +209,7 @@ class Broker:
 
     def _on_loop(self, fn: Callable[..., object], *args: Any) -> None:
         # paho fires the socket callbacks where the socket opens: in the connect thread.
-        if threading.get_ident() == self._loop_thread:
-            fn(*args)
-        elif not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(fn, *args)
+        call_on_loop(self._loop, self._loop_thread, fn, *args)
 
     def _socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self._on_loop(self._watch, sock)
