@@ -227,18 +227,30 @@ class Broker:
         self._on_loop(self._unwatch, sock)
 
     def _unwatch(self, sock: Any) -> None:
+        # Hopped from another thread, the socket may be closed by now: a closed one
+        # (fileno -1) has nothing left to unregister.
+        open_ = sock.fileno() != -1
         if sock is self._sock:
-            if self._reading:
+            if self._reading and open_:
                 self._loop.remove_reader(sock)
             self._reading = False
             self._sock = None
-        self._loop.remove_writer(sock)
+        if open_:
+            self._loop.remove_writer(sock)
 
     def _register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._on_loop(self._loop.add_writer, sock, self._on_writable)
+        self._on_loop(self._add_writer, sock)
+
+    def _add_writer(self, sock: Any) -> None:
+        if sock.fileno() != -1:
+            self._loop.add_writer(sock, self._on_writable)
 
     def _unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._on_loop(self._loop.remove_writer, sock)
+        self._on_loop(self._remove_writer, sock)
+
+    def _remove_writer(self, sock: Any) -> None:
+        if sock.fileno() != -1:
+            self._loop.remove_writer(sock)
 
     # -- MQTT callbacks (each wrapped: one bad message must not kill the client) -------
 
@@ -358,6 +370,11 @@ class Broker:
         first = True
         while not stop.is_set():
             self._lost.clear()
+            if self._sock is not None:
+                # Still open (a refused CONNACK before the broker hung up): close it
+                # here, where the loop can unregister it; paho would close it in the
+                # connect thread, and a closed socket cannot be unregistered.
+                client._sock_close()
             connecting = asyncio.ensure_future(asyncio.to_thread(self._connect_once, client, first))
             await _wait_any_of(stop, connecting)
             if not connecting.done():

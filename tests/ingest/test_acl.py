@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -11,10 +12,12 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
+from ingest.broker import BufferedClient
+from ingest.settings import IngestSettings
 from tests.fix_mqtt import free_port, wait_for_port
-from tests.ingest.support import ENT_A, ENT_B
+from tests.ingest.support import ENT_A, ENT_B, Worker, wait_until, worker_settings
 from zhizao.wire import data_topic, subscription_filter
 
 ACL = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "acl.template"
@@ -84,3 +87,47 @@ def test_an_edge_publishes_only_on_its_own_topics(acl_broker: int) -> None:
     finally:
         edge_a.loop_stop()
         ingest.loop_stop()
+
+
+async def test_a_refused_worker_keeps_trying_and_stops_cleanly(
+    acl_broker: int, db_url: str
+) -> None:
+    """Wrong credentials: CONNACK refused, the broker hangs up, the worker tries again
+    (its connects run in a thread) without a stray callback on the event loop."""
+    attempts: list[int] = []
+
+    class CountingClient(BufferedClient):
+        def reconnect(self) -> MQTTErrorCode:  # connect() goes through here too
+            attempts.append(1)
+            return super().reconnect()
+
+    def counting_client(settings: IngestSettings) -> mqtt.Client:
+        client = CountingClient(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=True,
+            reconnect_on_failure=False,
+        )
+        client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+        return client
+
+    loop = asyncio.get_running_loop()
+    loop_errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
+    url = f"mqtt://zhizao-ingest:wrong@127.0.0.1:{acl_broker}"
+    worker = Worker(worker_settings(db_url, url), counting_client)
+    try:
+
+        async def tried_thrice() -> bool:
+            if worker.task.done():
+                worker.task.result()
+            return len(attempts) >= 3
+
+        await wait_until(tried_thrice, what="three connect attempts")
+        assert worker.metrics.broker_connected._value.get() == 0
+        assert worker.metrics.callback_errors._value.get() == 0
+    finally:
+        await worker.close()
+        loop.set_exception_handler(None)
+    assert loop_errors == []
