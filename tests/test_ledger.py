@@ -76,6 +76,7 @@ def test_mixed_file_keeps_every_good_row_and_reports_each_bad_one() -> None:
     assert [(row_of(ledger, d), d.enterprise, d.code) for d in ledger.devices] == [
         (2, RUICHI, "CNC-301"),
         (3, RUICHI, "RB-301"),
+        (7, HONGTUO, "3D-01"),  # an unknown type, but the row says it is production equipment
         (9, HONGTUO, "CA-02"),
         (10, HONGTUO, "AC-02"),
         (12, HONGTUO, "VMC-02"),
@@ -86,7 +87,6 @@ def test_mixed_file_keeps_every_good_row_and_reports_each_bad_one() -> None:
         (4, "统一社会信用代码", wrong_check),
         (5, "设备编号", "CNC-301"),
         (6, "停用日期", "2020-12-31"),
-        (7, "设备类型", "3D打印机"),
         (8, "投产日期", "2023-02-30"),
         (11, "统一社会信用代码", "91330782MA2DF3G636"),
     ]
@@ -95,14 +95,19 @@ def test_mixed_file_keeps_every_good_row_and_reports_each_bad_one() -> None:
     assert reasons[1] == "duplicate device code of this enterprise, first in row 2"
     # The kernel's rule names its field; the user reads the header of the file.
     assert reasons[2] == "is before 投产日期 2021-05-01"
-    assert reasons[3].startswith("is not a device type; use one of 数控机床、工业机器人")
-    assert reasons[4].startswith("is not a calendar day")
-    assert reasons[5] == "is not in the registry"
+    assert reasons[3].startswith("is not a calendar day")
+    assert reasons[4] == "is not in the registry"
     assert all(e.source == str(MIXED_CSV) and e.sheet == "ledger_mixed.csv" for e in ledger.errors)
-    # The unknown column is reported once, on the header row, not once per row.
-    assert problems(ledger.warnings) == [(1, "备注", "unknown column for devices, ignored")]
+    # The unknown type is kept as 其他 with a warning naming the value.
+    assert [(w.row, w.column, w.value) for w in ledger.warnings] == [(7, "设备类型", "3D打印机")]
+    assert ledger.warnings[0].reason.startswith("is not a known device type; stored as 其他")
+    printer = next(d for d in ledger.devices if d.code == "3D-01")
+    assert (printer.device_type, printer.is_production_equipment) == (DeviceType.OTHER, True)
+    # 备注 is a column ledgers keep for people: recognised and listed as not used.
+    assert ledger.sheets[0].unused == ("备注",)
     assert ledger.rows_read == {"ledger_mixed.csv": 12}
     assert ledger.rows_by_table[Table.DEVICES] == 12
+    assert ledger.rejected_rows[Table.DEVICES] == 5
 
 
 def test_mixed_file_cells_are_converted_the_way_a_user_wrote_them() -> None:
@@ -138,7 +143,7 @@ def test_mixed_file_cells_are_converted_the_way_a_user_wrote_them() -> None:
 def test_without_a_registry_the_enterprise_check_is_skipped_and_said_so() -> None:
     ledger = read_ledger(MIXED_CSV)
 
-    assert [e.row for e in ledger.errors] == [4, 5, 6, 7, 8]
+    assert [e.row for e in ledger.errors] == [4, 5, 6, 8]
     assert 11 in {row_of(ledger, d) for d in ledger.devices}
     assert problems(ledger.warnings)[0] == (
         0,
@@ -389,16 +394,25 @@ def test_xlsx_sheets_are_recognised_by_english_names_and_cross_checked() -> None
 
     assert [(e.sheet, e.row, e.column, e.reason) for e in ledger.errors] == [
         ("enterprises", 3, "credit_code", "duplicate credit code, first in row 2"),
-        ("enterprises", 4, "clusters", "cluster TZ-HY-MOULD is not in the registry"),
-        ("devices", 3, "enterprise", "is in sheet 'enterprises' row 4, but that row has errors"),
         ("devices", 4, "enterprise", "is not in the enterprises of this file"),
         ("edges", 2, "devices", "not devices of this enterprise in this file: CNC-9"),
         ("edges", 4, "edge_id", "duplicate edge id, first in row 3"),
     ]
-    assert [e.credit_code for e in ledger.enterprises] == [RUICHI]
-    assert [(d.enterprise, d.code) for d in ledger.devices] == [(RUICHI, "CNC-1")]
+    # An unregistered cluster costs the enterprise that membership only.
+    assert [e.credit_code for e in ledger.enterprises] == [RUICHI, HONGTUO]
+    assert [e.cluster_codes for e in ledger.enterprises] == [("NB-AUTO-PARTS",)] * 2
+    assert [(w.sheet, w.row, w.column, w.value) for w in ledger.warnings] == [
+        ("enterprises", 4, "clusters", "TZ-HY-MOULD")
+    ]
+    assert ledger.warnings[0].reason.startswith(
+        "cluster is neither the code nor the name of a cluster in the registry;"
+        " the enterprise is stored without this membership"
+    )
+    assert [(d.enterprise, d.code) for d in ledger.devices] == [
+        (RUICHI, "CNC-1"),
+        (HONGTUO, "CNC-1"),
+    ]
     assert [(g.edge_id, g.device_codes) for g in ledger.edges] == [("EDGE-2", ("CNC-1",))]
-    assert ledger.warnings == []
 
 
 def test_device_of_an_enterprise_whose_row_is_bad_names_that_row() -> None:

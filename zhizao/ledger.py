@@ -63,6 +63,9 @@ from zhizao.registry import (
     EdgeGateway,
     Enterprise,
     Region,
+    check_service_dates,
+    is_code,
+    name_key,
 )
 
 LedgerModel: TypeAlias = Region | Cluster | Enterprise | Device | EdgeGateway
@@ -135,6 +138,8 @@ class SheetRead:
     table: Table | None
     header_row: int
     rows: int
+    #: Headers recognised as ledger columns the registry does not use (序号, 设备型号).
+    unused: tuple[str, ...] = ()
 
 
 @dataclass
@@ -164,6 +169,21 @@ class Ledger:
         for sheet in self.sheets:
             if sheet.table is not None:
                 counts[sheet.table] += sheet.rows
+        return counts
+
+    @property
+    def rejected_rows(self) -> dict[Table, int]:
+        """Data rows with at least one error, per table: rows that were not stored.
+
+        Several problems of one row make one rejected row; problems of a sheet as a
+        whole (row 0) reject no row.
+        """
+        tables = {sheet.name: sheet.table for sheet in self.sheets}
+        counts = dict.fromkeys(Table, 0)
+        for sheet, _ in {(e.sheet, e.row) for e in self.errors if e.row}:
+            table = tables.get(sheet)
+            if table is not None:
+                counts[table] += 1
         return counts
 
     def origin(self, model: LedgerModel) -> RowRef | None:
@@ -312,35 +332,100 @@ def _lookup_key(text: str) -> str:
     return re.sub(r"[\s_\-*]+", "", _nfkc(text)).casefold()
 
 
-_DEVICE_TYPE_SYNONYMS: dict[str, DeviceType] = {
-    # What ledgers commonly write instead of the generic label.
-    "加工中心": DeviceType.CNC_MACHINE_TOOL,
-    "数控车床": DeviceType.CNC_MACHINE_TOOL,
-    "数控铣床": DeviceType.CNC_MACHINE_TOOL,
-    "数控磨床": DeviceType.CNC_MACHINE_TOOL,
-    "机器人": DeviceType.INDUSTRIAL_ROBOT,
-    "冲床": DeviceType.PRESS,
-    "焊机": DeviceType.WELDING,
+_DEVICE_TYPE_SYNONYMS: dict[DeviceType, str] = {
+    # What ledgers write instead of the generic label: machine names, their common
+    # variants and the equipment classes of EAM/MES exports and provincial survey
+    # forms. Compared like headers (full-width = half-width, case and spaces ignored).
+    DeviceType.CNC_MACHINE_TOOL: (
+        "加工中心 立式加工中心 卧式加工中心 龙门加工中心 五轴加工中心 数控车床 数控铣床 "
+        "数控磨床 数控钻床 数控镗床 数控机床设备 车铣复合 车削中心 数控加工中心 CNC CNC机床 "
+        "数控 数控设备 精雕机 雕铣机 线切割 数控线切割 电火花 火花机"
+    ),
+    DeviceType.INDUSTRIAL_ROBOT: (
+        "机器人 工业机械手 机械手 机械臂 焊接机器人 搬运机器人 码垛机器人 喷涂机器人 "
+        "协作机器人 robot"
+    ),
+    DeviceType.INJECTION_MOULDING: (
+        "注塑成型机 注射成型机 注塑机设备 立式注塑机 卧式注塑机 全电动注塑机 电动注塑机 "
+        "液压注塑机 伺服注塑机 双色注塑机 injection_moulding injection_molding_machine "
+        "injection_molding"
+    ),
+    DeviceType.LOOM: "喷气织机 喷水织机 剑杆织机 经编机 织布机",
+    DeviceType.KNITTING_MACHINE: "圆机 横机 大圆机 电脑横机 针织大圆机",
+    DeviceType.PRESS: "冲床 冲压设备 压力机 液压机 油压机 数控冲床 精冲机 伺服压力机 压机",
+    DeviceType.WELDING: "焊机 电焊机 激光焊接机 氩弧焊机 点焊机 焊接机 焊接设备",
+    DeviceType.LASER_CUTTER: "激光切割 光纤激光切割机 激光切管机 激光机",
+    DeviceType.DIE_CASTING: "压铸机设备 冷室压铸机 热室压铸机",
+    DeviceType.PLC_LINE: "自动化产线 自动线 生产线 流水线 装配线 自动化生产线",
+    DeviceType.TEST_EQUIPMENT: (
+        "三坐标 三坐标测量机 CMM 检验设备 检测仪器 测试设备 检测仪 测量设备 测量仪器 "
+        "影像测量仪 试验设备 视觉检测设备"
+    ),
+    DeviceType.CONVEYOR: "输送线 传送带 输送机 皮带线 物流线",
+    DeviceType.COMPRESSOR: "空气压缩机 螺杆空压机 螺杆式空压机 压缩机 空压站",
+    DeviceType.PRESS_BRAKE: "数控折弯机 折弯机床 电液伺服折弯机",
+    DeviceType.PACKAGING: "包装设备 打包机 封箱机 装箱机 贴标机",
+    DeviceType.AGV: "AGV小车 自动导引车 AMR 移动机器人",
+    DeviceType.AUXILIARY: (
+        "辅机 辅助 冷水机 冷干机 干燥机 模温机 变压器 配电柜 锅炉 水泵 除尘设备 "
+        "环保设备 空调 中央空调 废气处理设备 纯水机 储气罐 备用发电机 发电机"
+    ),
+    DeviceType.COOLING_TOWER: "凉水塔 冷却水塔",
+    DeviceType.CRANE: "行车 天车 桥式起重机 龙门吊 起重机 电动葫芦 吊车",
+    DeviceType.FORKLIFT: "叉车 电动叉车 堆高车 叉车设备",
+    DeviceType.OTHER: "其它 其他设备 其它设备 other",
 }
 _DEVICE_TYPES: dict[str, DeviceType] = {
-    **{_lookup_key(name): kind for name, kind in _DEVICE_TYPE_SYNONYMS.items()},
+    **{
+        _lookup_key(name): kind
+        for kind, names in _DEVICE_TYPE_SYNONYMS.items()
+        for name in names.split()
+    },
     **{_lookup_key(kind.name): kind for kind in DeviceType},
     **{_lookup_key(kind.value): kind for kind in DeviceType},
     **{_lookup_key(label): kind for kind, label in DEVICE_TYPE_LABELS.items()},
 }
 
 
+def _device_type_rule() -> str:
+    labels = "、".join(DEVICE_TYPE_LABELS.values())
+    return f"is not a device type; use one of {labels} or the English value"
+
+
 def parse_device_type(value: object) -> DeviceType | None:
-    """The enum value (``cnc_machine_tool``), its name or the Chinese label (数控机床)."""
+    """The enum value (``cnc_machine_tool``), its name, the Chinese label (数控机床)
+    or a name ledgers commonly use for it (加工中心, 行车, 三坐标)."""
     if _is_blank(value):
         return None
     kind = _DEVICE_TYPES.get(_lookup_key(_text(value)))
     if kind is None:
-        labels = "、".join(DEVICE_TYPE_LABELS.values())
-        raise InvalidValue(
-            "device_type", value, f"is not a device type; use one of {labels} or the English value"
-        )
+        raise InvalidValue("device_type", value, _device_type_rule())
     return kind
+
+
+@dataclass(frozen=True)
+class _UnknownType:
+    """A device type cell the vocabulary does not know; the row decides what it costs."""
+
+    text: str
+
+
+def _parse_device_type_cell(value: object) -> DeviceType | _UnknownType | None:
+    try:
+        return parse_device_type(value)
+    except InvalidValue:
+        return _UnknownType(_text(value))
+
+
+_MINUTES_SUFFIX = re.compile(r"\s*(min|分钟|分)$", re.IGNORECASE)
+
+
+def parse_minutes(value: object) -> float | None:
+    """A cycle time in a column whose header says minutes (节拍(分钟)), as seconds."""
+    if isinstance(value, str):
+        value = _MINUTES_SUFFIX.sub("", _nfkc(value).strip())
+    seconds = parse_seconds(value)
+    return None if seconds is None else seconds * 60
 
 
 def _parse_text(value: object) -> str | None:
@@ -364,6 +449,9 @@ class _Column:
     aliases: tuple[str, ...]  # the English header first, then the Chinese ones
     parse: _CellParser
     required: bool = False
+    #: Headers that mean this column only when no header of ``aliases`` is in the
+    #: sheet: 资产编号 is the device code of a ledger that has no 设备编号.
+    fallbacks: tuple[str, ...] = ()
 
     @property
     def display(self) -> str:
@@ -378,23 +466,70 @@ class _TableSpec:
     sheet_names: tuple[str, ...]
     model: type[BaseModel]
     columns: tuple[_Column, ...]
+    #: Headers ledgers commonly carry that the registry has no use for (序号, 设备型号):
+    #: recognised, so they are listed as not used rather than warned about.
+    unused: tuple[str, ...] = ()
+    #: Headers that look useful but are deliberately not read, with the reason.
+    refused: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def by_header(self) -> dict[str, _Column]:
         return {_lookup_key(alias): col for col in self.columns for alias in col.aliases}
 
     @property
+    def by_fallback(self) -> dict[str, _Column]:
+        return {_lookup_key(alias): col for col in self.columns for alias in col.fallbacks}
+
+    @property
     def required(self) -> tuple[_Column, ...]:
         return tuple(col for col in self.columns if col.required)
 
 
-def _col(name: str, aliases: str, parse: _CellParser, *, required: bool = False) -> _Column:
-    return _Column(name, tuple(aliases.split()), parse, required)
+def _col(
+    name: str,
+    aliases: str,
+    parse: _CellParser,
+    *,
+    required: bool = False,
+    fallbacks: str = "",
+) -> _Column:
+    return _Column(name, tuple(aliases.split()), parse, required, tuple(fallbacks.split()))
 
 
-_REGION_CODE = "region_code region 行政区划代码 区划代码 所在地区代码"
-_INDUSTRY_CODE = "industry_code industry 行业代码 国民经济行业代码 行业分类代码"
-_ENTERPRISE_REF = "enterprise credit_code enterprise_credit_code 统一社会信用代码 企业信用代码"
+# Header wordings are those of the platform's own template plus what enterprise
+# ledgers, EAM/MES equipment exports and provincial 设备联网 / 两化融合 survey forms
+# use for the same thing. Aliases are compared by _lookup_key; a header with a
+# bracketed note that is no unit (（必填）, (18位)) is also tried without it.
+_REGION_CODE = (
+    "region_code region 行政区划代码 区划代码 所在地区代码 所属地区代码 所在区县代码 区县代码 "
+    "所属区县代码 地区代码"
+)
+_INDUSTRY_CODE = (
+    "industry_code industry 行业代码 国民经济行业代码 "
+    "行业分类代码 所属行业代码 国民经济行业分类代码 "
+    "行业类别代码 国民经济行业分类 行业分类"
+)
+_ENTERPRISE_REF = (
+    "enterprise credit_code enterprise_credit_code 统一社会信用代码 企业信用代码 社会信用代码 "
+    "企业统一社会信用代码 所属企业信用代码 所属企业统一社会信用代码"
+)
+_GENERAL_UNUSED = "no 序号 编号序号 备注 备注说明 说明 remark remarks note notes"
+_CYCLE_SECONDS = (
+    "ideal_cycle_time_s ideal_cycle_time cycle_time_s cycle_time standard_cycle_time "
+    "ideal_cycle_time(s) cycle_time(s) cycle_time(sec) standard_cycle_time(s) "
+    "standard_cycle_time_s ct(s) 标准节拍(秒) 标准节拍(s) "
+    "标准节拍 理论节拍(秒) 理论节拍(s) 理论节拍 "
+    "理想节拍(秒) 理想节拍(s) 理想节拍 节拍时间(秒) 节拍时间(s) 节拍时间 节拍(秒) 节拍(s) 节拍 "
+    "标准周期(秒) 标准周期 设计节拍(秒) 设计节拍 "
+    "额定节拍(秒) 额定节拍 标准节拍时间(秒) 标准节拍时间 "
+    "单件节拍(秒) 单件节拍"
+)
+_CYCLE_MINUTES = (
+    "ideal_cycle_time_min cycle_time_min cycle_time(min) ideal_cycle_time(min) "
+    "标准节拍(分钟) 标准节拍(min) 理论节拍(分钟) 理论节拍(min) "
+    "理想节拍(分钟) 理想节拍(min) 节拍时间(分钟) 节拍时间(min) 节拍(分钟) 节拍(min) "
+    "标准周期(分钟) 设计节拍(分钟)"
+)
 
 _SPECS: dict[Table, _TableSpec] = {
     spec.table: spec
@@ -412,13 +547,19 @@ _SPECS: dict[Table, _TableSpec] = {
                     required=True,
                 ),
             ),
+            unused=tuple(_GENERAL_UNUSED.split()),
         ),
         _TableSpec(
             Table.CLUSTERS,
             ("clusters", "cluster", "产业集群", "集群"),
             Cluster,
             (
-                _col("code", "code cluster_code 集群编号 集群代码", _parse_code, required=True),
+                _col(
+                    "code",
+                    "code cluster_code 集群编号 集群代码 集群编码 产业集群编号 产业集群代码",
+                    _parse_code,
+                    required=True,
+                ),
                 _col(
                     "name",
                     "name cluster_name 集群名称 产业集群名称 名称",
@@ -428,86 +569,193 @@ _SPECS: dict[Table, _TableSpec] = {
                 _col("region_code", _REGION_CODE, _parse_code, required=True),
                 _col("industry_code", _INDUSTRY_CODE, _parse_code, required=True),
             ),
+            unused=tuple(f"{_GENERAL_UNUSED} 主导产业 牵头单位 所在地区 所属地区".split()),
         ),
         _TableSpec(
             Table.ENTERPRISES,
-            ("enterprises", "enterprise", "企业", "企业信息", "企业名录"),
+            ("enterprises", "enterprise", "企业", "企业信息", "企业名录", "企业清单"),
             Enterprise,
             (
                 _col(
                     "credit_code",
-                    "credit_code 统一社会信用代码 信用代码",
+                    "credit_code 统一社会信用代码 信用代码 社会信用代码 企业信用代码 统一代码 "
+                    "企业统一社会信用代码",
                     _parse_code,
                     required=True,
                 ),
-                _col("name", "name enterprise_name 企业名称 名称", _parse_text, required=True),
+                _col(
+                    "name",
+                    "name enterprise_name company_name 企业名称 名称 单位名称 企业全称 公司名称 "
+                    "企业(单位)名称",
+                    _parse_text,
+                    required=True,
+                ),
                 _col("region_code", _REGION_CODE, _parse_code, required=True),
                 _col("industry_code", _INDUSTRY_CODE, _parse_code, required=True),
                 _col(
                     "cluster_codes",
-                    "clusters cluster_codes 所属产业集群 产业集群 所属集群",
+                    "clusters cluster_codes cluster 所属产业集群 产业集群 所属集群 集群 "
+                    "所属产业集群名称 产业集群名称 所属集群名称",
                     split_codes,
                 ),
                 _col(
                     "above_designated_size",
-                    "above_designated_size 规上企业 规上 规模以上企业",
+                    "above_designated_size 规上企业 规上 规模以上企业 是否规上 是否规上企业 "
+                    "是否规模以上企业 是否规模以上 规模以上 规上工业企业 是否规上工业企业 "
+                    "是否为规上企业",
                     parse_bool,
                 ),
-                _col("key_enterprise", "key_enterprise 重点企业 重点", parse_bool),
+                _col(
+                    "key_enterprise",
+                    "key_enterprise 重点企业 重点 是否重点企业 是否重点 是否为重点企业",
+                    parse_bool,
+                ),
                 _col("time_zone", "time_zone timezone 时区", _parse_text),
+            ),
+            unused=tuple(
+                f"{_GENERAL_UNUSED} 联系人 联系电话 电话 手机 地址 企业地址 注册地址 法定代表人 "
+                "法人代表 法人 注册资本 成立日期 主营业务 "
+                "主要产品 从业人员 员工人数 职工人数 营业收入 "
+                "所属区县 所属地区 所在地区 所在区县 所属乡镇 乡镇(街道) 街道 所属行业 行业名称 "
+                "行业类别 企业规模 企业类型 登记注册类型".split()
             ),
         ),
         _TableSpec(
             Table.DEVICES,
-            ("devices", "device", "设备台账", "设备", "设备清单"),
+            ("devices", "device", "设备台账", "设备", "设备清单", "设备信息", "设备明细"),
             Device,
             (
                 _col("enterprise", _ENTERPRISE_REF, _parse_code, required=True),
                 _col(
                     "code",
-                    "code device_code 设备编号 设备编码 设备代码",
+                    "code device_code equipment_code equipment_no device_no 设备编号 设备编码 "
+                    "设备代码 设备号 设备自编号 设备管理编号 机台编号 机台号",
                     _parse_code,
                     required=True,
+                    fallbacks="asset_no asset_code asset_number 资产编号 固定资产编号 资产编码 "
+                    "设备资产编号",
                 ),
-                _col("name", "name device_name 设备名称 名称", _parse_text, required=True),
                 _col(
-                    "device_type",
-                    "device_type type 设备类型 设备类别",
-                    parse_device_type,
+                    "name",
+                    "name device_name equipment_name 设备名称 名称 设备名 资产名称 机台名称",
+                    _parse_text,
                     required=True,
                 ),
-                _col("site_code", "site site_code 厂区 厂区编号", _parse_code),
-                _col("line_code", "line line_code 产线 产线编号 生产线", _parse_code),
+                _col(
+                    "device_type",
+                    "device_type type equipment_type device_category equipment_category 设备类型 "
+                    "设备类别 设备分类 设备种类 设备大类 类别 类型",
+                    _parse_device_type_cell,
+                    required=True,
+                ),
+                # 厂区 / 车间 / 产线 cells hold a name (冲压车间) or a code (L1): see
+                # _place_fields. The *_code columns hold codes only.
+                _col("site_code", "site_code plant_code 厂区编号 厂区代码 厂区编码", _parse_code),
+                _col("site_label", "site site_name plant 厂区 厂区名称 所属厂区", _parse_text),
+                _col(
+                    "workshop_code",
+                    "workshop_code 车间编号 车间代码 车间编码",
+                    _parse_code,
+                ),
+                _col(
+                    "workshop_label",
+                    "workshop workshop_name 车间 车间名称 所属车间 使用车间 生产车间",
+                    _parse_text,
+                ),
+                _col(
+                    "line_code",
+                    "line_code line_id 产线编号 产线代码 产线编码 生产线编号 生产线代码 线体编号",
+                    _parse_code,
+                ),
+                _col(
+                    "line_label",
+                    "line line_name production_line 产线 生产线 产线名称 生产线名称 所属产线 "
+                    "所属生产线 线体 线别",
+                    _parse_text,
+                ),
                 _col(
                     "is_production_equipment",
-                    "is_production_equipment 生产设备 是否生产设备",
+                    "is_production_equipment production_equipment 生产设备 是否生产设备 "
+                    "是否为生产设备 是否属于生产设备",
                     parse_bool,
                 ),
-                _col("is_nc", "is_nc nc 数控设备 是否数控 数控", parse_bool),
-                _col("key_process", "key_process 关键工序 是否关键工序", parse_bool),
                 _col(
-                    "ideal_cycle_time_s",
-                    "ideal_cycle_time_s ideal_cycle_time 标准节拍(秒) 标准节拍(s) 标准节拍 "
-                    "理论节拍(秒)",
-                    parse_seconds,
+                    "is_nc",
+                    "is_nc nc cnc 数控设备 是否数控 数控 是否数控设备 是否数控化 数控化",
+                    parse_bool,
                 ),
-                _col("commissioned_on", "commissioned_on 投产日期 启用日期", parse_date),
-                _col("decommissioned_on", "decommissioned_on 停用日期 报废日期", parse_date),
+                _col(
+                    "key_process",
+                    "key_process 关键工序 是否关键工序 是否关键工序设备 关键工序设备",
+                    parse_bool,
+                ),
+                _col("ideal_cycle_time_s", _CYCLE_SECONDS, parse_seconds),
+                _col("ideal_cycle_time_s", _CYCLE_MINUTES, parse_minutes),
+                _col(
+                    "commissioned_on",
+                    "commissioned_on commissioning_date in_service_date start_date 投产日期 "
+                    "启用日期 投用日期 投入使用日期 开始使用日期 初次使用日期 投产时间 启用时间 "
+                    "投运日期 使用日期",
+                    parse_date,
+                ),
+                _col(
+                    "decommissioned_on",
+                    "decommissioned_on decommissioning_date out_of_service_date 停用日期 报废日期 "
+                    "停用时间 报废时间 退役日期 处置日期",
+                    parse_date,
+                ),
             ),
+            unused=tuple(
+                f"{_GENERAL_UNUSED} model 设备型号 型号 规格型号 型号规格 规格 规格参数 技术参数 "
+                "manufacturer 生产厂家 制造商 制造厂家 制造厂 制造单位 厂家 品牌 国别 供应商 "
+                "serial_no 出厂编号 出厂日期 购置日期 购买日期 "
+                "采购日期 购入日期 原值 资产原值 净值 "
+                "价格 使用年限 折旧年限 department 使用部门 使用单位 部门 责任人 负责人 设备管理员 "
+                "操作人员 status 设备状态 使用状态 状态 功率 功率(kW) 额定功率 数量 单位 "
+                "安装位置 安装地点 存放地点 使用场所 location 管理类别 设备等级 ABC分类 "
+                "ip ip地址 通讯协议 通信协议 协议 控制系统 数控系统 系统型号".split()
+            ),
+            refused={
+                _lookup_key(header): (
+                    "is not read: a device counts as networked when an edge gateway sends its "
+                    "data (服务设备 of the 边缘网关 sheet), not by a flag in the ledger"
+                )
+                for header in (
+                    "networked",
+                    "is_networked",
+                    "是否联网",
+                    "联网",
+                    "联网状态",
+                    "是否已联网",
+                    "已联网",
+                )
+            },
         ),
         _TableSpec(
             Table.EDGES,
             ("edges", "edge", "edge_gateways", "gateways", "边缘网关", "网关"),
             EdgeGateway,
             (
-                _col("edge_id", "edge_id edge 网关编号 边缘网关编号", _parse_code, required=True),
+                _col(
+                    "edge_id",
+                    "edge_id edge gateway_id 网关编号 边缘网关编号 网关ID",
+                    _parse_code,
+                    required=True,
+                ),
                 _col("enterprise", _ENTERPRISE_REF, _parse_code, required=True),
-                _col("name", "name edge_name 网关名称 名称", _parse_text),
-                _col("device_codes", "devices device_codes 服务设备 接入设备", split_codes),
+                _col("name", "name edge_name gateway_name 网关名称 名称", _parse_text),
+                _col(
+                    "device_codes",
+                    "devices device_codes 服务设备 接入设备 接入设备编号 采集设备",
+                    split_codes,
+                ),
             ),
+            unused=tuple(f"{_GENERAL_UNUSED} ip ip地址 安装位置 型号 设备型号".split()),
         ),
     )
 }
+#: Fields that only the reader uses: combined into the model's place fields.
+_PLACE_COLUMNS = ("site_label", "workshop_code", "workshop_label", "line_label")
 _HEADERS = {table: spec.by_header for table, spec in _SPECS.items()}
 _SHEET_NAMES = {
     _lookup_key(name): table for table, spec in _SPECS.items() for name in spec.sheet_names
@@ -519,13 +767,79 @@ def table_for_sheet_name(name: str) -> Table | None:
     return _SHEET_NAMES.get(_lookup_key(name))
 
 
+_NOTE_RE = re.compile(r"\(([^()]*)\)$")
+#: A bracketed note that names a unit changes what the numbers mean: 节拍(分钟) is not
+#: 节拍 in seconds, so such a note is never dropped to find a column.
+_UNIT_NOTE_RE = re.compile(r"[a-z]|秒|分|时|天|日")
+
+
+def _header_keys(text: str) -> tuple[str, ...]:
+    """The lookup keys of a header: as written, then without a trailing note
+    such as （必填） or (18位) that says nothing about the values' unit."""
+    key = _lookup_key(text)
+    match = _NOTE_RE.search(key)
+    if match is None or match.start() == 0 or _UNIT_NOTE_RE.search(match.group(1)):
+        return (key,)
+    return (key, key[: match.start()])
+
+
+def _lookup_header(lookup: Mapping[str, _Column], text: str) -> _Column | None:
+    for key in _header_keys(text):
+        if key in lookup:
+            return lookup[key]
+    return None
+
+
 def _header_matches(headers: Iterable[object], table: Table) -> set[str]:
-    lookup = _HEADERS[table]
+    spec = _SPECS[table]
+    lookup = {**spec.by_fallback, **_HEADERS[table]}
     return {
-        lookup[key].field
+        col.field
         for header in headers
-        if not _is_blank(header) and (key := _lookup_key(_text(header))) in lookup
+        if not _is_blank(header) and (col := _lookup_header(lookup, _text(header))) is not None
     }
+
+
+def _edit_distance(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, start=1):
+        current = [i]
+        for j, char_b in enumerate(b, start=1):
+            current.append(
+                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b))
+            )
+        previous = current
+    return previous[-1]
+
+
+def _closest_header(text: str, spec: _TableSpec) -> tuple[str, _Column] | None:
+    """The known header an unknown one most likely means (a typo, a word more or
+    less), or None. Edit distance 1 for short headers and 2 for longer ones, or one
+    containing the other when the shorter is at least half the longer."""
+    wanted = _header_keys(text)[-1]
+    best: tuple[tuple[float, int], str, _Column] | None = None
+    for col in spec.columns:
+        for alias in (*col.aliases, *col.fallbacks):
+            known = _lookup_key(alias)
+            shorter, longer = sorted((wanted, known), key=len)
+            limit = 1 if len(shorter) <= 4 else 2
+            distance = _edit_distance(wanted, known)
+            score: float
+            if distance <= limit:
+                score = float(distance)
+            elif (
+                shorter in longer
+                and len(shorter) >= (4 if shorter.isascii() else 2)
+                and 2 * len(shorter) >= len(longer)
+            ):
+                score = limit + 0.5
+            else:
+                continue
+            # On a tie the longer header: a truncated header means the longer one.
+            rank = (score, -len(known))
+            if best is None or rank < best[0]:
+                best = (rank, alias, col)
+    return None if best is None else (best[1], best[2])
 
 
 def table_for_headers(headers: Iterable[object], hint: str = "") -> Table | None:
@@ -564,25 +878,35 @@ class _RawSheet:
     hint: str  # a name that may say which table this is (file stem for CSV)
 
 
+KnownClusters: TypeAlias = AbstractSet[str] | Mapping[str, str]
+
+
 def read_ledger(
     path: Path,
     *,
     known_enterprises: AbstractSet[str] | None = None,
-    known_clusters: AbstractSet[str] | None = None,
+    known_clusters: KnownClusters | None = None,
+    known_regions: AbstractSet[str] | None = None,
 ) -> Ledger:
     """Parse a ``.csv`` or ``.xlsx`` ledger file into models and row errors.
 
-    ``known_enterprises`` and ``known_clusters`` are the credit codes and cluster
-    codes the registry already holds: references to them resolve even when the file
-    does not contain them. When neither the file nor the caller provides a table,
-    references to it are not checked (and a warning says so).
+    ``known_enterprises``, ``known_clusters`` and ``known_regions`` are what the
+    registry already holds: credit codes, clusters (codes, or code → name so that an
+    enterprise's 产业集群 may name a cluster instead of giving its code) and region
+    codes. References to them resolve even when the file does not contain them.
+    When neither the file nor the caller provides a table, references to it are not
+    checked (and a warning says so; regions are then left to the registry upsert).
     """
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise LedgerError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
     return parse_ledger(
-        data, str(path), known_enterprises=known_enterprises, known_clusters=known_clusters
+        data,
+        str(path),
+        known_enterprises=known_enterprises,
+        known_clusters=known_clusters,
+        known_regions=known_regions,
     )
 
 
@@ -591,7 +915,8 @@ def parse_ledger(
     source: str,
     *,
     known_enterprises: AbstractSet[str] | None = None,
-    known_clusters: AbstractSet[str] | None = None,
+    known_clusters: KnownClusters | None = None,
+    known_regions: AbstractSet[str] | None = None,
 ) -> Ledger:
     """Like :func:`read_ledger` for bytes already in memory (an upload); the format
     follows the extension of ``source``."""
@@ -606,9 +931,8 @@ def parse_ledger(
         raise LedgerError(
             f"{source}: unknown ledger format {suffix or '(no extension)'!r}; use .xlsx or .csv"
         )
-    return _Reader(source, sheets, known_enterprises, known_clusters).read(
-        is_csv=suffix in CSV_SUFFIXES
-    )
+    reader = _Reader(source, sheets, known_enterprises, known_clusters, known_regions)
+    return reader.read(is_csv=suffix in CSV_SUFFIXES)
 
 
 def _decode(data: bytes, source: str) -> str:
@@ -676,6 +1000,10 @@ class _ParsedRow:
     model: BaseModel | None = None
     failed: bool = False
     unparsed: set[str] = field(default_factory=set)  # fields whose cell did not convert
+    bad: set[str] = field(default_factory=set)  # fields with any error, checked or not
+    #: The 产业集群 items of an enterprise row as written (codes or names); resolved
+    #: against the clusters of the file and the registry in pass 3.
+    clusters: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -727,7 +1055,8 @@ class _Reader:
         source: str,
         sheets: list[_RawSheet],
         known_enterprises: AbstractSet[str] | None,
-        known_clusters: AbstractSet[str] | None,
+        known_clusters: KnownClusters | None,
+        known_regions: AbstractSet[str] | None = None,
     ) -> None:
         self.source = source
         self.raw_sheets = sheets
@@ -735,10 +1064,18 @@ class _Reader:
         self.known_enterprises = (
             None if known_enterprises is None else {c.strip().upper() for c in known_enterprises}
         )
-        self.known_clusters = (
-            None if known_clusters is None else {c.strip() for c in known_clusters}
+        # Cluster code → name; a plain set of codes knows no names.
+        self.known_clusters: dict[str, str] | None = (
+            None
+            if known_clusters is None
+            else {
+                code.strip(): (known_clusters[code] if isinstance(known_clusters, Mapping) else "")
+                for code in known_clusters
+            }
         )
+        self.known_regions = None if known_regions is None else {c.strip() for c in known_regions}
         self.ledger = Ledger(source=source)
+        self.positions: dict[str, dict[str, int]] = {}  # sheet → header text → column
 
     def error(self, sheet: str, row: int, column: str, value: object, reason: str) -> None:
         self.ledger.errors.append(RowError(self.source, sheet, row, column, value, reason))
@@ -768,7 +1105,14 @@ class _Reader:
         _CrossCheck(self, tables).run()
         order = {sheet.name: index for index, sheet in enumerate(self.ledger.sheets)}
         for problems in (self.ledger.errors, self.ledger.warnings):
-            problems.sort(key=lambda e: (order.get(e.sheet, -1), e.row))
+            # Within a row, in the order of its columns, as the user reads the row.
+            problems.sort(
+                key=lambda e: (
+                    order.get(e.sheet, -1),
+                    e.row,
+                    self.positions.get(e.sheet, {}).get(e.column, -1),
+                )
+            )
         return self.ledger
 
     def _table_of(self, raw: _RawSheet, *, is_csv: bool) -> Table | None:
@@ -808,7 +1152,7 @@ class _Reader:
             self.warn(raw.name, 0, "", None, f"empty {table.value} sheet")
             return _ParsedTable(table, raw.name, 0, {}, [])
         header_row, header_cells = _find_header(raw.rows, table)
-        columns = self._map_columns(raw.name, header_row, header_cells, spec)
+        columns, not_used = self._map_columns(raw.name, header_row, header_cells, spec)
         headers = {col.field: text for _, col, text in columns}
         missing = [col.display for col in spec.required if col.field not in headers]
         if missing:
@@ -816,12 +1160,12 @@ class _Reader:
                 f"{self._place(raw.name)} ({table.value}) has no column " + ", ".join(missing)
             )
         position = {text: index for index, _, text in columns}
+        self.positions[raw.name] = position
         unnamed_warned: set[int] = set()
         parsed: list[_ParsedRow] = []
         for number, cells in raw.rows:
             if number <= header_row:
                 continue
-            first_error = len(self.ledger.errors)
             row = _ParsedRow(raw.name, number, {}, {})
             for index, col, text in columns:
                 value = cells[index] if index < len(cells) else None
@@ -846,34 +1190,121 @@ class _Reader:
                         value,
                         "column has no header; its values are ignored",
                     )
+            if table is Table.DEVICES:
+                self._device_cells(row, headers)
+            elif table is Table.ENTERPRISES and "cluster_codes" in headers:
+                clusters = row.values.pop("cluster_codes", None)
+                row.clusters = cast(tuple[str, ...], clusters or ())
             self._validate(row, spec, headers)
-            # A row's messages in the order of its columns, as the user reads the row.
-            self.ledger.errors[first_error:] = sorted(
-                self.ledger.errors[first_error:], key=lambda e: position.get(e.column, -1)
-            )
+            row.bad |= row.unparsed
             parsed.append(row)
-        self.ledger.sheets.append(SheetRead(raw.name, table, header_row, len(parsed)))
-        return _ParsedTable(table, raw.name, header_row, headers, parsed)
+        self.ledger.sheets.append(
+            SheetRead(raw.name, table, header_row, len(parsed), tuple(not_used))
+        )
+        return _ParsedTable(table, raw.name, header_row, _model_headers(headers), parsed)
+
+    def _device_cells(self, row: _ParsedRow, headers: Mapping[str, str]) -> None:
+        """What a device row's cells mean together: the type (an unknown one is 其他
+        when the row says whether it is production equipment), the production flag
+        an auxiliary type implies, and the site and line from names or codes."""
+        values = row.values
+        production = values.get("is_production_equipment")
+        kind = values.get("device_type")
+        flag_header = headers.get(
+            "is_production_equipment", "是否生产设备 (is_production_equipment)"
+        )
+        if isinstance(kind, _UnknownType):
+            if production is not None:
+                values["device_type"] = DeviceType.OTHER
+                self.warn(
+                    row.sheet,
+                    row.row,
+                    headers["device_type"],
+                    kind.text,
+                    f"is not a known device type; stored as 其他 (other) with {flag_header} "
+                    f"{'是' if production else '否'}. Use one of the types in "
+                    "docs/registry-import.md to classify it",
+                )
+            else:
+                del values["device_type"]
+                self.error(
+                    row.sheet,
+                    row.row,
+                    headers["device_type"],
+                    kind.text,
+                    f"{_device_type_rule()}; or fill in {flag_header} to store it as 其他",
+                )
+                row.failed = True
+                row.unparsed.add("device_type")
+        elif isinstance(kind, DeviceType) and kind.is_auxiliary and production is None:
+            values["is_production_equipment"] = False
+        self._place_fields(row, headers)
+
+    def _place_fields(self, row: _ParsedRow, headers: Mapping[str, str]) -> None:
+        """厂区 / 车间 / 产线 cells into the model's site and line codes and names.
+
+        A 车间 (workshop) is the model's site: it is the level above lines that
+        enterprise ledgers actually keep. With a 厂区 beside it, the site is the
+        workshop of that plant and its name says both (一厂 冲压车间).
+        """
+        values = row.values
+
+        def code_of(field: str) -> str | None:
+            code = cast(str | None, values.pop(field, None))
+            if code is not None and not is_code(code):
+                self.error(
+                    row.sheet,
+                    row.row,
+                    headers[field],
+                    row.raw.get(field),
+                    "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter "
+                    "or digit; a name such as 三号线 goes into the name column "
+                    "(产线 / 车间 / 厂区)",
+                )
+                row.failed = True
+                row.bad.add(field)
+                return None
+            return code
+
+        site_code, workshop_code, line_code = (
+            code_of("site_code"),
+            code_of("workshop_code"),
+            code_of("line_code"),
+        )
+        site_label = cast(str | None, values.pop("site_label", None))
+        workshop_label = cast(str | None, values.pop("workshop_label", None))
+        line_label = cast(str | None, values.pop("line_label", None))
+        if workshop_code or workshop_label:
+            code, name = _code_and_name(workshop_code, workshop_label)
+            plant = site_label or site_code
+            if plant:
+                name = f"{plant} {name or code}"
+        else:
+            code, name = _code_and_name(site_code, site_label)
+        values["site_code"], values["site_name"] = code, name
+        values["line_code"], values["line_name"] = _code_and_name(line_code, line_label)
+        for key in ("site_code", "site_name", "line_code", "line_name"):
+            if values[key] is None:
+                del values[key]
 
     def _map_columns(
         self, sheet: str, header_row: int, cells: tuple[object, ...], spec: _TableSpec
-    ) -> list[tuple[int, _Column, str]]:
+    ) -> tuple[list[tuple[int, _Column, str]], list[str]]:
+        """The columns read (position, column, header as written) and the headers
+        recognised as not used; every other header gets a warning."""
         lookup = spec.by_header
+        fallbacks = spec.by_fallback
+        unused = {_lookup_key(alias) for alias in spec.unused}
         columns: list[tuple[int, _Column, str]] = []
         seen: dict[str, str] = {}
+        leftover: list[tuple[int, str]] = []
         for index, cell in enumerate(cells):
             if _is_blank(cell):
                 continue
             text = _text(cell)
-            col = lookup.get(_lookup_key(text))
+            col = _lookup_header(lookup, text)
             if col is None:
-                self.warn(
-                    sheet,
-                    header_row,
-                    text,
-                    None,
-                    f"unknown column for {spec.table.value}, ignored",
-                )
+                leftover.append((index, text))
                 continue
             if col.field in seen:
                 raise LedgerError(
@@ -882,11 +1313,40 @@ class _Reader:
                 )
             seen[col.field] = text
             columns.append((index, col, text))
-        return columns
+        not_used: list[str] = []
+        for index, text in leftover:
+            col = _lookup_header(fallbacks, text)
+            if col is not None and col.field not in seen:
+                seen[col.field] = text
+                columns.append((index, col, text))
+                continue
+            keys = _header_keys(text)
+            refusal = next((spec.refused[k] for k in keys if k in spec.refused), None)
+            if refusal is not None:
+                self.warn(sheet, header_row, text, None, refusal)
+            elif col is not None or any(k in unused for k in keys):
+                not_used.append(text)  # 资产编号 beside a 设备编号 is just information
+            else:
+                self._unknown_column(sheet, header_row, text, spec, seen)
+        columns.sort(key=lambda item: item[0])
+        return columns, not_used
+
+    def _unknown_column(
+        self, sheet: str, header_row: int, text: str, spec: _TableSpec, seen: Mapping[str, str]
+    ) -> None:
+        reason = f"unknown column for {spec.table.value}, ignored"
+        close = _closest_header(text, spec)
+        if close is not None:
+            alias, col = close
+            reason += f"; did you mean {alias!r} ({col.aliases[0]})?"
+            if col.field in seen:
+                reason += f" That column is already read from {seen[col.field]!r}"
+        self.warn(sheet, header_row, text, None, reason)
 
     def _validate(self, row: _ParsedRow, spec: _TableSpec, headers: Mapping[str, str]) -> None:
         """Validate the cells that converted, so one message per bad cell is reported;
         a row with any bad cell is never accepted."""
+        headers = _model_headers(headers)
         try:
             model = spec.model.model_validate(row.values)
         except ValidationError as exc:
@@ -894,11 +1354,75 @@ class _Reader:
             for err in exc.errors(include_url=False):
                 if err["loc"] and str(err["loc"][0]) in row.unparsed:
                     continue  # already reported as the cell's conversion error
+                cause = (err.get("ctx") or {}).get("error")
+                if err["loc"]:
+                    row.bad.add(str(err["loc"][0]))
+                elif isinstance(cause, InvalidValue):
+                    row.bad.add(cause.field)  # a model rule: it names its field
                 column, value, reason = _model_error(err, headers, row.raw)
                 self.error(row.sheet, row.row, column, value, reason)
+            if spec.model is Device:
+                self._service_dates(row, headers)
             return
         if not row.failed:
             row.model = model
+
+    def _service_dates(self, row: _ParsedRow, headers: Mapping[str, str]) -> None:
+        """The service-date rule of a device whose other cells failed: pydantic runs a
+        model's own rules only when every field is valid, and the user must not
+        learn of this problem only after fixing the others."""
+        dates = ("commissioned_on", "decommissioned_on")
+        if any(f not in row.values or f in row.bad for f in dates):
+            return
+        try:
+            check_service_dates(
+                cast(date, row.values["commissioned_on"]),
+                cast(date, row.values["decommissioned_on"]),
+            )
+        except InvalidValue as exc:
+            row.bad.add(exc.field)
+            self.error(
+                row.sheet,
+                row.row,
+                headers.get(exc.field, exc.field),
+                row.raw.get(exc.field),
+                _with_headers(exc.rule, headers),
+            )
+
+
+def _code_and_name(code: str | None, label: str | None) -> tuple[str | None, str | None]:
+    """A place's code and name from its code cell and its name-or-code cell.
+
+    A 产线 cell that is itself a valid code (L1) is the code, as the platform's own
+    template writes it; anything else (三号线, 装配 二线) is a name.
+    """
+    if code is not None:
+        return code, label if label and label != code else None
+    if label is None:
+        return None, None
+    return (label, None) if is_code(label) else (None, label)
+
+
+def _model_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The sheet's headers by model field: the 厂区 / 车间 / 产线 columns stand for
+    the site and line fields they fill."""
+    out = {k: v for k, v in headers.items() if k not in _PLACE_COLUMNS}
+    site = next(
+        (
+            headers[f]
+            for f in ("workshop_label", "workshop_code", "site_label", "site_code")
+            if f in headers
+        ),
+        None,
+    )
+    line = headers.get("line_label") or headers.get("line_code")
+    if site is not None:
+        out.setdefault("site_code", site)
+        out["site_name"] = site
+    if line is not None:
+        out.setdefault("line_code", line)
+        out["line_name"] = line
+    return out
 
 
 def _find_header(rows: list[_Row], table: Table | None) -> tuple[int, tuple[object, ...]]:
@@ -947,18 +1471,24 @@ class _CrossCheck:
             if first != (row.sheet, row.row):
                 self._duplicate(parsed, row, first)
                 row.failed = True
+        # References are checked on rows with bad cells too, so that a user learns of
+        # every problem of a row in one import; only the cells that are themselves
+        # wrong are not checked further.
+        checks: dict[Table, tuple[Callable[[_ParsedTable, _ParsedRow], bool], ...]] = {
+            Table.CLUSTERS: (self._region_ref,),
+            Table.ENTERPRISES: (self._region_ref,),
+            Table.DEVICES: (self._enterprise_ref,),
+            Table.EDGES: (self._enterprise_ref, self._edge_devices),
+        }
+        for check in checks.get(parsed.table, ()):
+            if not check(parsed, row):
+                row.failed = True
+        clusters = self._clusters(parsed, row) if row.clusters is not None else None
         model = row.model
         if row.failed or model is None:
             return
-        checks: dict[Table, Callable[[_ParsedTable, _ParsedRow], bool]] = {
-            Table.ENTERPRISES: self._enterprise_refs,
-            Table.DEVICES: self._enterprise_ref,
-            Table.EDGES: self._edge_refs,
-        }
-        check = checks.get(parsed.table)
-        if check is not None and not check(parsed, row):
-            row.failed = True
-            return
+        if clusters is not None:
+            model = model.model_copy(update={"cluster_codes": clusters})
         self._accept(parsed, row, key, model)
 
     @staticmethod
@@ -1038,41 +1568,102 @@ class _CrossCheck:
             return "is not in the registry"
         return "is neither in this file nor in the registry"
 
-    def _resolve_enterprise(self, parsed: _ParsedTable, row: _ParsedRow, column: str) -> bool:
-        credit = cast(Device | EdgeGateway, row.model).enterprise
-        reason = self._unresolved(parsed, Table.ENTERPRISES, credit, self.reader.known_enterprises)
+    def _region_ref(self, parsed: _ParsedTable, row: _ParsedRow) -> bool:
+        code = row.values.get("region_code")
+        known = self.reader.known_regions
+        if known is None or code is None or "region_code" in row.bad:
+            return True  # without a list the registry upsert checks the region
+        reason = self._unresolved(parsed, Table.REGIONS, cast(str, code), known)
         if reason is None:
             return True
-        self.reader.error(row.sheet, row.row, column, row.raw.get("enterprise"), reason)
+        if reason == "is not in the registry":
+            reason = "region is not in the registry"
+        self.reader.error(
+            row.sheet, row.row, parsed.headers["region_code"], row.raw.get("region_code"), reason
+        )
         return False
 
     def _enterprise_ref(self, parsed: _ParsedTable, row: _ParsedRow) -> bool:
-        return self._resolve_enterprise(parsed, row, parsed.headers["enterprise"])
+        credit = _credit_key(row.values.get("enterprise"))
+        if credit is None or "enterprise" in row.bad:
+            return True  # the cell's own error is reported already
+        reason = self._unresolved(parsed, Table.ENTERPRISES, credit, self.reader.known_enterprises)
+        if reason is None:
+            return True
+        self.reader.error(
+            row.sheet, row.row, parsed.headers["enterprise"], row.raw.get("enterprise"), reason
+        )
+        return False
 
-    def _enterprise_refs(self, parsed: _ParsedTable, row: _ParsedRow) -> bool:
-        ok = True
-        for code in cast(Enterprise, row.model).cluster_codes:
-            reason = self._unresolved(parsed, Table.CLUSTERS, code, self.reader.known_clusters)
-            if reason is not None:
-                column = parsed.headers["cluster_codes"]
-                value = row.raw.get("cluster_codes")
-                self.reader.error(row.sheet, row.row, column, value, f"cluster {code} {reason}")
-                ok = False
-        return ok
+    def _cluster_index(self) -> dict[str, set[str]]:
+        """Cluster name (by name_key) → the codes of the clusters of that name."""
+        names: dict[str, set[str]] = {}
+        for code, model in self.valid[Table.CLUSTERS].items():
+            names.setdefault(name_key(cast(Cluster, model).name), set()).add(cast(str, code))
+        for code, name in (self.reader.known_clusters or {}).items():
+            names.setdefault(name_key(name), set()).add(code)
+        return names
 
-    def _edge_refs(self, parsed: _ParsedTable, row: _ParsedRow) -> bool:
-        model = cast(EdgeGateway, row.model)
-        if not self._resolve_enterprise(parsed, row, parsed.headers["enterprise"]):
-            return False
-        if not model.device_codes:
+    def _clusters(self, parsed: _ParsedTable, row: _ParsedRow) -> tuple[str, ...]:
+        """The cluster codes an enterprise row's 产业集群 cell resolves to.
+
+        Each item may be a code or a name, of a cluster in this file or in the
+        registry. An item that resolves to nothing costs the enterprise only that
+        membership: it is a warning naming the item, and the enterprise is stored.
+        """
+        known = self.reader.known_clusters
+        in_file = bool(self.by_table[Table.CLUSTERS])
+        names = self._cluster_index()
+        column = parsed.headers["cluster_codes"]
+        resolved: list[str] = []
+        for item in row.clusters or ():
+            if item in self.valid[Table.CLUSTERS] or (known is not None and item in known):
+                resolved.append(item)
+                continue
+            codes = sorted(names.get(name_key(item), ()))
+            if len(codes) == 1:
+                resolved.append(codes[0])
+                continue
+            if known is None and not in_file and is_code(item):
+                self._unchecked(parsed, Table.CLUSTERS)
+                resolved.append(item)
+                continue
+            first = self.claimed[Table.CLUSTERS].get(item)
+            if codes:
+                why = f"names {len(codes)} clusters ({', '.join(codes)}); write the code instead"
+            elif first is not None:
+                why = f"is in sheet {first[0]!r} row {first[1]}, but that row has errors"
+            elif known is None and not in_file:
+                why = "is a name, and no clusters are known to look it up (no clusters sheet)"
+            else:
+                where = {
+                    (True, True): "in this file or the registry",
+                    (True, False): "in this file",
+                    (False, True): "in the registry",
+                }[(in_file, known is not None)]
+                why = f"is neither the code nor the name of a cluster {where}"
+            self.reader.warn(
+                row.sheet,
+                row.row,
+                column,
+                item,
+                f"cluster {why}; the enterprise is stored without this membership. "
+                "Register the cluster (a clusters / 产业集群 sheet) and import again",
+            )
+        return tuple(dict.fromkeys(resolved))
+
+    def _edge_devices(self, parsed: _ParsedTable, row: _ParsedRow) -> bool:
+        credit = _credit_key(row.values.get("enterprise"))
+        codes = cast(tuple[str, ...], row.values.get("device_codes") or ())
+        if not codes or credit is None or "device_codes" in row.bad:
             return True
         if not self.by_table[Table.DEVICES]:
             # Devices may be in the registry already; only the upsert can tell.
             self._unchecked(parsed, Table.DEVICES)
             return True
         unknown = []
-        for code in model.device_codes:
-            key = (model.enterprise, code)
+        for code in codes:
+            key = (credit, code)
             if key in self.valid[Table.DEVICES]:
                 continue
             first = self.claimed[Table.DEVICES].get(key)

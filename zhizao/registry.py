@@ -9,7 +9,9 @@ are raised as :class:`zhizao.errors.InvalidValue` so the message names all three
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 from datetime import date
 from enum import StrEnum
 from typing import Annotated, Self
@@ -119,11 +121,29 @@ class DeviceType(StrEnum):
     TEST_EQUIPMENT = "test_equipment"
     CONVEYOR = "conveyor"
     COMPRESSOR = "air_compressor"
+    PRESS_BRAKE = "press_brake"
+    PACKAGING = "packaging_machine"
+    AGV = "agv"
+    AUXILIARY = "auxiliary_equipment"
+    COOLING_TOWER = "cooling_tower"
+    CRANE = "crane"
+    FORKLIFT = "forklift"
     OTHER = "other"
 
     @property
     def label_zh(self) -> str:
         return DEVICE_TYPE_LABELS[self]
+
+    @property
+    def is_auxiliary(self) -> bool:
+        """Utility and handling equipment that serves production without producing.
+
+        A ledger row of such a type whose 是否生产设备 cell is empty is not production
+        equipment, so it stays out of the networking and NC rates. Inspection
+        equipment (a CMM measuring every part) and 其他 are a process step as often
+        as not: they keep the ordinary default (production equipment).
+        """
+        return self in AUXILIARY_DEVICE_TYPES
 
 
 DEVICE_TYPE_LABELS: dict[DeviceType, str] = {
@@ -140,8 +160,63 @@ DEVICE_TYPE_LABELS: dict[DeviceType, str] = {
     DeviceType.TEST_EQUIPMENT: "检测设备",
     DeviceType.CONVEYOR: "输送设备",
     DeviceType.COMPRESSOR: "空压机",
+    DeviceType.PRESS_BRAKE: "折弯机",
+    DeviceType.PACKAGING: "包装机",
+    DeviceType.AGV: "AGV",
+    DeviceType.AUXILIARY: "辅助设备",
+    DeviceType.COOLING_TOWER: "冷却塔",
+    DeviceType.CRANE: "起重设备",
+    DeviceType.FORKLIFT: "叉车",
     DeviceType.OTHER: "其他",
 }
+
+AUXILIARY_DEVICE_TYPES = frozenset(
+    {
+        DeviceType.COMPRESSOR,
+        DeviceType.AUXILIARY,
+        DeviceType.COOLING_TOWER,
+        DeviceType.CRANE,
+        DeviceType.FORKLIFT,
+    }
+)
+
+
+def name_key(name: str) -> str:
+    """How two spellings of a line or site name are told to be the same name.
+
+    Full-width and half-width forms, case and white space do not make another
+    line: ``三号线``, ``三号线 `` and ``三 号 线`` are one line.
+    """
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", name)).casefold()
+
+
+def derived_code(prefix: str, name: str) -> str:
+    """A stable code for a line or site the ledger names but gives no code.
+
+    The code depends on the name alone (after :func:`name_key`), so every import of
+    a ledger naming 三号线 maps to the same line, on any machine, in any order.
+    """
+    digest = hashlib.sha256(name_key(name).encode()).hexdigest()[:8].upper()
+    return f"{prefix}-{digest}"
+
+
+def is_code(value: str) -> bool:
+    """Whether ``value`` can serve as a code as written (``L1``, ``BL-1``)."""
+    return _CODE_RE.fullmatch(value) is not None
+
+
+def check_service_dates(commissioned_on: date | None, decommissioned_on: date | None) -> None:
+    """A device leaves service no earlier than it entered it (InvalidValue if not)."""
+    if (
+        commissioned_on is not None
+        and decommissioned_on is not None
+        and decommissioned_on < commissioned_on
+    ):
+        raise InvalidValue(
+            "decommissioned_on",
+            decommissioned_on.isoformat(),
+            f"is before commissioned_on {commissioned_on.isoformat()}",
+        )
 
 
 class Device(_Model):
@@ -153,6 +228,10 @@ class Device(_Model):
     device_type: DeviceType
     site_code: Code | None = None
     line_code: Code | None = None
+    #: The names the ledger gives (三号线, 冲压车间). Without a code the registry
+    #: finds the line or site by this name or derives its code (:func:`derived_code`).
+    site_name: Name | None = None
+    line_name: Name | None = None
     is_production_equipment: bool = True
     is_nc: bool = False  # 数控: digitally controlled
     key_process: bool = False  # 关键工序
@@ -162,16 +241,7 @@ class Device(_Model):
 
     @model_validator(mode="after")
     def _service_dates_in_order(self) -> Self:
-        if (
-            self.commissioned_on is not None
-            and self.decommissioned_on is not None
-            and self.decommissioned_on < self.commissioned_on
-        ):
-            raise InvalidValue(
-                "decommissioned_on",
-                self.decommissioned_on.isoformat(),
-                f"is before commissioned_on {self.commissioned_on.isoformat()}",
-            )
+        check_service_dates(self.commissioned_on, self.decommissioned_on)
         return self
 
     def in_service_on(self, day: date) -> bool:

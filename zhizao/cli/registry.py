@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -11,11 +12,13 @@ from rich.table import Table
 from zhizao.cli.common import DbUrlOption, console, db_settings, err_console, fail
 from zhizao.errors import ZhizaoError
 from zhizao.ledger import Ledger, read_ledger
+from zhizao.ledger import Table as LedgerTable
 from zhizao.settings import DatabaseSettings
 from zhizao.storage.connection import connect
 from zhizao.storage.registry import (
     EnterpriseSummary,
     RegistryChanges,
+    cluster_names,
     enterprise_summaries,
     known_codes,
     store_ledger,
@@ -30,36 +33,99 @@ async def import_ledger(settings: DatabaseSettings, path: Path) -> tuple[Ledger,
     """Parse a ledger file and store every valid row in one transaction."""
     conn = await connect(settings.url)
     async with conn:
-        enterprises, clusters, _ = await known_codes(conn)
+        enterprises, _, regions = await known_codes(conn)
+        clusters = await cluster_names(conn)
         ledger = await asyncio.to_thread(
-            read_ledger, path, known_enterprises=enterprises, known_clusters=clusters
+            read_ledger,
+            path,
+            known_enterprises=enterprises,
+            known_clusters=clusters,
+            known_regions=regions,
         )
         async with conn.transaction():
             changes = await store_ledger(conn, ledger)
     return ledger, changes
 
 
+@dataclass(frozen=True)
+class ImportSummary:
+    """The four numbers of an import, each counting one thing."""
+
+    stored: int  # rows now in the registry as the file says
+    rejected: int  # rows with at least one error: not stored
+    problems: int  # errors, several per row possible
+    warnings: int  # rows kept, something to look at
+
+    def __str__(self) -> str:
+        return (
+            f"存储 {self.stored} 行 rows stored · 拒绝 {self.rejected} 行 rows rejected · "
+            f"{self.problems} 个错误 problems · {self.warnings} 条警告 warnings"
+        )
+
+
+def summarise(ledger: Ledger, changes: RegistryChanges) -> ImportSummary:
+    return ImportSummary(
+        stored=changes.stored,
+        rejected=sum(ledger.rejected_rows.values()),
+        problems=len(ledger.errors),
+        warnings=len(ledger.warnings),
+    )
+
+
 def print_changes(ledger: Ledger, changes: RegistryChanges) -> None:
     table = Table(title=f"导入结果 Import of {ledger.source}")
-    for header in ("表 Table", "读取 Read", "新增 Inserted", "更新 Updated", "未变 Unchanged"):
+    for header in (
+        "表 Table",
+        "读取 Read",
+        "存储 Stored",
+        "拒绝 Rejected",
+        "新增 Inserted",
+        "更新 Updated",
+        "未变 Unchanged",
+    ):
         table.add_column(header, justify="right" if header != "表 Table" else "left")
     rows = ledger.rows_by_table
+    rejected = ledger.rejected_rows
     for label, key, counts in (
-        ("行政区划 regions", "regions", changes.regions),
-        ("产业集群 clusters", "clusters", changes.clusters),
-        ("企业 enterprises", "enterprises", changes.enterprises),
-        ("设备 devices", "devices", changes.devices),
-        ("边缘网关 edges", "edges", changes.edges),
+        ("行政区划 regions", LedgerTable.REGIONS, changes.regions),
+        ("产业集群 clusters", LedgerTable.CLUSTERS, changes.clusters),
+        ("企业 enterprises", LedgerTable.ENTERPRISES, changes.enterprises),
+        ("设备 devices", LedgerTable.DEVICES, changes.devices),
+        ("边缘网关 edges", LedgerTable.EDGES, changes.edges),
     ):
-        read = sum(n for t, n in rows.items() if t.value == key)
         table.add_row(
-            label, str(read), str(counts.inserted), str(counts.updated), str(counts.unchanged)
+            label,
+            str(rows[key]),
+            str(counts.inserted + counts.updated + counts.unchanged),
+            str(rejected[key]),
+            str(counts.inserted),
+            str(counts.updated),
+            str(counts.unchanged),
         )
     console.print(table)
+    summary = summarise(ledger, changes)
+    console.print(str(summary))
+    derived = [place for place in changes.new_places if place.derived]
+    for place in derived:
+        kind = "产线 line" if place.kind == "line" else "厂区/车间 site"
+        console.print(f"新建 new {kind} {place.name} → {place.code} (code derived from the name)")
+    if derived:
+        console.print(
+            "[dim]A derived code stays the same on every import of the same name; "
+            "a 产线编号 / 车间编号 column chooses the code instead.[/]"
+        )
+    for sheet in ledger.sheets:
+        if sheet.unused:
+            console.print(
+                f"[dim]{sheet.name}: 未使用的列 columns not used: {', '.join(sheet.unused)}[/]"
+            )
     for warning in ledger.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}")
     if ledger.errors:
-        errors = Table(title=f"{len(ledger.errors)} 行有错误 rows rejected (others were stored)")
+        errors = Table(
+            title=f"{summary.rejected} 行被拒绝 rows rejected (others were stored), "
+            f"{summary.problems} 个错误 problems"
+        )
         for header in ("工作表 Sheet", "行 Row", "列 Column", "值 Value", "原因 Reason"):
             errors.add_column(header)
         for error in ledger.errors:

@@ -2,8 +2,15 @@
 
 Every upsert is ``INSERT ... ON CONFLICT DO UPDATE ... WHERE <something differs>``,
 so re-importing the same ledger changes no row (not even ``updated_at``) and the
-counts returned tell a user exactly what a file changed. Sites and lines named by
-devices are created on first mention with their code as name.
+counts returned tell a user exactly what a file changed.
+
+Sites and lines are created on first mention by a device. A ledger gives a code
+(产线编号 L3), a name (产线 三号线) or both. A name without a code finds the line
+of that name (compared by :func:`zhizao.registry.name_key`) among the enterprise's
+lines, or among the rows of the same file that give both, and only then gets
+:func:`zhizao.registry.derived_code`: so a line keeps its code across imports,
+whether or not later files carry the code column. A given name renames the line
+of a given code; a code without a name leaves the name alone.
 """
 
 from __future__ import annotations
@@ -17,7 +24,15 @@ from psycopg import sql
 from zhizao.codes import region_level, region_parent
 from zhizao.errors import StorageError
 from zhizao.ledger import Ledger, RowError
-from zhizao.registry import Cluster, Device, EdgeGateway, Enterprise, Region
+from zhizao.registry import (
+    Cluster,
+    Device,
+    EdgeGateway,
+    Enterprise,
+    Region,
+    derived_code,
+    name_key,
+)
 from zhizao.storage.connection import Conn
 
 M = TypeVar("M", Cluster, Enterprise, Device, EdgeGateway)
@@ -38,6 +53,17 @@ class UpsertCounts:
             self.updated += 1
 
 
+@dataclass(frozen=True)
+class NewPlace:
+    """A site or line an import created, with the code it got."""
+
+    kind: str  # "site" or "line"
+    enterprise: str  # credit code
+    code: str
+    name: str
+    derived: bool  # the code was derived from the name (no code column or cell)
+
+
 @dataclass
 class RegistryChanges:
     regions: UpsertCounts = field(default_factory=UpsertCounts)
@@ -45,6 +71,15 @@ class RegistryChanges:
     enterprises: UpsertCounts = field(default_factory=UpsertCounts)
     devices: UpsertCounts = field(default_factory=UpsertCounts)
     edges: UpsertCounts = field(default_factory=UpsertCounts)
+    new_places: list[NewPlace] = field(default_factory=list)
+
+    @property
+    def stored(self) -> int:
+        """Rows of the file now in the registry as the file says (new, updated or unchanged)."""
+        return sum(
+            c.inserted + c.updated + c.unchanged
+            for c in (self.regions, self.clusters, self.enterprises, self.devices, self.edges)
+        )
 
     @property
     def changed(self) -> int:
@@ -207,20 +242,99 @@ async def _replace_clusters(conn: Conn, credit_code: str, cluster_codes: Sequenc
     return bool(row and row[0])
 
 
-async def _ensure_named(conn: Conn, table: str, enterprise_id: int, code: str | None) -> int | None:
-    if code is None:
-        return None
-    # ``table`` is one of two literals passed below, never input.
-    cur = await conn.execute(
-        f"INSERT INTO {table} (enterprise_id, code, name) VALUES (%s, %s, %s)"  # noqa: S608
-        f" ON CONFLICT (enterprise_id, code) DO UPDATE SET code = excluded.code"
-        f" RETURNING id",
-        (enterprise_id, code, code),
-    )
-    row = await cur.fetchone()
-    if row is None:  # RETURNING of an upsert always yields the row
-        raise StorageError(f"{table} {code!r} was not stored")
-    return int(row[0])
+_PLACE_PREFIX = {"site": "S", "line": "L"}
+
+
+class _Places:
+    """Sites and lines of the enterprises an import touches, found or created once."""
+
+    def __init__(self, conn: Conn, devices: Sequence[Device], ids: dict[str, int]) -> None:
+        self.conn = conn
+        self.new: list[NewPlace] = []
+        self._ids: dict[tuple[str, int, str], int] = {}
+        self._by_name: dict[tuple[str, int], dict[str, str]] = {}
+        # Rows of this file that give both a code and a name teach the rows that
+        # give only the name, whatever their order in the file.
+        self._given: dict[tuple[str, int, str], str] = {}
+        for dev in devices:
+            for kind, code, name in (
+                ("site", dev.site_code, dev.site_name),
+                ("line", dev.line_code, dev.line_name),
+            ):
+                if code is not None and name is not None and dev.enterprise in ids:
+                    self._given.setdefault((kind, ids[dev.enterprise], name_key(name)), code)
+
+    async def _names(self, kind: str, enterprise_id: int) -> dict[str, str]:
+        known = self._by_name.get((kind, enterprise_id))
+        if known is None:
+            # ``kind`` is one of two literals of this module, never input.
+            cur = await self.conn.execute(
+                f"SELECT code, name FROM {kind} WHERE enterprise_id = %s",  # noqa: S608
+                (enterprise_id,),
+            )
+            known = {name_key(str(name)): str(code) for code, name in await cur.fetchall()}
+            self._by_name[(kind, enterprise_id)] = known
+        return known
+
+    async def _adopt_derived(
+        self, kind: str, enterprise_id: int, code: str, name: str, names: dict[str, str]
+    ) -> tuple[object, ...] | None:
+        """A line first imported by name alone, now given its code (产线编号 L3): the
+        line takes the code and keeps its identity and its devices."""
+        derived = derived_code(_PLACE_PREFIX[kind], name)
+        if names.get(name_key(name)) != derived:
+            return None
+        cur = await self.conn.execute(
+            f"UPDATE {kind} SET code = %s WHERE enterprise_id = %s AND code = %s"  # noqa: S608
+            " RETURNING id, name",
+            (code, enterprise_id, derived),
+        )
+        row = await cur.fetchone()
+        self._ids.pop((kind, enterprise_id, derived), None)
+        return None if row is None else tuple(row)
+
+    async def id_of(
+        self, kind: str, enterprise_id: int, credit: str, code: str | None, name: str | None
+    ) -> int | None:
+        if code is None and name is None:
+            return None
+        names = await self._names(kind, enterprise_id)
+        derived = False
+        if code is None:
+            assert name is not None  # noqa: S101 - narrowed by the test above
+            key = name_key(name)
+            code = self._given.get((kind, enterprise_id, key)) or names.get(key)
+            if code is None:
+                code, derived = derived_code(_PLACE_PREFIX[kind], name), True
+        cached = self._ids.get((kind, enterprise_id, code))
+        if cached is not None:
+            return cached
+        cur = await self.conn.execute(
+            f"SELECT id, name FROM {kind} WHERE enterprise_id = %s AND code = %s",  # noqa: S608
+            (enterprise_id, code),
+        )
+        row = await cur.fetchone()
+        if row is None and name is not None:
+            row = await self._adopt_derived(kind, enterprise_id, code, name, names)
+        if row is None:
+            cur = await self.conn.execute(
+                f"INSERT INTO {kind} (enterprise_id, code, name) VALUES (%s, %s, %s)"  # noqa: S608
+                " RETURNING id",
+                (enterprise_id, code, name or code),
+            )
+            row = await cur.fetchone()
+            if row is None:  # RETURNING of an INSERT always yields the row
+                raise StorageError(f"{kind} {code!r} was not stored")
+            self.new.append(NewPlace(kind, credit, code, name or code, derived))
+        elif name is not None and name_key(str(row[1])) != name_key(name):
+            await self.conn.execute(
+                f"UPDATE {kind} SET name = %s WHERE id = %s",  # noqa: S608
+                (name, row[0]),
+            )
+        pk = int(row[0])
+        self._ids[(kind, enterprise_id, code)] = pk
+        names[name_key(name or code)] = code
+        return pk
 
 
 async def enterprise_ids(conn: Conn) -> dict[str, int]:
@@ -247,15 +361,23 @@ async def upsert_devices(
     conn: Conn,
     devices: Iterable[Device],
     fields_of: Callable[[Device], Set[str] | None] = lambda _: None,
+    new_places: list[NewPlace] | None = None,
 ) -> UpsertCounts:
     """Insert or update devices; an update touches only the columns in ``fields_of``,
-    so a file that only sets 停用日期 leaves the rest of each device as it was."""
+    so a file that only sets 停用日期 leaves the rest of each device as it was.
+    Sites and lines created on the way are appended to ``new_places``."""
     counts = UpsertCounts()
     ids = await enterprise_ids(conn)
+    devices = list(devices)
+    places = _Places(conn, devices, ids)
     for dev in devices:
         enterprise_id = ids[dev.enterprise]
-        site_id = await _ensure_named(conn, "site", enterprise_id, dev.site_code)
-        line_id = await _ensure_named(conn, "line", enterprise_id, dev.line_code)
+        site_id = await places.id_of(
+            "site", enterprise_id, dev.enterprise, dev.site_code, dev.site_name
+        )
+        line_id = await places.id_of(
+            "line", enterprise_id, dev.enterprise, dev.line_code, dev.line_name
+        )
         columns = _given(_DEVICE_COLUMNS, fields_of(dev), _DEVICE_RENAMES)
         conflict = (
             _set_clause("device", columns)
@@ -296,6 +418,8 @@ async def upsert_devices(
                 (enterprise_id, dev.code),
             )
         counts.add(result)
+    if new_places is not None:
+        new_places.extend(places.new)
     return counts
 
 
@@ -397,6 +521,12 @@ async def known_codes(conn: Conn) -> tuple[set[str], set[str], set[str]]:
     return enterprises, clusters, regions
 
 
+async def cluster_names(conn: Conn) -> dict[str, str]:
+    """Cluster code → name, so that a ledger may name a cluster instead of coding it."""
+    cur = await conn.execute("SELECT code, name FROM cluster")
+    return {str(code): str(name) for code, name in await cur.fetchall()}
+
+
 Problem = tuple[str, object, str] | None  # (field, value, reason) or None when fine
 
 
@@ -423,6 +553,44 @@ def _keep(ledger: Ledger, models: Iterable[M], problem: Callable[[M], Problem]) 
     return kept
 
 
+async def _registered_clusters(
+    conn: Conn, ledger: Ledger, enterprises: list[Enterprise]
+) -> list[Enterprise]:
+    """The enterprises with only memberships of clusters the registry holds.
+
+    The parser resolves clusters when it is given the registry's; a ledger parsed
+    without them may name a cluster nobody registered. That costs the enterprise
+    the membership, with a warning, never its row.
+    """
+    registered = set(await cluster_names(conn))
+    kept: list[Enterprise] = []
+    for ent in enterprises:
+        unknown = [code for code in ent.cluster_codes if code not in registered]
+        if not unknown:
+            kept.append(ent)
+            continue
+        origin = ledger.origin(ent)
+        for code in unknown:
+            ledger.warnings.append(
+                RowError(
+                    ledger.source,
+                    origin.sheet if origin else "",
+                    origin.row if origin else 0,
+                    origin.headers.get("cluster_codes", "cluster_codes") if origin else "",
+                    code,
+                    "cluster is not in the registry; the enterprise is stored without this "
+                    "membership. Register the cluster and import again",
+                )
+            )
+        trimmed = ent.model_copy(
+            update={"cluster_codes": tuple(c for c in ent.cluster_codes if c in registered)}
+        )
+        if origin is not None:
+            ledger.origins[trimmed] = origin
+        kept.append(trimmed)
+    return kept
+
+
 async def store_ledger(conn: Conn, ledger: Ledger) -> RegistryChanges:
     """Upsert everything valid in a parsed ledger, in the caller's transaction.
 
@@ -441,8 +609,9 @@ async def store_ledger(conn: Conn, ledger: Ledger) -> RegistryChanges:
     changes = RegistryChanges()
     changes.regions = await upsert_regions(conn, ledger.regions)
     changes.clusters = await upsert_clusters(conn, _keep(ledger, ledger.clusters, region_problem))
+    enterprises = _keep(ledger, ledger.enterprises, region_problem)
     changes.enterprises = await upsert_enterprises(
-        conn, _keep(ledger, ledger.enterprises, region_problem), ledger.fields_of
+        conn, await _registered_clusters(conn, ledger, enterprises), ledger.fields_of
     )
     stored = set(await enterprise_ids(conn))
 
@@ -452,7 +621,7 @@ async def store_ledger(conn: Conn, ledger: Ledger) -> RegistryChanges:
         return ("enterprise", model.enterprise, "enterprise was not stored (see its row)")
 
     changes.devices = await upsert_devices(
-        conn, _keep(ledger, ledger.devices, owner_problem), ledger.fields_of
+        conn, _keep(ledger, ledger.devices, owner_problem), ledger.fields_of, changes.new_places
     )
     cur = await conn.execute(
         "SELECT e.credit_code, d.code FROM device d JOIN enterprise e ON e.id = d.enterprise_id"
