@@ -646,3 +646,183 @@ def test_row_error_reads_well() -> None:
     error = RowError("a.xlsx", "设备台账", 7, "投产日期", "2023-02-30", "is not a calendar day")
     assert str(error) == "设备台账 row 7, 投产日期: '2023-02-30' is not a calendar day"
     assert isinstance(Ledger().rows_read, dict)
+
+
+# ------------------------------------------------------------------ ledgers as written
+
+
+def _devices_csv(header: str, *rows: str) -> Ledger:
+    return parse_ledger("\n".join([header, *rows]).encode(), "设备台账.csv")
+
+
+@pytest.mark.parametrize(
+    ("written", "kind", "production"),
+    [
+        ("加工中心", "cnc_machine_tool", True),
+        ("卧式注塑机", "injection_moulding_machine", True),
+        ("注塑成型机", "injection_moulding_machine", True),
+        ("数控折弯机", "press_brake", True),
+        ("光纤激光切割机", "laser_cutter", True),
+        ("三坐标", "test_equipment", True),
+        ("AGV小车", "agv", True),
+        ("包装机", "packaging_machine", True),
+        ("其它", "other", True),
+        ("辅助设备", "auxiliary_equipment", False),
+        ("螺杆空压机", "air_compressor", False),
+        ("冷却塔", "cooling_tower", False),
+        ("行车", "crane", False),
+        ("叉车", "forklift", False),
+        ("模温机", "auxiliary_equipment", False),
+    ],
+)
+def test_device_types_as_ledgers_write_them(written: str, kind: str, production: bool) -> None:
+    ledger = _devices_csv(
+        "统一社会信用代码,设备编号,设备名称,设备类型,是否生产设备",
+        f"{RUICHI},D-1,设备,{written},",  # 是否生产设备 empty: the type decides
+        f"{RUICHI},D-2,设备,{written},是",  # the row says otherwise
+    )
+
+    assert ledger.errors == []
+    # The enum values as stored in the registry's device_type column.
+    assert [(d.device_type.value, d.is_production_equipment) for d in ledger.devices] == [
+        (kind, production),
+        (kind, True),
+    ]
+
+
+def test_an_unknown_type_is_other_only_when_the_row_says_what_it_is() -> None:
+    ledger = _devices_csv(
+        "统一社会信用代码,设备编号,设备名称,设备类型,是否生产设备",
+        f"{RUICHI},D-1,金属3D打印机,3D打印机,是",
+        f"{RUICHI},D-2,清洗线,超声波清洗线,否",
+        f"{RUICHI},D-3,不知道,某某机,",
+    )
+
+    assert [(d.code, d.device_type, d.is_production_equipment) for d in ledger.devices] == [
+        ("D-1", DeviceType.OTHER, True),
+        ("D-2", DeviceType.OTHER, False),
+    ]
+    assert [(w.row, w.value) for w in ledger.warnings if w.row] == [
+        (2, "3D打印机"),
+        (3, "超声波清洗线"),
+    ]
+    assert [(e.row, e.column, e.value) for e in ledger.errors] == [(4, "设备类型", "某某机")]
+    assert ledger.errors[0].reason.endswith("or fill in 是否生产设备 to store it as 其他")
+
+
+SURVEY_HEADERS = {
+    "ours": "统一社会信用代码,设备编号,设备名称,设备类型,车间,产线,产线编号,生产设备,数控设备,"
+    "关键工序,标准节拍(秒),投产日期,停用日期",
+    "eam": "企业统一社会信用代码,设备编码,资产名称,设备分类,所属车间,所属产线,产线代码,"
+    "是否为生产设备,是否数控设备,是否关键工序设备,理论节拍,投用日期,报废日期",
+    "survey": "社会信用代码（必填）,机台编号,设备名称,设备类别,使用车间,线体,生产线编号,"
+    "是否属于生产设备,是否数控,关键工序,节拍时间(秒),开始使用日期,退役日期",
+    "english": "enterprise_credit_code,equipment_no,equipment_name,equipment_type,workshop,"
+    "line_name,line_id,production_equipment,cnc,key_process,cycle_time(s),commissioning_date,"
+    "decommissioning_date",
+}
+
+
+@pytest.mark.parametrize("template", sorted(SURVEY_HEADERS))
+def test_header_wordings_of_other_templates_give_the_same_devices(template: str) -> None:
+    rows = (
+        f"{RUICHI},CY-1,250T冲床,冲床,冲压车间,三号线,L3,是,否,是,6,2020-01-01,",
+        f"{RUICHI},CY-2,行车,行车,冲压车间,,,,否,否,,2019/3/1,2026年6月30日",
+    )
+    ledger = _devices_csv(SURVEY_HEADERS[template], *rows)
+    reference = _devices_csv(SURVEY_HEADERS["ours"], *rows)
+
+    assert (ledger.errors, [w for w in ledger.warnings if w.row]) == ([], [])
+    assert ledger.devices == reference.devices
+    press, crane = ledger.devices
+    assert (press.site_name, press.line_code, press.line_name) == ("冲压车间", "L3", "三号线")
+    assert (crane.is_production_equipment, crane.line_code) == (False, None)
+
+
+def test_a_cycle_time_in_minutes_is_read_as_minutes() -> None:
+    ledger = _devices_csv(
+        "统一社会信用代码,设备编号,设备名称,设备类型,节拍(分钟)",
+        f"{RUICHI},D-1,注塑机,注塑机,1.5",
+        f"{RUICHI},D-2,注塑机,注塑机,2分钟",
+    )
+    assert [d.ideal_cycle_time_s for d in ledger.devices] == [90.0, 120.0]
+
+
+def test_asset_number_is_the_code_only_without_a_device_code_column() -> None:
+    alone = _devices_csv("统一社会信用代码,资产编号,设备名称,设备类型", f"{RUICHI},ZC-1,冲床,冲床")
+    beside = _devices_csv(
+        "统一社会信用代码,设备编号,资产编号,设备名称,设备类型", f"{RUICHI},CY-1,ZC-1,冲床,冲床"
+    )
+
+    assert [d.code for d in alone.devices] == ["ZC-1"]
+    assert [d.code for d in beside.devices] == ["CY-1"]
+    assert beside.sheets[0].unused == ("资产编号",)
+    assert [w for w in beside.warnings if w.row] == []  # no "unknown column"
+
+
+def test_a_workshop_of_a_plant_is_the_site_named_after_both() -> None:
+    ledger = _devices_csv(
+        "统一社会信用代码,设备编号,设备名称,设备类型,厂区,车间,车间编号,产线",
+        f"{RUICHI},D-1,冲床,冲床,一厂,冲压车间,,三号线",
+        f"{RUICHI},D-2,冲床,冲床,一厂,冲压车间,CY,L3",
+        f"{RUICHI},D-3,空压机,空压机,一厂,,,",
+    )
+    assert [(d.site_code, d.site_name, d.line_code, d.line_name) for d in ledger.devices] == [
+        (None, "一厂 冲压车间", None, "三号线"),
+        ("CY", "一厂 冲压车间", "L3", None),
+        (None, "一厂", None, None),
+    ]
+
+
+def test_clusters_resolve_by_code_or_name_in_the_file_and_the_registry() -> None:
+    workbook = Workbook()
+    clusters = workbook.active
+    assert clusters is not None
+    clusters.title = "产业集群"
+    clusters.append(["集群编号", "集群名称", "行政区划代码", "行业代码"])
+    clusters.append(["TZ-HY-MOULD", "台州黄岩模具产业集群", "331003", "C3525"])
+    clusters.append(["TZ-BAD", "坏集群", "331003", "X"])  # a row with an error
+    enterprises = workbook.create_sheet("企业")
+    enterprises.append(["统一社会信用代码", "企业名称", "行政区划代码", "行业代码", "所属产业集群"])
+    enterprises.append([RUICHI, "瑞驰", "330206", "C3670", "宁波汽车零部件产业集群；TZ-HY-MOULD"])
+    enterprises.append([HONGTUO, "宏拓", "330282", "C3670", "台州黄岩模具产业集群 坏集群 宁波模具"])
+
+    ledger = parse_ledger(
+        xlsx_bytes(workbook),
+        "x.xlsx",
+        known_clusters={"NB-AUTO-PARTS": "宁波汽车零部件产业集群", "NB-MOULD": "宁波 模具"},
+    )
+
+    assert [(e.credit_code, e.cluster_codes) for e in ledger.enterprises] == [
+        (RUICHI, ("NB-AUTO-PARTS", "TZ-HY-MOULD")),
+        (HONGTUO, ("TZ-HY-MOULD", "NB-MOULD")),  # 宁波模具 = 宁波 模具 (spaces ignored)
+    ]
+    # The bad cluster row is an error of its own; naming it costs a warning only.
+    assert [(e.sheet, e.row) for e in ledger.errors] == [("产业集群", 3)]
+    assert [(w.sheet, w.row, w.value) for w in ledger.warnings] == [("企业", 3, "坏集群")]
+    assert "坏集群" not in ledger.warnings[0].reason  # the value is shown once, by RowError
+
+
+def test_a_registry_without_cluster_names_still_resolves_codes() -> None:
+    text = (
+        "统一社会信用代码,企业名称,行政区划代码,行业代码,产业集群\n"
+        f"{RUICHI},瑞驰,330206,C3670,NB-AUTO-PARTS、宁波汽车零部件产业集群\n"
+    )
+    ledger = parse_ledger(text.encode(), "企业.csv", known_clusters={"NB-AUTO-PARTS"})
+
+    assert [e.cluster_codes for e in ledger.enterprises] == [("NB-AUTO-PARTS",)]
+    assert [w.value for w in ledger.warnings] == ["宁波汽车零部件产业集群"]
+
+
+def test_an_unknown_region_is_reported_with_the_rows_other_problems() -> None:
+    text = (
+        "统一社会信用代码,企业名称,行政区划代码,行业代码,是否规上\n"
+        f"{RUICHI},瑞驰,110105,C3670,也许\n"
+    )
+    ledger = parse_ledger(text.encode(), "企业.csv", known_regions={"330206"})
+
+    assert [(e.column, e.reason) for e in ledger.errors] == [
+        ("行政区划代码", "region is not in the registry"),
+        ("是否规上", "must be 是/否, Y/N, yes/no, true/false, 1/0 or ✓"),
+    ]
+    assert ledger.rejected_rows[Table.ENTERPRISES] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
 
 import psycopg
@@ -201,3 +202,119 @@ async def test_database_rejects_decommission_before_commission(conn: Conn) -> No
         await conn.execute(
             "UPDATE device SET decommissioned_on = '2020-01-01' WHERE code = 'CNC-A01'"
         )
+
+
+# ------------------------------------------------------------------ lines and sites by name
+
+
+def _named(code: str, **places: str) -> Device:
+    return Device(enterprise=ENT, code=code, name=code, device_type="press", **places)
+
+
+def _file(*devices: Device) -> Ledger:
+    ledger = Ledger(devices=list(devices), source="names")
+    for row, dev in enumerate(devices, start=2):
+        given = {"enterprise", "code", "name", "device_type", "line_code", "site_code"}
+        ledger.origins[dev] = RowRef("设备台账", row, frozenset(given))
+    return ledger
+
+
+async def _places(conn: Conn) -> list[tuple[object, ...]]:
+    cur = await conn.execute(
+        "SELECT d.code, s.code, s.name, l.code, l.name FROM device d"
+        " LEFT JOIN site s ON s.id = d.site_id LEFT JOIN line l ON l.id = d.line_id"
+        " ORDER BY d.code"
+    )
+    return list(await cur.fetchall())
+
+
+def _derived(prefix: str, name: str) -> str:
+    # The rule of docs/registry-import.md, computed here on its own.
+    return f"{prefix}-{hashlib.sha256(name.encode()).hexdigest()[:8].upper()}"
+
+
+async def test_lines_named_without_code_get_one_stable_code(conn: Conn) -> None:
+    await _seed_regions(conn)
+    await store_ledger(conn, _ledger())
+    ledger = _file(
+        # The named-only row comes first; the row giving the code teaches it anyway.
+        _named("P-1", line_name="三号线", site_name="冲压车间"),
+        _named("P-2", line_code="L3", line_name="三号线", site_name="冲压车间"),
+        _named("P-3", line_name="装配二线"),
+    )
+
+    changes = await store_ledger(conn, ledger)
+
+    assert await _places(conn) == [
+        ("AC-01", None, None, None, None),
+        ("CNC-A01", None, None, "L1", "L1"),
+        ("P-1", _derived("S", "冲压车间"), "冲压车间", "L3", "三号线"),
+        ("P-2", _derived("S", "冲压车间"), "冲压车间", "L3", "三号线"),
+        ("P-3", None, None, _derived("L", "装配二线"), "装配二线"),
+        ("RB-01", None, None, "L1", "L1"),
+    ]
+    assert [(p.kind, p.code, p.name, p.derived) for p in changes.new_places] == [
+        ("site", _derived("S", "冲压车间"), "冲压车间", True),
+        ("line", "L3", "三号线", False),
+        ("line", _derived("L", "装配二线"), "装配二线", True),
+    ]
+
+    # Storing the same file again finds every line and site by its name.
+    cur = await conn.execute(
+        "SELECT id, code, name FROM line UNION ALL SELECT id, code, name FROM site"
+    )
+    before = sorted(await cur.fetchall())
+    again = await store_ledger(conn, _file(*ledger.devices))
+    cur = await conn.execute(
+        "SELECT id, code, name FROM line UNION ALL SELECT id, code, name FROM site"
+    )
+    assert sorted(await cur.fetchall()) == before
+    assert again.new_places == []
+    assert again.changed == 0
+
+
+async def test_a_name_renames_the_line_of_a_code_and_a_code_adopts_a_named_line(
+    conn: Conn,
+) -> None:
+    await _seed_regions(conn)
+    await store_ledger(conn, _ledger())  # line L1, named L1 (only the code was given)
+    await store_ledger(conn, _file(_named("P-1", line_name="装配二线")))
+    cur = await conn.execute("SELECT id FROM line WHERE name = '装配二线'")
+    (named_id,) = await cur.fetchone() or (None,)
+
+    later = _file(
+        _named("CNC-A01", line_code="L1", line_name="一号线"),
+        _named("P-1", line_code="ZP2", line_name="装配二线"),
+    )
+    await store_ledger(conn, later)
+
+    cur = await conn.execute("SELECT id, code, name FROM line ORDER BY code")
+    lines = await cur.fetchall()
+    assert [(code, name) for _, code, name in lines] == [("L1", "一号线"), ("ZP2", "装配二线")]
+    assert [pk for pk, code, _ in lines if code == "ZP2"] == [named_id]  # the same line
+
+
+async def test_an_unregistered_cluster_costs_the_membership_not_the_enterprise(
+    conn: Conn,
+) -> None:
+    await _seed_regions(conn)
+    ledger = _ledger()
+    ent = ledger.enterprises[0]
+    stray = ent.model_copy(update={"cluster_codes": ("NB-AUTO", "NOBODY")})
+    ledger.enterprises = [stray]
+    ledger.origins[stray] = RowRef(
+        "企业", 3, frozenset({"credit_code", "cluster_codes"}), {"cluster_codes": "所属产业集群"}
+    )
+
+    changes = await store_ledger(conn, ledger)
+
+    assert changes.enterprises.inserted == 1
+    assert ledger.errors == []
+    assert [(w.sheet, w.row, w.column, w.value) for w in ledger.warnings] == [
+        ("企业", 3, "所属产业集群", "NOBODY")
+    ]
+    assert ledger.warnings[0].reason.startswith("cluster is not in the registry")
+    cur = await conn.execute(
+        "SELECT c.code FROM enterprise_cluster ec JOIN cluster c ON c.id = ec.cluster_id"
+    )
+    assert await cur.fetchall() == [("NB-AUTO",)]
