@@ -231,7 +231,7 @@ def test_a_reimport_maps_names_to_the_same_lines_and_sites(db_url: str, tmp_path
         "统一社会信用代码,设备编号,设备名称,设备类型,生产车间,生产线名称,生产线编号\n"
         f"{RUICHI},ZP-009,焊接机器人,机器人,装配车间,装配 二线,\n"
         f"{RUICHI},ZS-002,注塑机 #2,注塑机,注塑车间,注塑一线,ZS1\n",
-        encoding="utf-8-sig",
+        encoding="gbk",  # as Excel saves a CSV on a Chinese Windows
     )
     code, out = zhizao("registry", "import", str(later), "--db-url", db_url)
 
@@ -305,8 +305,9 @@ def test_every_problem_of_every_row_is_reported_in_one_import(db_url: str, tmp_p
 def test_headers_close_to_known_ones_get_a_did_you_mean(db_url: str, tmp_path: Path) -> None:
     path = tmp_path / "设备台账.csv"
     path.write_text(
-        "统一社会信用代码,设备编号,设备名称,设备类型,投产日起,是否生产设备,节拍(毫秒),是否联网\n"
-        f"{RUICHI},CNC-1,加工中心,加工中心,2024-03-01,是,45000,是\n",
+        "统一社会信用代码,设备编号,设备名称,设备类型,投产日起,是否生产设备,节拍(毫秒),是否联网,"
+        "设备形号\n"
+        f"{RUICHI},CNC-1,加工中心,加工中心,2024-03-01,是,45000,是,VMC850\n",
         encoding="utf-8",
     )
     enterprises = tmp_path / "企业.csv"
@@ -328,6 +329,8 @@ def test_headers_close_to_known_ones_get_a_did_you_mean(db_url: str, tmp_path: P
         " did you mean '节拍(秒)' (ideal_cycle_time_s)?",
         "设备台账.csv row 1, 是否联网: is not read: a device counts as networked when an edge"
         " gateway sends its data (服务设备 of the 边缘网关 sheet), not by a flag in the ledger",
+        "设备台账.csv row 1, 设备形号: unknown column for devices, ignored;"
+        " did you mean '设备型号'? That column is not used by the registry",
     ]
     assert warnings_of(enterprise_out) == [
         "企业.csv row 1, 是否规上企: unknown column for enterprises, ignored;"

@@ -14,20 +14,26 @@ How a file is read, in three passes:
    failing that, from the headers. Headers are matched after NFKC normalisation
    (full-width brackets and letters become ASCII), case folding and removal of
    spaces, ``_``, ``-`` and ``*``, so ``标准节拍（秒）``, ``标准节拍(秒)`` and
-   `` Ideal Cycle Time S `` all find their column. Each cell is converted by its
-   column's kind (booleans, dates, numbers, code lists, device types) and the row is
-   validated by the pydantic model; every failure becomes a :class:`RowError` naming
-   the header text used in the file, the raw cell and the rule.
+   `` Ideal Cycle Time S `` all find their column; a trailing note that names no
+   unit (（必填）) is dropped as a second try. The aliases are the wordings of real
+   templates (enterprise ledgers, EAM/MES exports, provincial survey forms); a
+   header that is none of them is compared by edit distance to offer a "did you
+   mean". Each cell is converted by its column's kind (booleans, dates, numbers,
+   code lists, device types) and the row is validated by the pydantic model; every
+   failure becomes a :class:`RowError` naming the header text used in the file, the
+   raw cell and the rule. Device cells are then read together: an unknown type is
+   其他 when the row says whether it is production equipment, an auxiliary type
+   implies "not production equipment", and 厂区 / 车间 / 产线 names or codes become the
+   model's site and line (the registry store finds or derives their codes).
 3. **Cross-checks.** Keys must be unique in the file (the second occurrence is the
    error and names the first), and references must resolve: a device's or an edge's
-   enterprise, an enterprise's clusters and an edge's devices. A row that fails any
-   check is left out, so every model in a :class:`Ledger` refers only to models in
-   the same ledger or to keys the caller says the registry already has.
-
-A bad row never stops the others: ``read_ledger`` returns all valid rows with all
-errors. Only a file that cannot be read as a ledger at all (unknown extension,
-unreadable bytes, a recognised table without one of its required columns, two
-columns meaning the same thing) raises :class:`LedgerError`.
+   enterprise, a cluster's or an enterprise's region and an edge's devices. These
+   checks run on rows that already failed too, so that one import reports every
+   problem of every row; only a cell that is itself wrong is not checked further.
+   A row that fails any check is left out, so every model in a :class:`Ledger`
+   refers only to models in the same ledger or to keys the caller says the
+   registry already has. An enterprise's clusters, given as codes or names, that
+   resolve to nothing cost the enterprise only those memberships (a warning each).
 
 Warnings (unknown columns, once per column; sheets that are no table; checks that
 could not be made) are reported apart from errors: the rows they concern are kept.
@@ -350,8 +356,8 @@ _DEVICE_TYPE_SYNONYMS: dict[DeviceType, str] = {
         "液压注塑机 伺服注塑机 双色注塑机 injection_moulding injection_molding_machine "
         "injection_molding"
     ),
-    DeviceType.LOOM: "喷气织机 喷水织机 剑杆织机 经编机 织布机",
-    DeviceType.KNITTING_MACHINE: "圆机 横机 大圆机 电脑横机 针织大圆机",
+    DeviceType.LOOM: "喷气织机 喷水织机 剑杆织机 织布机",
+    DeviceType.KNITTING_MACHINE: "圆机 横机 大圆机 电脑横机 针织大圆机 经编机",
     DeviceType.PRESS: "冲床 冲压设备 压力机 液压机 油压机 数控冲床 精冲机 伺服压力机 压机",
     DeviceType.WELDING: "焊机 电焊机 激光焊接机 氩弧焊机 点焊机 焊接机 焊接设备",
     DeviceType.LASER_CUTTER: "激光切割 光纤激光切割机 激光切管机 激光机",
@@ -812,33 +818,41 @@ def _edit_distance(a: str, b: str) -> int:
     return previous[-1]
 
 
-def _closest_header(text: str, spec: _TableSpec) -> tuple[str, _Column] | None:
+def _closest_header(
+    text: str, spec: _TableSpec, seen: Mapping[str, str]
+) -> tuple[str, _Column | None] | None:
     """The known header an unknown one most likely means (a typo, a word more or
-    less), or None. Edit distance 1 for short headers and 2 for longer ones, or one
-    containing the other when the shorter is at least half the longer."""
+    less), or None; the column is None for a header the registry does not use.
+    Edit distance 1 for short headers and 2 for longer ones, or one containing the
+    other when the shorter is at least half the longer. On a tie, a column the
+    sheet does not have yet beats one it has (``seen``: field → header)."""
     wanted = _header_keys(text)[-1]
-    best: tuple[tuple[float, int], str, _Column] | None = None
-    for col in spec.columns:
-        for alias in (*col.aliases, *col.fallbacks):
-            known = _lookup_key(alias)
-            shorter, longer = sorted((wanted, known), key=len)
-            limit = 1 if len(shorter) <= 4 else 2
-            distance = _edit_distance(wanted, known)
-            score: float
-            if distance <= limit:
-                score = float(distance)
-            elif (
-                shorter in longer
-                and len(shorter) >= (4 if shorter.isascii() else 2)
-                and 2 * len(shorter) >= len(longer)
-            ):
-                score = limit + 0.5
-            else:
-                continue
-            # On a tie the longer header: a truncated header means the longer one.
-            rank = (score, -len(known))
-            if best is None or rank < best[0]:
-                best = (rank, alias, col)
+    candidates: list[tuple[str, _Column | None]] = [
+        (alias, col) for col in spec.columns for alias in (*col.aliases, *col.fallbacks)
+    ]
+    # 设备形号 is a typo of 设备型号 (not used), not of 设备编号: offer the nearest of all.
+    candidates += [(alias, None) for alias in spec.unused]
+    best: tuple[tuple[float, bool, int], str, _Column | None] | None = None
+    for alias, col in candidates:
+        known = _lookup_key(alias)
+        shorter, longer = sorted((wanted, known), key=len)
+        limit = 1 if len(shorter) <= 4 else 2
+        distance = _edit_distance(wanted, known)
+        score: float
+        if distance <= limit:
+            score = float(distance)
+        elif (
+            shorter in longer
+            and len(shorter) >= (4 if shorter.isascii() else 2)
+            and 2 * len(shorter) >= len(longer)
+        ):
+            score = limit + 0.5
+        else:
+            continue
+        # On a tie the longer header: a truncated header means the longer one.
+        rank = (score, col is not None and col.field in seen, -len(known))
+        if best is None or rank < best[0]:
+            best = (rank, alias, col)
     return None if best is None else (best[1], best[2])
 
 
@@ -1335,12 +1349,15 @@ class _Reader:
         self, sheet: str, header_row: int, text: str, spec: _TableSpec, seen: Mapping[str, str]
     ) -> None:
         reason = f"unknown column for {spec.table.value}, ignored"
-        close = _closest_header(text, spec)
+        close = _closest_header(text, spec, seen)
         if close is not None:
             alias, col = close
-            reason += f"; did you mean {alias!r} ({col.aliases[0]})?"
-            if col.field in seen:
-                reason += f" That column is already read from {seen[col.field]!r}"
+            if col is None:
+                reason += f"; did you mean {alias!r}? That column is not used by the registry"
+            else:
+                reason += f"; did you mean {alias!r} ({col.aliases[0]})?"
+                if col.field in seen:
+                    reason += f" That column is already read from {seen[col.field]!r}"
         self.warn(sheet, header_row, text, None, reason)
 
     def _validate(self, row: _ParsedRow, spec: _TableSpec, headers: Mapping[str, str]) -> None:

@@ -296,12 +296,11 @@ class _Places:
     async def id_of(
         self, kind: str, enterprise_id: int, credit: str, code: str | None, name: str | None
     ) -> int | None:
-        if code is None and name is None:
-            return None
         names = await self._names(kind, enterprise_id)
         derived = False
         if code is None:
-            assert name is not None  # noqa: S101 - narrowed by the test above
+            if name is None:
+                return None
             key = name_key(name)
             code = self._given.get((kind, enterprise_id, key)) or names.get(key)
             if code is None:
