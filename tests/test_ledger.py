@@ -24,6 +24,7 @@ from zhizao.ledger import (
     parse_date,
     parse_device_type,
     parse_ledger,
+    parse_minutes,
     parse_seconds,
     read_ledger,
     split_codes,
@@ -604,7 +605,14 @@ def test_date_cells_round_trip(day: date, data: st.DataObject) -> None:
 def test_cell_parsers_fail_only_with_a_rule(cell: object) -> None:
     # Whatever a user types, a parser returns a value or names the rule it broke:
     # never an unexpected exception that would abort the whole file.
-    for parse in (parse_bool, parse_date, parse_seconds, parse_device_type, split_codes):
+    for parse in (
+        parse_bool,
+        parse_date,
+        parse_seconds,
+        parse_minutes,
+        parse_device_type,
+        split_codes,
+    ):
         try:
             parse(cell)
         except InvalidValue as exc:
@@ -826,3 +834,22 @@ def test_an_unknown_region_is_reported_with_the_rows_other_problems() -> None:
         ("是否规上", "must be 是/否, Y/N, yes/no, true/false, 1/0 or ✓"),
     ]
     assert ledger.rejected_rows[Table.ENTERPRISES] == 1
+
+
+def test_notes_in_headers_are_read_past_unless_they_name_a_unit() -> None:
+    ledger = _devices_csv(
+        "统一社会信用代码（必填）,设备编号(必填),设备名称(全称),设备类型,投产日期(yyyy-mm-dd),"
+        "标准节拍(毫秒)",
+        f"{RUICHI},D-1,冲床,冲床,2024-03-01,6000",
+    )
+
+    (device,) = ledger.devices
+    assert (device.code, device.commissioned_on) == ("D-1", date(2024, 3, 1))
+    assert device.ideal_cycle_time_s is None  # milliseconds are not taken for seconds
+    assert [(w.column, w.reason) for w in ledger.warnings if w.row] == [
+        (
+            "标准节拍(毫秒)",
+            "unknown column for devices, ignored;"
+            " did you mean '标准节拍(秒)' (ideal_cycle_time_s)?",
+        )
+    ]

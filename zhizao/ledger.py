@@ -775,24 +775,35 @@ def table_for_sheet_name(name: str) -> Table | None:
 
 _NOTE_RE = re.compile(r"\(([^()]*)\)$")
 #: A bracketed note that names a unit changes what the numbers mean: 节拍(分钟) is not
-#: 节拍 in seconds, so such a note is never dropped to find a column.
+#: 节拍 in seconds, so such a note is never dropped to find a number column. A note
+#: on any other column (投产日期(yyyy-mm-dd), 统一社会信用代码（必填）) says nothing
+#: about what the values mean.
 _UNIT_NOTE_RE = re.compile(r"[a-z]|秒|分|时|天|日")
+_NUMBER_FIELDS = frozenset({"ideal_cycle_time_s"})
 
 
 def _header_keys(text: str) -> tuple[str, ...]:
-    """The lookup keys of a header: as written, then without a trailing note
-    such as （必填） or (18位) that says nothing about the values' unit."""
+    """The lookup keys of a header: as written, then without a trailing note."""
     key = _lookup_key(text)
     match = _NOTE_RE.search(key)
-    if match is None or match.start() == 0 or _UNIT_NOTE_RE.search(match.group(1)):
+    if match is None or match.start() == 0:
         return (key,)
     return (key, key[: match.start()])
 
 
+def _unit_note(text: str) -> bool:
+    match = _NOTE_RE.search(_lookup_key(text))
+    return match is not None and _UNIT_NOTE_RE.search(match.group(1)) is not None
+
+
 def _lookup_header(lookup: Mapping[str, _Column], text: str) -> _Column | None:
-    for key in _header_keys(text):
-        if key in lookup:
-            return lookup[key]
+    key, *stripped = _header_keys(text)
+    if key in lookup:
+        return lookup[key]
+    for bare in stripped:
+        col = lookup.get(bare)
+        if col is not None and not (col.field in _NUMBER_FIELDS and _unit_note(text)):
+            return col
     return None
 
 
@@ -826,7 +837,9 @@ def _closest_header(
     Edit distance 1 for short headers and 2 for longer ones, or one containing the
     other when the shorter is at least half the longer. On a tie, a column the
     sheet does not have yet beats one it has (``seen``: field → header)."""
-    wanted = _header_keys(text)[-1]
+    keys = _header_keys(text)
+    # A unit is part of what the header says: 节拍(毫秒) is nearest 节拍(秒), not 节拍.
+    wanted = keys[0] if _unit_note(text) else keys[-1]
     candidates: list[tuple[str, _Column | None]] = [
         (alias, col) for col in spec.columns for alias in (*col.aliases, *col.fallbacks)
     ]
