@@ -853,3 +853,18 @@ def test_notes_in_headers_are_read_past_unless_they_name_a_unit() -> None:
             " did you mean '标准节拍(秒)' (ideal_cycle_time_s)?",
         )
     ]
+
+
+def test_survey_totals_of_an_enterprise_are_not_taken_for_the_ledger() -> None:
+    text = (
+        "统一社会信用代码,企业名称,行政区划代码,行业代码,设备总数,联网设备数,设备联网率\n"
+        f"{RUICHI},瑞驰,330206,C3670,120,80,66.7%\n"
+    )
+    ledger = parse_ledger(text.encode(), "企业.csv")
+
+    assert len(ledger.enterprises) == 1
+    assert [(w.column, w.reason.split(":")[0]) for w in ledger.warnings if w.row] == [
+        ("设备总数", "is not read"),
+        ("联网设备数", "is not read"),
+        ("设备联网率", "is not read"),
+    ]

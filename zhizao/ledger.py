@@ -625,6 +625,27 @@ _SPECS: dict[Table, _TableSpec] = {
                 "所属区县 所属地区 所在地区 所在区县 所属乡镇 乡镇(街道) 街道 所属行业 行业名称 "
                 "行业类别 企业规模 企业类型 登记注册类型".split()
             ),
+            refused={
+                # Survey forms ask an enterprise for its own totals and rates.
+                _lookup_key(header): (
+                    "is not read: the platform computes it from the device ledger and the "
+                    "data the edges send (docs/kpi.md)"
+                )
+                for header in (
+                    "设备总数",
+                    "设备数量",
+                    "生产设备总数",
+                    "生产设备数",
+                    "联网设备数",
+                    "联网设备总数",
+                    "数控设备数",
+                    "设备联网率",
+                    "联网率",
+                    "数控化率",
+                    "关键工序数控化率",
+                    "生产设备数字化率",
+                )
+            },
         ),
         _TableSpec(
             Table.DEVICES,
@@ -1631,7 +1652,8 @@ class _CrossCheck:
         for code, model in self.valid[Table.CLUSTERS].items():
             names.setdefault(name_key(cast(Cluster, model).name), set()).add(cast(str, code))
         for code, name in (self.reader.known_clusters or {}).items():
-            names.setdefault(name_key(name), set()).add(code)
+            if name:  # a plain set of codes gives no names
+                names.setdefault(name_key(name), set()).add(code)
         return names
 
     def _clusters(self, parsed: _ParsedTable, row: _ParsedRow) -> tuple[str, ...]:
