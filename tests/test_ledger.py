@@ -868,3 +868,87 @@ def test_survey_totals_of_an_enterprise_are_not_taken_for_the_ledger() -> None:
         ("联网设备数", "is not read"),
         ("设备联网率", "is not read"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [
+        ("45", 45.0),
+        ("45秒", 45.0),
+        ("12.5 s", 12.5),
+        ("1分30秒", 90.0),
+        ("1.5分钟", 90.0),
+        ("2min 30s", 150.0),
+        ("3分", 180.0),
+    ],
+)
+def test_cycle_times_are_read_as_ledgers_type_them(written: str, seconds: float) -> None:
+    ledger = _devices_csv(
+        "统一社会信用代码,设备编号,设备名称,设备类型,标准节拍（秒）",
+        f"{RUICHI},D-1,冲床,冲床,{written}",
+    )
+    assert (ledger.errors, [d.ideal_cycle_time_s for d in ledger.devices]) == ([], [seconds])
+
+
+def test_a_cycle_time_that_names_its_unit_overrides_a_minutes_column() -> None:
+    ledger = _devices_csv(
+        "统一社会信用代码,设备编号,设备名称,设备类型,节拍(分钟)",
+        f"{RUICHI},D-1,冲床,冲床,90秒",
+        f"{RUICHI},D-2,冲床,冲床,500ms",
+    )
+    assert [d.ideal_cycle_time_s for d in ledger.devices] == [90.0]
+    assert [(e.row, e.value) for e in ledger.errors] == [(3, "500ms")]
+
+
+@pytest.mark.parametrize(
+    ("written", "code"),
+    [
+        ("330302", "330302"),
+        ("鹿城区", "330302"),
+        ("温州市鹿城区", "330302"),
+        ("浙江省温州市鹿城区", "330302"),
+        ("乐清市", "330382"),
+        ("温州乐清", "330382"),
+        ("杭州市上城区", "330102"),
+    ],
+)
+def test_a_region_column_may_name_the_division(written: str, code: str) -> None:
+    text = f"统一社会信用代码,企业名称,所在地区,行业代码\n{RUICHI},瑞驰,{written},C3670\n"
+    ledger = parse_ledger(text.encode(), "企业.csv")
+
+    assert ledger.errors == []
+    assert [e.region_code for e in ledger.enterprises] == [code]
+
+
+def test_a_region_name_outside_the_province_is_an_error_naming_the_cell() -> None:
+    text = (
+        "统一社会信用代码,企业名称,所在地区,行业代码,是否规上\n"
+        f"{RUICHI},瑞驰,北京市朝阳区,C3670,也许\n"
+    )
+    ledger = parse_ledger(text.encode(), "企业.csv")
+
+    assert [(e.row, e.column, e.value) for e in ledger.errors] == [
+        (2, "所在地区", "北京市朝阳区"),
+        (2, "是否规上", "也许"),
+    ]
+    assert "GB/T 2260" in ledger.errors[0].reason
+
+
+def test_a_region_code_column_wins_over_a_region_name_column() -> None:
+    text = (
+        "统一社会信用代码,企业名称,所在地区,行政区划代码,行业代码\n"
+        f"{RUICHI},瑞驰,宁波市北仑区,330206,C3670\n"
+    )
+    ledger = parse_ledger(text.encode(), "企业.csv")
+
+    assert (ledger.errors, [e.region_code for e in ledger.enterprises]) == ([], ["330206"])
+    assert ledger.sheets[0].unused == ("所在地区",)
+
+
+def test_workshop_line_and_plant_headers_of_another_template() -> None:
+    ledger = _devices_csv(
+        "统一社会信用代码,设备编号,设备名称,设备类型,所在厂区,所在车间,所在产线",
+        f"{RUICHI},D-1,冲床,冲床,一厂,冲压车间,三号线",
+    )
+    assert [w for w in ledger.warnings if w.row] == []
+    assert [(d.site_name, d.line_name) for d in ledger.devices] == [("一厂 冲压车间", "三号线")]

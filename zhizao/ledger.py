@@ -61,6 +61,7 @@ from openpyxl.utils.exceptions import InvalidFileException
 from pydantic import BaseModel, ValidationError
 
 from zhizao.errors import InvalidValue, LedgerError
+from zhizao.regions import region_code_for
 from zhizao.registry import (
     DEVICE_TYPE_LABELS,
     Cluster,
@@ -300,26 +301,40 @@ def parse_date(value: object) -> date | None:
     return _date_from_parts(value, *match.groups())
 
 
-_SECONDS_SUFFIX = re.compile(r"\s*(s|sec|秒)$", re.IGNORECASE)
+#: 45, 45s, 45秒, 1.5分钟, 1分30秒, 2min 30s: a duration as ledgers type it.
+_DURATION_RE = re.compile(
+    r"^(?:(?P<min>\d+(?:\.\d+)?)\s*(?:分钟|分|mins?|m)\s*)?"
+    r"(?:(?P<sec>\d+(?:\.\d+)?)\s*(?:秒钟|秒|secs?|s)?)?$",
+    re.IGNORECASE,
+)
+_SECONDS_RULE = "must be a number of seconds, e.g. 45, 12.5, 45秒 or 1分30秒"
 
 
-def parse_seconds(value: object) -> float | None:
-    """A number of seconds: a number cell, or text such as 45, 12.5 or 45秒."""
+def _duration_s(value: object, *, bare_unit_s: float) -> float | None:
+    """A duration cell in seconds; a number without a unit counts ``bare_unit_s`` each."""
     if _is_blank(value):
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        number = _as_float(value, "seconds", "must be a number of seconds, e.g. 45 or 12.5")
+        number = _as_float(value, "seconds", _SECONDS_RULE) * bare_unit_s
     else:
-        text = _SECONDS_SUFFIX.sub("", _nfkc(_text(value)).strip())
-        try:
-            number = float(text)
-        except ValueError as exc:
-            raise InvalidValue(
-                "seconds", value, "must be a number of seconds, e.g. 45 or 12.5"
-            ) from exc
+        text = _nfkc(_text(value)).strip()
+        match = _DURATION_RE.match(text)
+        if match is None or not (match["min"] or match["sec"]):
+            raise InvalidValue("seconds", value, _SECONDS_RULE)
+        minutes, seconds = match["min"], match["sec"]
+        has_unit = text[-1:].isalpha() or not text[-1:].isascii()
+        if minutes is None and not has_unit:
+            number = float(seconds) * bare_unit_s  # a bare number typed as text
+        else:
+            number = float(minutes or 0) * 60 + float(seconds or 0)
     if not math.isfinite(number):
         raise InvalidValue("seconds", value, "must be a finite number of seconds")
     return number
+
+
+def parse_seconds(value: object) -> float | None:
+    """A number of seconds: a number cell, or text such as 45, 12.5, 45秒 or 1分30秒."""
+    return _duration_s(value, bare_unit_s=1)
 
 
 _LIST_SEPARATORS = re.compile(r"[;；、,，\s]+")
@@ -423,19 +438,21 @@ def _parse_device_type_cell(value: object) -> DeviceType | _UnknownType | None:
         return _UnknownType(_text(value))
 
 
-_MINUTES_SUFFIX = re.compile(r"\s*(min|分钟|分)$", re.IGNORECASE)
-
-
 def parse_minutes(value: object) -> float | None:
-    """A cycle time in a column whose header says minutes (节拍(分钟)), as seconds."""
-    if isinstance(value, str):
-        value = _MINUTES_SUFFIX.sub("", _nfkc(value).strip())
-    seconds = parse_seconds(value)
-    return None if seconds is None else seconds * 60
+    """A cycle time in a column whose header says minutes (节拍(分钟)), as seconds.
+
+    A bare number is minutes; a cell that names its unit (90秒, 1分30秒) is read as written.
+    """
+    return _duration_s(value, bare_unit_s=60)
 
 
 def _parse_text(value: object) -> str | None:
     return None if _is_blank(value) else _text(value)
+
+
+def parse_region(value: object) -> str | None:
+    """A GB/T 2260 code, or the name of a Zhejiang division (温州市鹿城区 → 330302)."""
+    return None if _is_blank(value) else region_code_for(_text(value))
 
 
 def _parse_code(value: object) -> str | None:
@@ -510,6 +527,12 @@ _REGION_CODE = (
     "region_code region 行政区划代码 区划代码 所在地区代码 所属地区代码 所在区县代码 区县代码 "
     "所属区县代码 地区代码"
 )
+#: Columns that name the division rather than code it (温州市鹿城区): read when the
+#: sheet has no code column, through the province's reference list (zhizao.regions).
+_REGION_NAME = (
+    "region_name 所在地区 所属地区 所在区县 所属区县 地区 区县 所在地 行政区划 所在县(市、区) "
+    "所属县(市、区) 县(市、区)"
+)
 _INDUSTRY_CODE = (
     "industry_code industry 行业代码 国民经济行业代码 "
     "行业分类代码 所属行业代码 国民经济行业分类代码 "
@@ -572,10 +595,16 @@ _SPECS: dict[Table, _TableSpec] = {
                     _parse_text,
                     required=True,
                 ),
-                _col("region_code", _REGION_CODE, _parse_code, required=True),
+                _col(
+                    "region_code",
+                    _REGION_CODE,
+                    parse_region,
+                    required=True,
+                    fallbacks=_REGION_NAME,
+                ),
                 _col("industry_code", _INDUSTRY_CODE, _parse_code, required=True),
             ),
-            unused=tuple(f"{_GENERAL_UNUSED} 主导产业 牵头单位 所在地区 所属地区".split()),
+            unused=tuple(f"{_GENERAL_UNUSED} 主导产业 牵头单位".split()),
         ),
         _TableSpec(
             Table.ENTERPRISES,
@@ -596,7 +625,13 @@ _SPECS: dict[Table, _TableSpec] = {
                     _parse_text,
                     required=True,
                 ),
-                _col("region_code", _REGION_CODE, _parse_code, required=True),
+                _col(
+                    "region_code",
+                    _REGION_CODE,
+                    parse_region,
+                    required=True,
+                    fallbacks=_REGION_NAME,
+                ),
                 _col("industry_code", _INDUSTRY_CODE, _parse_code, required=True),
                 _col(
                     "cluster_codes",
@@ -622,7 +657,7 @@ _SPECS: dict[Table, _TableSpec] = {
                 f"{_GENERAL_UNUSED} 联系人 联系电话 电话 手机 地址 企业地址 注册地址 法定代表人 "
                 "法人代表 法人 注册资本 成立日期 主营业务 "
                 "主要产品 从业人员 员工人数 职工人数 营业收入 "
-                "所属区县 所属地区 所在地区 所在区县 所属乡镇 乡镇(街道) 街道 所属行业 行业名称 "
+                "所属乡镇 乡镇(街道) 街道 所属行业 行业名称 "
                 "行业类别 企业规模 企业类型 登记注册类型".split()
             ),
             refused={
@@ -678,7 +713,11 @@ _SPECS: dict[Table, _TableSpec] = {
                 # 厂区 / 车间 / 产线 cells hold a name (冲压车间) or a code (L1): see
                 # _place_fields. The *_code columns hold codes only.
                 _col("site_code", "site_code plant_code 厂区编号 厂区代码 厂区编码", _parse_code),
-                _col("site_label", "site site_name plant 厂区 厂区名称 所属厂区", _parse_text),
+                _col(
+                    "site_label",
+                    "site site_name plant 厂区 厂区名称 所属厂区 所在厂区",
+                    _parse_text,
+                ),
                 _col(
                     "workshop_code",
                     "workshop_code 车间编号 车间代码 车间编码",
@@ -686,7 +725,8 @@ _SPECS: dict[Table, _TableSpec] = {
                 ),
                 _col(
                     "workshop_label",
-                    "workshop workshop_name 车间 车间名称 所属车间 使用车间 生产车间",
+                    "workshop workshop_name 车间 车间名称 所属车间 所在车间 使用车间 生产车间 "
+                    "使用部门 车间(部门)",
                     _parse_text,
                 ),
                 _col(
@@ -697,7 +737,7 @@ _SPECS: dict[Table, _TableSpec] = {
                 _col(
                     "line_label",
                     "line line_name production_line 产线 生产线 产线名称 生产线名称 所属产线 "
-                    "所属生产线 线体 线别",
+                    "所在产线 所属生产线 线体 线别",
                     _parse_text,
                 ),
                 _col(
