@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.counters import CumulativeCounter, Step, as_total
+from edge.counters import CumulativeCounter, Step, anomaly_event, as_total
+from zhizao.wire import UplinkBatch, decode_batch, encode_batch
+
+T0 = 1_772_409_600_000
 
 
 def feed(counter: CumulativeCounter, totals: list[int]) -> list[int]:
@@ -199,3 +204,29 @@ def test_increments_add_up_to_the_parts_made(
     increments = feed(counter, totals)
     assert all(increment >= 0 for increment in increments)
     assert sum(increments) == made
+
+
+def test_anomaly_events_follow_the_contract_and_bad_ones_are_rejected() -> None:
+    counter = CumulativeCounter(ideal_cycle_s=10)
+    counter.update(100, ts=T0)
+    step = counter.update(200, ts=T0 + 60_000)
+    point = anomaly_event("CNC-1", "good", ts=T0 + 60_000, step=step, total=200, guard=counter)
+    good = UplinkBatch(
+        enterprise="91330106MA2XXXXX0Y", edge="e1", seq=0, sent_at=T0, points=[point]
+    )
+    assert decode_batch(encode_batch(good)).rejected == ()
+    document = json.loads(encode_batch(good))
+    bad = [
+        {**document["points"][0], "value": "not json"},
+        {**document["points"][0], "value": json.dumps({"counter": "good", "increment": -3})},
+        {**document["points"][0], "name": "counter_anomaly.scrap"},
+        {**document["points"][0], "value": json.dumps({"counter": "reject", "increment": 3})},
+    ]
+    decoded = decode_batch(json.dumps({**document, "points": [*document["points"], *bad]}).encode())
+    assert len(decoded.batch.points) == 1
+    reasons = [r.reason for r in decoded.rejected]
+    assert [r.index for r in decoded.rejected] == [1, 2, 3, 4]
+    assert "JSON object" in reasons[0]
+    assert "non-negative integer increment" in reasons[1]
+    assert ".good or .reject" in reasons[2]
+    assert "as in its name" in reasons[3]
