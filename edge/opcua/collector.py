@@ -555,7 +555,9 @@ class OpcUaCollector:
             self._node_error(target, f"counter total {total} does not fit {limit}; not counted")
             return []
         if step.step in (Step.RESET, Step.WRAP) or step.step.is_anomaly:
-            log.warning(
+            # A wrap is routine for a counter with a small rollover; the others are not.
+            log.log(
+                logging.INFO if step.step is Step.WRAP else logging.WARNING,
                 "OPC UA %s: %s counter %s: %s from %s to %d (+%d)",
                 self.config.name,
                 device,
