@@ -9,7 +9,7 @@ path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from edge.sink import Sink
@@ -24,6 +24,14 @@ class SourceHealth:
     points_read: int = 0
     errors: int = 0
     last_error: str | None = None
+    #: (device, counter) -> increments not counted (edge.counters anomalies)
+    counter_anomalies: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: (device, counter) -> re-baselines after a reconnect or a device restart
+    counter_rebaselines: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def count(self, table: dict[tuple[str, str], int], device: str, counter: str) -> None:
+        key = (device, counter)
+        table[key] = table.get(key, 0) + 1
 
 
 class Collector(Protocol):

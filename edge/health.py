@@ -51,12 +51,26 @@ class EdgeMetrics(PromCollector):
         connected = GaugeMetricFamily(
             "zhizao_edge_source_connected", "1 when the source is connected", labels=["source"]
         )
+        anomalies = CounterMetricFamily(
+            "zhizao_edge_counter_anomalies",
+            "Counter increments not counted as implausible (sent as counter_anomaly events)",
+            labels=["device", "counter"],
+        )
+        rebaselines = CounterMetricFamily(
+            "zhizao_edge_counter_rebaselines",
+            "Counters re-baselined after a reconnect or a device restart",
+            labels=["device", "counter"],
+        )
         for name, collector in self._collectors.items():
             health = collector.health
             read.add_metric([name], health.points_read)
             errors.add_metric([name], health.errors)
             connected.add_metric([name], 1 if health.connected else 0)
-        yield from (read, errors, connected)
+            for (device, counter), count in sorted(health.counter_anomalies.items()):
+                anomalies.add_metric([device, counter], count)
+            for (device, counter), count in sorted(health.counter_rebaselines.items()):
+                rebaselines.add_metric([device, counter], count)
+        yield from (read, errors, connected, anomalies, rebaselines)
 
         spool = self._spool.stats
         yield CounterMetricFamily(

@@ -4,7 +4,10 @@ Design
 ------
 One SQLite database in WAL mode, used from one worker thread (stdlib ``sqlite3``
 behind a single-thread executor: every statement runs on the same connection and
-in order, and the event loop never blocks on the disk). Three tables::
+in order, and the event loop never blocks on the disk). The in-memory mirror of the
+database (formed batches, depths, totals) belongs to that thread too; each call
+hands the event loop an immutable snapshot of it, which is all that ``stats``,
+``wait_ready`` and ``next_batch`` read. Three tables::
 
     points   (id AUTOINCREMENT, spooled_at ms, body = the point's wire JSON)
     batches  (seq, first_id, last_id, sent_at, points)   formed, not yet acknowledged
@@ -48,7 +51,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -119,6 +122,64 @@ class SpoolStats:
     dropped_age_total: int
 
 
+@dataclass(slots=True)
+class _WorkerState:
+    """The spool's in-memory state; changed only on the worker thread."""
+
+    batches: dict[int, tuple[int, int]] = field(default_factory=dict)
+    next_seq: int = 0
+    batched_upto: int = 0
+    depth_points: int = 0
+    depth_bytes: int = 0
+    unbatched: int = 0
+    unbatched_since: float | None = None
+    oldest_ms: int | None = None
+    last_age_check: float = 0.0
+    accepted: int = 0
+    acked_points: int = 0
+    acked_batches: int = 0
+    dropped_overflow: int = 0
+    dropped_age: int = 0
+    version: int = 0
+
+    def view(self) -> _View:
+        self.version += 1
+        return _View(
+            version=self.version,
+            batches=tuple(sorted(self.batches)),
+            next_seq=self.next_seq,
+            depth_points=self.depth_points,
+            depth_bytes=self.depth_bytes,
+            unbatched=self.unbatched,
+            unbatched_since=self.unbatched_since,
+            oldest_ms=self.oldest_ms,
+            accepted=self.accepted,
+            acked_points=self.acked_points,
+            acked_batches=self.acked_batches,
+            dropped_overflow=self.dropped_overflow,
+            dropped_age=self.dropped_age,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """A snapshot of :class:`_WorkerState` for the event loop (stats, wait_ready)."""
+
+    version: int = 0
+    batches: tuple[int, ...] = ()  # sequence numbers of the formed batches, ascending
+    next_seq: int = 0
+    depth_points: int = 0
+    depth_bytes: int = 0
+    unbatched: int = 0
+    unbatched_since: float | None = None
+    oldest_ms: int | None = None
+    accepted: int = 0
+    acked_points: int = 0
+    acked_batches: int = 0
+    dropped_overflow: int = 0
+    dropped_age: int = 0
+
+
 class Spool:
     """A bounded, durable FIFO of points with batch formation for the uplink.
 
@@ -149,21 +210,12 @@ class Spool:
         self._queue: list[tuple[list[bytes], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
-        # In-memory mirrors of what is on disk, so stats and wait_ready never query.
-        self._batches: dict[int, tuple[int, int]] = {}
-        self._next_seq = 0
-        self._batched_upto = 0
-        self._depth_points = 0
-        self._depth_bytes = 0
-        self._unbatched = 0
-        self._unbatched_since: float | None = None
-        self._oldest_ms: int | None = None
-        self._last_age_check = 0.0
-        self._accepted = 0
-        self._acked_points = 0
-        self._acked_batches = 0
-        self._dropped_overflow = 0
-        self._dropped_age = 0
+        # What is on disk, mirrored in memory so that stats and wait_ready never query.
+        # The worker thread alone changes it (``_w``); the event loop reads only the
+        # immutable snapshot (``_view``) that each worker call hands back, so the loop
+        # never iterates something the worker is changing.
+        self._w = _WorkerState()
+        self._view = _View()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -180,9 +232,9 @@ class Spool:
         log.info(
             "spool opened",
             path=str(self.path),
-            points=self._depth_points,
-            batches=len(self._batches),
-            next_seq=self._next_seq,
+            points=self._view.depth_points,
+            batches=len(self._view.batches),
+            next_seq=self._view.next_seq,
             durability=str(self.durability),
         )
 
@@ -238,13 +290,13 @@ class Spool:
         waited ``max_wait_s``."""
         while True:
             self._changed.clear()
-            if any(seq not in exclude for seq in self._batches):
+            if any(seq not in exclude for seq in self._view.batches):
                 return
-            if self._unbatched >= max_points:
+            if self._view.unbatched >= max_points:
                 return
             timeout: float | None = None
-            if self._unbatched > 0 and self._unbatched_since is not None:
-                waited = time.monotonic() - self._unbatched_since
+            if self._view.unbatched > 0 and self._view.unbatched_since is not None:
+                waited = time.monotonic() - self._view.unbatched_since
                 if waited >= max_wait_s:
                     return
                 timeout = max_wait_s - waited
@@ -266,13 +318,13 @@ class Spool:
     ) -> SpooledBatch | None:
         """The oldest batch not in ``exclude``: a formed one first, else a new one."""
         max_points = min(max_points, MAX_POINTS_PER_BATCH)
-        for seq in sorted(self._batches):
+        for seq in self._view.batches:
             if seq in exclude:
                 continue
             batch = await self._call(self._load_batch, seq)
             if batch is not None:
                 return batch
-        if self._unbatched == 0:
+        if self._view.unbatched == 0:
             return None
         return await self._call(self._form_batch, max_points, max_bytes)
 
@@ -288,34 +340,50 @@ class Spool:
     @property
     def stats(self) -> SpoolStats:
         return SpoolStats(
-            depth_points=self._depth_points,
-            depth_bytes=self._depth_bytes,
-            unbatched_points=self._unbatched,
-            pending_batches=len(self._batches),
-            oldest_spooled_at_ms=self._oldest_ms,
-            next_seq=self._next_seq,
-            accepted_total=self._accepted,
-            acked_points_total=self._acked_points,
-            acked_batches_total=self._acked_batches,
-            dropped_overflow_total=self._dropped_overflow,
-            dropped_age_total=self._dropped_age,
+            depth_points=self._view.depth_points,
+            depth_bytes=self._view.depth_bytes,
+            unbatched_points=self._view.unbatched,
+            pending_batches=len(self._view.batches),
+            oldest_spooled_at_ms=self._view.oldest_ms,
+            next_seq=self._view.next_seq,
+            accepted_total=self._view.accepted,
+            acked_points_total=self._view.acked_points,
+            acked_batches_total=self._view.acked_batches,
+            dropped_overflow_total=self._view.dropped_overflow,
+            dropped_age_total=self._view.dropped_age,
         )
 
     @property
     def last_seq(self) -> int | None:
         """The last sequence number handed out, if any (for the birth message)."""
-        return self._next_seq - 1 if self._next_seq else None
+        return self._view.next_seq - 1 if self._view.next_seq else None
 
     # -- worker thread ------------------------------------------------------------
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the worker thread; then take the worker's snapshot on the loop."""
         if self._executor is None:
             raise SpoolError(f"spool {self.path} is not open")
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
+            result, view = await loop.run_in_executor(self._executor, self._in_worker, fn, args)
         except sqlite3.Error as exc:
+            # Part of the work may have been done (an eviction before the failing
+            # statement): take the worker's view of it before reporting the failure.
+            self._apply(await loop.run_in_executor(self._executor, self._w.view))
             raise SpoolError(f"spool {self.path}: {exc}") from exc
+        self._apply(view)
+        return result
+
+    def _in_worker(self, fn: Callable[..., T], args: tuple[Any, ...]) -> tuple[T, _View]:
+        result = fn(*args)
+        return result, self._w.view()
+
+    def _apply(self, view: _View) -> None:
+        # Worker calls run one at a time in submission order; the version guards against
+        # a resumption order that differs from it.
+        if view.version >= self._view.version:
+            self._view = view
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -354,16 +422,16 @@ class Spool:
             )
             db.execute("COMMIT")
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        self._next_seq = int(meta["next_seq"])
-        self._batched_upto = int(meta["batched_upto"])
-        self._batches = {
+        self._w.next_seq = int(meta["next_seq"])
+        self._w.batched_upto = int(meta["batched_upto"])
+        self._w.batches = {
             seq: (first, last)
             for seq, first, last in db.execute("SELECT seq, first_id, last_id FROM batches")
         }
         self._refresh_counts()
-        if self._unbatched:
+        if self._w.unbatched:
             # Left over from before a restart: due at once, no batching delay.
-            self._unbatched_since = time.monotonic() - 1e9
+            self._w.unbatched_since = time.monotonic() - 1e9
 
     def _close_db(self) -> None:
         if self._db is not None:
@@ -375,22 +443,22 @@ class Spool:
         count, size = db.execute(
             "SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM points"
         ).fetchone()
-        self._depth_points = int(count)
-        self._depth_bytes = int(size) + ROW_OVERHEAD * int(count)
-        self._unbatched = int(
+        self._w.depth_points = int(count)
+        self._w.depth_bytes = int(size) + ROW_OVERHEAD * int(count)
+        self._w.unbatched = int(
             db.execute(
-                "SELECT COUNT(*) FROM points WHERE id > ?", (self._batched_upto,)
+                "SELECT COUNT(*) FROM points WHERE id > ?", (self._w.batched_upto,)
             ).fetchone()[0]
         )
-        if self._unbatched == 0:
-            self._unbatched_since = None
-        elif self._unbatched_since is None:
-            self._unbatched_since = time.monotonic()
+        if self._w.unbatched == 0:
+            self._w.unbatched_since = None
+        elif self._w.unbatched_since is None:
+            self._w.unbatched_since = time.monotonic()
         self._refresh_oldest()
 
     def _refresh_oldest(self) -> None:
         row = self._conn().execute("SELECT spooled_at FROM points ORDER BY id LIMIT 1").fetchone()
-        self._oldest_ms = int(row[0]) if row else None
+        self._w.oldest_ms = int(row[0]) if row else None
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -405,24 +473,24 @@ class Spool:
                 "INSERT INTO points(spooled_at, body) VALUES (?, ?)", [(now, b) for b in bodies]
             )
             evicted = False
-            if self._depth_bytes + added > self.max_bytes:
-                self._evict_overflow(self._depth_bytes + added)
+            if self._w.depth_bytes + added > self.max_bytes:
+                self._evict_overflow(self._w.depth_bytes + added)
                 evicted = True
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self._accepted += len(bodies)
+        self._w.accepted += len(bodies)
         if evicted:
             self._refresh_counts()
         else:
-            self._depth_points += len(bodies)
-            self._depth_bytes += added
-            if self._unbatched == 0:
-                self._unbatched_since = time.monotonic()
-            self._unbatched += len(bodies)
-            if self._oldest_ms is None:
-                self._oldest_ms = now
+            self._w.depth_points += len(bodies)
+            self._w.depth_bytes += added
+            if self._w.unbatched == 0:
+                self._w.unbatched_since = time.monotonic()
+            self._w.unbatched += len(bodies)
+            if self._w.oldest_ms is None:
+                self._w.oldest_ms = now
         self._evict_age(False)
 
     def _evict_overflow(self, total: int) -> None:
@@ -442,24 +510,24 @@ class Spool:
             if freed >= need:
                 break
         self._delete_upto(cut)
-        self._dropped_overflow += dropped
+        self._w.dropped_overflow += dropped
         log.warning(
             "spool full: oldest points dropped",
             path=str(self.path),
             dropped=dropped,
-            dropped_total=self._dropped_overflow,
+            dropped_total=self._w.dropped_overflow,
             max_bytes=self.max_bytes,
         )
 
     def _evict_age(self, force: bool) -> None:
         now = time.monotonic()
-        if not force and now - self._last_age_check < AGE_CHECK_INTERVAL_S:
+        if not force and now - self._w.last_age_check < AGE_CHECK_INTERVAL_S:
             return
-        self._last_age_check = now
-        if self._oldest_ms is None:
+        self._w.last_age_check = now
+        if self._w.oldest_ms is None:
             return
         cutoff = self._now_ms() - int(self.max_age_s * 1000)
-        if self._oldest_ms >= cutoff:
+        if self._w.oldest_ms >= cutoff:
             return
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
@@ -481,14 +549,14 @@ class Spool:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self._dropped_age += dropped
+        self._w.dropped_age += dropped
         self._refresh_counts()
         if dropped:
             log.warning(
                 "spool: points older than max_age dropped",
                 path=str(self.path),
                 dropped=dropped,
-                dropped_total=self._dropped_age,
+                dropped_total=self._w.dropped_age,
                 max_age_s=self.max_age_s,
             )
 
@@ -496,13 +564,13 @@ class Spool:
         db = self._conn()
         db.execute("DELETE FROM points WHERE id <= ?", (cut,))
         db.execute("DELETE FROM batches WHERE last_id <= ?", (cut,))
-        for seq, (_, last) in list(self._batches.items()):
+        for seq, (_, last) in list(self._w.batches.items()):
             if last <= cut:
-                del self._batches[seq]
-        if cut > self._batched_upto:
+                del self._w.batches[seq]
+        if cut > self._w.batched_upto:
             # Unbatched points were evicted too: later batches start after them, so
             # ids stay contiguous per batch.
-            self._batched_upto = cut
+            self._w.batched_upto = cut
             db.execute("UPDATE meta SET value = ? WHERE key = 'batched_upto'", (str(cut),))
 
     def _payload(self, seq: int, sent_at: int, bodies: list[bytes]) -> bytes:
@@ -520,7 +588,7 @@ class Spool:
             "SELECT first_id, last_id, sent_at FROM batches WHERE seq = ?", (seq,)
         ).fetchone()
         if row is None:
-            self._batches.pop(seq, None)
+            self._w.batches.pop(seq, None)
             return None
         first, last, sent_at = (int(v) for v in row)
         bodies = [
@@ -532,7 +600,7 @@ class Spool:
         if not bodies:
             # Every point of the batch was evicted: nothing left to send.
             db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
-            self._batches.pop(seq, None)
+            self._w.batches.pop(seq, None)
             return None
         return SpooledBatch(
             seq, first, last, sent_at, len(bodies), self._payload(seq, sent_at, bodies)
@@ -543,11 +611,11 @@ class Spool:
         db = self._conn()
         rows = db.execute(
             "SELECT id, body FROM points WHERE id > ? ORDER BY id LIMIT ?",
-            (self._batched_upto, max_points),
+            (self._w.batched_upto, max_points),
         ).fetchall()
         if not rows:
-            self._unbatched = 0
-            self._unbatched_since = None
+            self._w.unbatched = 0
+            self._w.unbatched_since = None
             return None
         bodies: list[bytes] = []
         size = 0
@@ -559,7 +627,7 @@ class Spool:
             size += len(body) + 1
             last = int(row_id)
         first = int(rows[0][0])
-        seq = self._next_seq
+        seq = self._w.next_seq
         sent_at = self._now_ms()
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -575,18 +643,18 @@ class Spool:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self._next_seq = seq + 1
-        self._batched_upto = last
-        self._batches[seq] = (first, last)
-        self._unbatched -= len(bodies)
-        self._unbatched_since = time.monotonic() if self._unbatched > 0 else None
+        self._w.next_seq = seq + 1
+        self._w.batched_upto = last
+        self._w.batches[seq] = (first, last)
+        self._w.unbatched -= len(bodies)
+        self._w.unbatched_since = time.monotonic() if self._w.unbatched > 0 else None
         return SpooledBatch(
             seq, first, last, sent_at, len(bodies), self._payload(seq, sent_at, bodies)
         )
 
     def _ack(self, seq: int) -> None:
         db = self._conn()
-        span = self._batches.get(seq)
+        span = self._w.batches.get(seq)
         if span is None:
             return  # evicted meanwhile, or acknowledged twice
         first, last = span
@@ -603,9 +671,9 @@ class Spool:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        del self._batches[seq]
-        self._depth_points -= int(count)
-        self._depth_bytes -= int(size) + ROW_OVERHEAD * int(count)
-        self._acked_points += int(count)
-        self._acked_batches += 1
+        del self._w.batches[seq]
+        self._w.depth_points -= int(count)
+        self._w.depth_bytes -= int(size) + ROW_OVERHEAD * int(count)
+        self._w.acked_points += int(count)
+        self._w.acked_batches += 1
         self._refresh_oldest()

@@ -92,6 +92,19 @@ class Connectivity(StrEnum):
 
 
 CONNECTIVITY_EVENT = "connectivity"
+#: A counter re-baselined by the edge (``counter.good``, ``counter.reject``): value is a
+#: JSON object text, e.g. ``{"counter": "good", "event": "rebaseline", ...}``.
+COUNTER_EVENT = "counter"
+#: An increment the edge did not count (``counter_anomaly.good``/``.reject``): value is a
+#: JSON object text with at least ``counter`` and ``increment`` (docs/wire-contract.md).
+COUNTER_ANOMALY_EVENT = "counter_anomaly"
+
+
+def counter_event_name(event: str, counter: str) -> str:
+    """``counter_anomaly.good``: one name per counter, so that the good and the reject
+    event of one instant do not share a storage key (device, name, time)."""
+    return f"{event}.{counter}"
+
 
 Timestamp = Annotated[int, Field(ge=MIN_TIMESTAMP_MS, le=MAX_TIMESTAMP_MS, strict=True)]
 DeviceCode = Annotated[str, Field(pattern=_SEGMENT_RE.pattern)]
@@ -146,9 +159,34 @@ def _state_problem(point: Point) -> str | None:
     return None
 
 
+def counter_anomaly_problem(name: str, value: object) -> str | None:
+    """Why a ``counter_anomaly.*`` event cannot be judged later, or None.
+
+    The platform accepts an anomaly by adding its increment to production, so the
+    increment must be readable when it arrives, not when someone looks at it.
+    """
+    counter = name.removeprefix(f"{COUNTER_ANOMALY_EVENT}.")
+    if counter not in _COUNT_NAMES:
+        return f"a counter anomaly is named {COUNTER_ANOMALY_EVENT}.good or .reject"
+    try:
+        document = json.loads(value) if isinstance(value, str) else None
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        return "a counter anomaly's value must be a JSON object as text"
+    increment = document.get("increment")
+    if isinstance(increment, bool) or not isinstance(increment, int) or increment < 0:
+        return "a counter anomaly needs a non-negative integer increment"
+    if document.get("counter") != counter:
+        return f"a counter anomaly's counter must be {counter!r}, as in its name"
+    return None
+
+
 def _event_problem(point: Point) -> str | None:
     if point.name == CONNECTIVITY_EVENT and point.value not in ("online", "offline"):
         return "a connectivity event value must be 'online' or 'offline'"
+    if point.name.startswith(f"{COUNTER_ANOMALY_EVENT}."):
+        return counter_anomaly_problem(point.name, point.value)
     return None
 
 

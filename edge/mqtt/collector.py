@@ -19,6 +19,11 @@ Connectivity: a device is *online* from its first message (an ``online`` event
 precedes its first point) and *offline* once silent for ``offline_after`` (an
 ``offline`` event at the time silence was detected); devices listed in ``devices``
 that never publish are reported offline ``offline_after`` after the start.
+
+Counters: a device that went offline may have restarted while silent, and come back
+with any total; so its counters are re-baselined (edge.counters): the first total
+after it returns counts nothing and a ``counter.<name>`` event records the old and the
+new total. Parts it made while silent are not counted.
 """
 
 from __future__ import annotations
@@ -36,7 +41,14 @@ from edge.mqtt.config import MqttSourceConfig, TopicTemplate
 from edge.mqtt.mapping import Mapper
 from edge.mqtt_session import ClientFactory, MqttSession, paho_client
 from edge.sink import Sink
-from zhizao.wire import CONNECTIVITY_EVENT, Connectivity, Point, PointKind
+from zhizao.wire import (
+    CONNECTIVITY_EVENT,
+    COUNTER_ANOMALY_EVENT,
+    COUNTER_EVENT,
+    Connectivity,
+    Point,
+    PointKind,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -158,6 +170,13 @@ class MqttCollector:
             if not self._online.get(device, False):
                 self._online[device] = True
                 out.append(self._connectivity(device, Connectivity.ONLINE, message.at_ms))
+        for point in result.points:
+            if point.kind is PointKind.EVENT and "." in point.name:
+                event, _, counter = point.name.partition(".")
+                if event == COUNTER_ANOMALY_EVENT:
+                    self._health.count(self._health.counter_anomalies, point.device, counter)
+                elif event == COUNTER_EVENT:
+                    self._health.count(self._health.counter_rebaselines, point.device, counter)
         out.extend(result.points)
         return out
 
@@ -177,6 +196,8 @@ class MqttCollector:
             for device, seen in self.last_seen.items():
                 if self._online.get(device) and now_ms - seen > limit * 1000:
                     self._online[device] = False
+                    # Back from silence it may have restarted: its next totals re-baseline.
+                    self._mapper.rebaseline(device)
                     events.append(self._connectivity(device, Connectivity.OFFLINE, now_ms))
             if now - self._started > limit:
                 for device in self.config.devices:

@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge.counters import check_counter_keys
 from edge.mqtt_session import BrokerConnection
 from edge.quantities import Duration
 from zhizao.wire import CountName, PointKind, StateClass
@@ -133,8 +134,14 @@ class FieldMapping(_Strict):
     #: kind: count: the device reports a running total (default) that the edge turns
     #: into increments, or increments already (cumulative: false).
     cumulative: bool = True
-    #: counter width for wrap detection of cumulative totals
+    #: counter width for wrap detection of cumulative totals ...
     counter_bits: Annotated[int, Field(ge=8, le=64)] = 32
+    #: ... or the value it wraps to 0 at (rollover: 1000 counts 999 -> 0 as one part)
+    rollover: Annotated[int, Field(ge=2)] | None = None
+    #: the device's ideal cycle time: an increment beyond what it allows is an anomaly
+    ideal_cycle_s: Annotated[float, Field(gt=0)] | None = None
+    #: an increment above this is an anomaly, whatever the elapsed time
+    max_increment: Annotated[int, Field(ge=1)] | None = None
     unit: str | None = None
 
     @field_validator("state_map", mode="before")
@@ -151,6 +158,18 @@ class FieldMapping(_Strict):
             raise ValueError("a count field's name must be 'good' or 'reject'")
         if self.state_map is not None and self.kind is not PointKind.STATE:
             raise ValueError("state_map is only for kind: state")
+        check_counter_keys(
+            self.kind, self.counter_bits, self.rollover, self.ideal_cycle_s, self.max_increment
+        )
+        if not self.cumulative and (
+            self.rollover is not None
+            or self.ideal_cycle_s is not None
+            or self.max_increment is not None
+        ):
+            raise ValueError(
+                "rollover, ideal_cycle_s and max_increment are for cumulative totals"
+                " (cumulative: true)"
+            )
         return self
 
 
@@ -203,6 +222,13 @@ class MqttSourceConfig(_Strict):
     devices: list[Annotated[str, Field(pattern=_DEVICE_RE)]] = []
     #: Time zone of ISO 8601 timestamps written without an offset.
     timezone: str = "Asia/Shanghai"
+    #: A counter increment above elapsed / ideal_cycle_s * this + 1 is an anomaly.
+    plausibility_factor: Annotated[float, Field(gt=0)] = 2.0
+    #: Ideal cycle time per device (seconds), for the counters of devices that share a
+    #: topic mapping; it takes precedence over a count field's own ideal_cycle_s.
+    ideal_cycle_s: dict[
+        Annotated[str, Field(pattern=_DEVICE_RE)], Annotated[float, Field(gt=0)]
+    ] = {}
     topics: Annotated[list[TopicMapping], Field(min_length=1)]
 
     @field_validator("timezone")

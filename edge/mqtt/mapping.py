@@ -19,7 +19,13 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from edge.counters import CumulativeCounter, Step, as_total
+from edge.counters import (
+    CumulativeCounter,
+    Step,
+    anomaly_event,
+    as_total,
+    rebaseline_event,
+)
 from edge.mqtt.config import (
     FieldMapping,
     MqttSourceConfig,
@@ -116,6 +122,12 @@ class Mapper:
         self._zone = ZoneInfo(config.timezone)
         self._topics = [(t, TopicTemplate.compile(t.topic)) for t in config.topics]
         self._counters: dict[tuple[str, str], CumulativeCounter] = {}
+
+    def rebaseline(self, device: str) -> None:
+        """The device's next totals are baselines: it was offline and may have restarted."""
+        for (owner, _), counter in self._counters.items():
+            if owner == device:
+                counter.rebaseline()
 
     def map(self, topic: str, payload: bytes, received_ms: int) -> Mapped:
         for mapping, template in self._topics:
@@ -224,12 +236,34 @@ class Mapper:
                 value=total,
                 quality=quality,
             )
-        counter = self._counters.setdefault(
-            (device, spec.name), CumulativeCounter(bits=spec.counter_bits)
-        )
-        step = counter.update(total)
+        counter = self._counters.get((device, spec.name))
+        if counter is None:
+            counter = self._counters[device, spec.name] = CumulativeCounter(
+                bits=spec.counter_bits,
+                rollover=spec.rollover,
+                max_increment=spec.max_increment,
+                ideal_cycle_s=self.config.ideal_cycle_s.get(device, spec.ideal_cycle_s),
+                factor=self.config.plausibility_factor,
+            )
+        step = counter.update(total, ts)
         if step.step is Step.INVALID:
-            raise BadValue(f"total {total} does not fit a {spec.counter_bits}-bit counter")
+            limit = (
+                f"the rollover {spec.rollover}"
+                if spec.rollover is not None
+                else f"a {spec.counter_bits}-bit counter"
+            )
+            raise BadValue(f"total {total} does not fit {limit}; not counted")
+        if step.step is Step.REBASELINE:
+            return rebaseline_event(
+                device,
+                spec.name,
+                ts=ts,
+                step=step,
+                total=total,
+                reason="MQTT device back after being offline",
+            )
+        if step.step.is_anomaly:
+            return anomaly_event(device, spec.name, ts=ts, step=step, total=total, guard=counter)
         if step.increment == 0:
             return None  # a baseline, or no new parts: nothing to count
         reason = None if step.step is Step.COUNT else f"counter {step.step.value}"

@@ -53,7 +53,13 @@ from asyncua.ua.uaerrors import UaError
 from cryptography import x509
 
 from edge.collector import SourceHealth
-from edge.counters import CumulativeCounter, Step, as_total
+from edge.counters import (
+    CumulativeCounter,
+    Step,
+    anomaly_event,
+    as_total,
+    rebaseline_event,
+)
 from edge.opcua.config import (
     NodeMapping,
     OpcUaSourceConfig,
@@ -84,6 +90,7 @@ ClientFactory = Callable[[str, float], Client]
 Clock = Callable[[], int]
 
 SERVER_CURRENT_TIME = ua.NodeId.from_string(f"i={ObjectIds.Server_ServerStatus_CurrentTime}")
+SERVER_START_TIME = ua.NodeId.from_string(f"i={ObjectIds.Server_ServerStatus_StartTime}")
 OBJECTS_FOLDER = ua.NodeId.from_string(f"i={ObjectIds.ObjectsFolder}")
 _TRANSLATE_CHUNK = 1000
 _MAX_BATCH_EVENTS = 1000
@@ -192,8 +199,12 @@ class OpcUaCollector:
         self._health = SourceHealth(name=config.name)
         #: label → problem, for mappings that are not flowing right now
         self.node_errors: dict[str, str] = {}
-        #: counters keep their baseline across sessions (see edge.counters)
+        #: label -> counter; re-baselined on every new session (see edge.counters)
         self._counters: dict[str, CumulativeCounter] = {}
+        #: why the counters were last re-baselined, for the counter event
+        self._rebaseline_reason = ""
+        #: the server's ServerStatus/StartTime as read at the last connect
+        self._server_started: datetime | None = None
         #: preset inputs of the batch being taken, in arrival order
         self._pending: list[_PresetInput] = []
         self._client: Client | None = None
@@ -214,28 +225,44 @@ class OpcUaCollector:
     # -- lifecycle ---------------------------------------------------------------
 
     async def run(self, sink: Sink) -> None:
-        delay = self.config.reconnect.initial_s
         try:
-            while True:
-                points_before = self._health.points_read
-                try:
-                    await self._session(sink)
-                except SessionLost as exc:
-                    self._error(f"session ended: {exc}")
-                except (OSError, TimeoutError, UaError, ConnectionError) as exc:
-                    self._error(f"cannot connect to {self.config.endpoint}: {exc!r}")
-                finally:
-                    self._health.connected = False
-                    await self._drop_client()
-                await self._set_connectivity(sink, online=False)
-                if self._health.points_read > points_before:
-                    # The session worked: this is a fresh failure, start the backoff over.
-                    delay = self.config.reconnect.initial_s
-                log.info("OPC UA %s: reconnecting in %.1f s", self.config.name, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * self.config.reconnect.factor, self.config.reconnect.max_s)
+            await self._sessions(sink)
+        except Exception as exc:
+            # Not a failure the loop knows (a bug, a failing sink): the supervisor restarts
+            # the collector, and until then its devices are not observed. Say so, so the
+            # gap is OFFLINE time and not the last state stretched over it.
+            self._health.connected = False
+            await self._drop_client()
+            try:
+                await self._set_connectivity(
+                    sink, online=False, reason=f"OPC UA collector failed: {exc!r}"[:256]
+                )
+            except Exception:
+                log.exception("OPC UA %s: cannot report the devices offline", self.config.name)
+            raise
         finally:
             await self._drop_client()
+
+    async def _sessions(self, sink: Sink) -> None:
+        delay = self.config.reconnect.initial_s
+        while True:
+            points_before = self._health.points_read
+            try:
+                await self._session(sink)
+            except SessionLost as exc:
+                self._error(f"session ended: {exc}")
+            except (OSError, TimeoutError, UaError, ConnectionError) as exc:
+                self._error(f"cannot connect to {self.config.endpoint}: {exc!r}")
+            finally:
+                self._health.connected = False
+                await self._drop_client()
+            await self._set_connectivity(sink, online=False)
+            if self._health.points_read > points_before:
+                # The session worked: this is a fresh failure, start the backoff over.
+                delay = self.config.reconnect.initial_s
+            log.info("OPC UA %s: reconnecting in %.1f s", self.config.name, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * self.config.reconnect.factor, self.config.reconnect.max_s)
 
     async def close(self) -> None:
         await self._drop_client()
@@ -253,6 +280,7 @@ class OpcUaCollector:
             lost.set()
 
         client.connection_lost_callback = on_lost
+        await self._rebaseline_counters(client)
         targets = build_targets(self.config)
         failures = await resolve(client, self.config, targets)
         for target in targets:
@@ -507,25 +535,56 @@ class OpcUaCollector:
         if total is None:
             self._node_error(target, f"counter value {raw!r} is not an integer")
             return []
-        counter = self._counters.setdefault(target.label, CumulativeCounter(mapping.counter_bits))
-        step = counter.update(total)
-        if step.step in (Step.RESET, Step.WRAP, Step.JUMP, Step.INVALID):
-            log.warning(
-                "OPC UA %s: %s counter %s: %s at %d",
-                self.config.name,
-                mapping.device,
-                mapping.name,
-                step.step.value,
-                total,
+        counter = self._counters.get(target.label)
+        if counter is None:
+            counter = self._counters[target.label] = CumulativeCounter(
+                bits=mapping.counter_bits,
+                rollover=mapping.rollover,
+                max_increment=mapping.max_increment,
+                ideal_cycle_s=mapping.ideal_cycle_s,
+                factor=self.config.plausibility_factor,
             )
+        step = counter.update(total, ts)
+        device, name = mapping.device, mapping.name
+        if step.step is Step.INVALID:
+            limit = (
+                f"the rollover {mapping.rollover}"
+                if mapping.rollover is not None
+                else f"a {mapping.counter_bits}-bit counter"
+            )
+            self._node_error(target, f"counter total {total} does not fit {limit}; not counted")
+            return []
+        if step.step in (Step.RESET, Step.WRAP) or step.step.is_anomaly:
+            # A wrap is routine for a counter with a small rollover; the others are not.
+            log.log(
+                logging.INFO if step.step is Step.WRAP else logging.WARNING,
+                "OPC UA %s: %s counter %s: %s from %s to %d (+%d)",
+                self.config.name,
+                device,
+                name,
+                step.step.value,
+                step.previous,
+                total,
+                step.implied,
+            )
+        if step.step is Step.REBASELINE:
+            self._health.count(self._health.counter_rebaselines, device, name)
+            return [
+                rebaseline_event(
+                    device, name, ts=ts, step=step, total=total, reason=self._rebaseline_reason
+                )
+            ]
+        if step.step.is_anomaly:
+            self._health.count(self._health.counter_anomalies, device, name)
+            return [anomaly_event(device, name, ts=ts, step=step, total=total, guard=counter)]
         if step.increment <= 0:
             return []
         return [
             Point(
-                device=mapping.device,
+                device=device,
                 ts=ts,
                 kind=PointKind.COUNT,
-                name=mapping.name,
+                name=name,
                 value=step.increment,
                 raw=str(total),
             )
@@ -596,9 +655,34 @@ class OpcUaCollector:
                 if target.node_id is not None:
                     preset.expected.add(target.preset_key)
 
+    async def _rebaseline_counters(self, client: Client) -> None:
+        """A new session: every counter's next total is a baseline (edge.counters).
+
+        The server's start time tells a restarted server (its counters may come back
+        with any value) from a network outage; both re-baseline, the event says which.
+        """
+        try:
+            started = await client.get_node(SERVER_START_TIME).read_value()
+        except (UaError, TimeoutError, ConnectionError, OSError) as exc:
+            log.info("OPC UA %s: cannot read ServerStatus/StartTime: %r", self.config.name, exc)
+            started = None
+        started = started if isinstance(started, datetime) else None
+        previous, self._server_started = self._server_started, started
+        if started is not None and previous is not None and started != previous:
+            self._rebaseline_reason = (
+                f"OPC UA server restarted (StartTime {previous.isoformat()} -> "
+                f"{started.isoformat()})"
+            )
+        else:
+            self._rebaseline_reason = "OPC UA session re-established"
+        for counter in self._counters.values():
+            counter.rebaseline()
+
     # -- connectivity, errors --------------------------------------------------------
 
-    async def _set_connectivity(self, sink: Sink, *, online: bool) -> None:
+    async def _set_connectivity(
+        self, sink: Sink, *, online: bool, reason: str | None = None
+    ) -> None:
         if self._devices_online is online:
             return
         self._devices_online = online
@@ -612,7 +696,9 @@ class OpcUaCollector:
                     kind=PointKind.EVENT,
                     name=CONNECTIVITY_EVENT,
                     value=value.value,
-                    reason=None if online else f"OPC UA server {self.config.endpoint} unreachable",
+                    reason=None
+                    if online
+                    else reason or f"OPC UA server {self.config.endpoint} unreachable",
                 )
                 for device in self.config.devices
             ]

@@ -55,6 +55,7 @@ from pydantic import (
     model_validator,
 )
 
+from edge.counters import check_counter_keys
 from zhizao.errors import ConfigError
 from zhizao.wire import CountName, PointKind, StateClass
 
@@ -239,8 +240,14 @@ class NodeMapping(_Strict):
     mode: ReadMode | None = None
     poll_interval_ms: Annotated[float, Field(gt=0)] | None = None
     timestamp: TimestampChoice | None = None
-    #: a cumulative counter wraps to 0 after 2**counter_bits - 1
+    #: a cumulative counter wraps to 0 after 2**counter_bits - 1 ...
     counter_bits: Literal[16, 32, 64] = 32
+    #: ... or at this value (rollover: 1000 counts 999 -> 0 as one part)
+    rollover: Annotated[int, Field(ge=2)] | None = None
+    #: the device's ideal cycle time: an increment beyond what it allows is an anomaly
+    ideal_cycle_s: Annotated[float, Field(gt=0)] | None = None
+    #: an increment above this is an anomaly, whatever the elapsed time
+    max_increment: Annotated[int, Field(ge=1)] | None = None
 
     @field_validator("state_map", mode="before")
     @classmethod
@@ -268,6 +275,9 @@ class NodeMapping(_Strict):
             raise ValueError("a count node's name must be 'good' or 'reject'")
         if self.deadband is not None and self.kind is not PointKind.METRIC:
             raise ValueError("a deadband only makes sense for kind: metric")
+        check_counter_keys(
+            self.kind, self.counter_bits, self.rollover, self.ideal_cycle_s, self.max_increment
+        )
         return self
 
     def state_for(self, raw: Any) -> StateClass | None:
@@ -339,6 +349,8 @@ class OpcUaSourceConfig(_Strict):
     reconnect: Reconnect = Reconnect()
     #: bounded buffer between subscription and sink; when full the oldest goes first
     buffer_size: Annotated[int, Field(ge=10)] = 100_000
+    #: a counter increment above elapsed / ideal_cycle_s * this + 1 is an anomaly
+    plausibility_factor: Annotated[float, Field(gt=0)] = 2.0
     nodes: Annotated[list[Mapping], Field(min_length=1)]
 
     @model_validator(mode="after")

@@ -4,7 +4,9 @@ cannot drift from the simulator.
 
 CNC machines are read through the OPC 40001 Machinery preset, robots through the
 OPC 40010 Robotics preset, both with their part counters and process values; MQTT
-devices through the JSON mapping of ``edge/simulator/README.md``.
+devices through the JSON mapping of ``edge/simulator/README.md``. Every counter gets
+its device's ideal cycle time from the scenario, so the edge's plausibility guard
+(edge.counters) is on in the demo as it should be in a factory.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def _opcua_nodes(scenario: Scenario) -> list[dict[str, Any]]:
                     "name": "good",
                     "browse_path": f"{root}/GoodPartCount",
                     "counter_bits": device.counter_bits,
+                    "ideal_cycle_s": device.ideal_cycle_s,
                 }
             )
             nodes.append(
@@ -40,6 +43,7 @@ def _opcua_nodes(scenario: Scenario) -> list[dict[str, Any]]:
                     "name": "reject",
                     "browse_path": f"{root}/RejectPartCount",
                     "counter_bits": device.counter_bits,
+                    "ideal_cycle_s": device.ideal_cycle_s,
                 }
             )
             for name, variable in (
@@ -106,6 +110,9 @@ def edge_config_for(
                 "broker": {"url": device_broker_url, "protocol": uplink_protocol},
                 "offline_after": offline_after_s,
                 "devices": mqtt_devices,
+                "ideal_cycle_s": {
+                    d.code: d.ideal_cycle_s for d in scenario.devices if d.type is DeviceType.MQTT
+                },
                 "topics": [
                     {
                         "topic": "plant/{line}/{device}/telemetry",

@@ -48,6 +48,7 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     yield own
     own.kill()
 
+
 ENTERPRISE = "91330106MA2XXXXX0Y"
 T0 = 1_772_409_600_000
 ROOT = Path(__file__).resolve().parents[2]

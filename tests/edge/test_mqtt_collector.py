@@ -22,7 +22,7 @@ from edge.mqtt.mapping import parse_timestamp
 from edge.sink import MemorySink
 from tests.fix_mqtt import Mosquitto
 from zhizao.embedded import EmbeddedBroker
-from zhizao.wire import PointKind
+from zhizao.wire import COUNTER_EVENT, PointKind
 
 T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z
 
@@ -161,6 +161,88 @@ async def test_silent_devices_are_reported_offline_and_back_online(
         pub.close()
     assert sink.connectivity("CMM-01") == ["online", "offline", "online"]
     assert sink.connectivity("NEVER-01") == ["offline"]
+
+
+async def test_a_device_back_from_silence_rebaselines_its_counters(
+    own_mosquitto: Mosquitto,
+) -> None:
+    """Issue 9 point 7 for MQTT: a device that went offline may have restarted; the first
+    total after it returns counts nothing (the old code counted 900 phantom parts)."""
+    config = source(own_mosquitto.url, offline_after=0.5)
+    pub = Publisher(own_mosquitto.url)
+    topic = "plant/L1/CMM-01/telemetry"
+    try:
+        async with collecting(config) as (collector, sink):
+            await pub.send(topic, {"ts": T0, "good_total": 100})
+            await pub.send(topic, {"ts": T0 + 60_000, "good_total": 104})
+            async with asyncio.timeout(30), sink._arrived:
+                await sink._arrived.wait_for(lambda: "offline" in sink.connectivity("CMM-01"))
+            await pub.send(topic, {"ts": T0 + 3_600_000, "good_total": 1004})
+            await pub.send(topic, {"ts": T0 + 3_660_000, "good_total": 1006})
+            await sink.wait_for(6, within=30)
+    finally:
+        pub.close()
+    counts = [(p.ts, p.value) for p in sink.points if p.kind is PointKind.COUNT]
+    assert counts == [(T0 + 60_000, 4), (T0 + 3_660_000, 2)]
+    (event,) = [p for p in sink.points if p.name == f"{COUNTER_EVENT}.good"]
+    assert event.ts == T0 + 3_600_000
+    assert json.loads(str(event.value)) == {
+        "counter": "good",
+        "event": "rebaseline",
+        "old_total": 104,
+        "new_total": 1004,
+        "reason": "MQTT device back after being offline",
+    }
+    assert collector.health.counter_rebaselines == {("CMM-01", "good"): 1}
+
+
+async def test_mqtt_counters_wrap_at_a_rollover_and_refuse_implausible_jumps(
+    own_mosquitto: Mosquitto,
+) -> None:
+    config = MqttSourceConfig.model_validate(
+        {
+            "type": "mqtt",
+            "broker": {"url": own_mosquitto.url},
+            "ideal_cycle_s": {"PR-02": 60},  # per device; PR-01 has no cycle time
+            "topics": [
+                {
+                    "topic": "press/{device}",
+                    "timestamp": {"path": "ts"},
+                    "fields": [{"path": "n", "name": "good", "kind": "count", "rollover": 1000}],
+                }
+            ],
+        }
+    )
+    pub = Publisher(own_mosquitto.url)
+    try:
+        async with collecting(config) as (collector, sink):
+            for device, totals in (
+                ("PR-01", [(998, 0), (3, 60_000), (999, 120_000), (0, 180_000)]),
+                # 60 s cycle: 120 s allows 5 parts; 6 is an anomaly, then 1 counts.
+                ("PR-02", [(995, 0), (0, 120_000), (6, 240_000), (7, 300_000)]),
+            ):
+                for total, offset in totals:
+                    await pub.send(f"press/{device}", {"ts": T0 + offset, "n": total})
+            await pub.send("press/PR-01", {"ts": T0 + 240_000, "n": 1000})  # not a value
+            await sink.wait_for(8, within=30)
+            await asyncio.sleep(0.3)
+    finally:
+        pub.close()
+
+    def counted(device: str) -> list[int]:
+        return [
+            int(p.value) for p in sink.points if p.device == device and p.kind is PointKind.COUNT
+        ]
+
+    assert counted("PR-01") == [5, 996, 1]  # 998 -> 3 is 5 parts, 999 -> 0 is one
+    assert counted("PR-02") == [5, 1]
+    (anomaly,) = [p for p in sink.points if p.name == "counter_anomaly.good"]
+    assert (anomaly.device, anomaly.ts) == ("PR-02", T0 + 240_000)
+    assert json.loads(str(anomaly.value))["increment"] == 6
+    assert json.loads(str(anomaly.value))["limit"] == 5
+    assert collector.health.counter_anomalies == {("PR-02", "good"): 1}
+    assert collector.malformed == 1
+    assert "total 1000 does not fit the rollover 1000" in str(collector.health.last_error)
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,15 @@ CASES: list[tuple[Change, str, str]] = [
     (lambda d: d["nodes"][3].update(node="nsu=x;s=y"), "nodes.3", "exactly one of node"),
     (lambda d: d.pop("namespace"), "nodes.0", "no namespace"),
     (lambda d: d["nodes"][3].update(sampling_rate=5), "nodes.3.sampling_rate", "Extra inputs"),
+    (lambda d: d["nodes"][4].update(rollover=1), "nodes.4.rollover", "greater than or equal to 2"),
+    (
+        lambda d: d["nodes"][4].update(counter_bits=16, rollover=100_000),
+        "nodes.4",
+        "rollover 100000 does not fit a 16-bit counter",
+    ),
+    (lambda d: d["nodes"][3].update(rollover=1000), "nodes.3", "only make sense for kind: count"),
+    (lambda d: d["nodes"][4].update(ideal_cycle_s=0), "nodes.4.ideal_cycle_s", "greater than 0"),
+    (lambda d: d.update(plausibility_factor=0), "plausibility_factor", "greater than 0"),
 ]
 
 

@@ -13,13 +13,16 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.mqtt.config import MqttSourceConfig
 from edge.opcua.collector import check_source
+from edge.opcua.config import NodeMapping, OpcUaSourceConfig
+from edge.simulator.edge_config import edge_config_for
 from edge.simulator.mqtt_devices import GARBAGE, STATUS_CODES
-from edge.simulator.scenario import SCENARIOS, load_scenario
+from edge.simulator.scenario import SCENARIOS, bundled, load_scenario
 from edge.simulator.timeline import build_timeline, read_ground_truth
 from tests.fix_opcua import START, MakeSimulator, running, scenario, source_config
 from zhizao.errors import ConfigError
-from zhizao.wire import StateClass
+from zhizao.wire import PointKind, StateClass
 
 START_MS = int(START.timestamp() * 1000)
 
@@ -205,3 +208,25 @@ async def test_scenario_faults_restart_the_server_and_remove_a_node(
     checks = {c.label: c for c in await check_source(config)}
     assert checks["nodes.0.item_state"].error is None
     assert "SpindleTemperature" in str(checks["nodes.1"].error)
+
+
+def test_the_simulators_edge_config_carries_every_counters_ideal_cycle_time(
+    tmp_path: Path,
+) -> None:
+    """The demo's edge guards its counters: each gets its device's cycle time."""
+    factory = load_scenario(bundled("factory"))
+    config = edge_config_for(
+        factory, enterprise="91330206MA2GR7K17L", edge_id="demo-edge",
+        opcua_endpoint="opc.tcp://127.0.0.1:4840/zhizao/sim/",
+        device_broker_url="mqtt://127.0.0.1:1883", uplink_url="mqtt://127.0.0.1:1883",
+        spool_path=tmp_path / "spool.db",
+    )  # fmt: skip
+    cycle = {d.code: d.ideal_cycle_s for d in factory.devices}
+    opcua = next(s for s in config.sources if isinstance(s, OpcUaSourceConfig))
+    counters = [n for n in opcua.nodes if isinstance(n, NodeMapping) and n.kind is PointKind.COUNT]
+    assert counters
+    assert {(n.device, n.ideal_cycle_s) for n in counters} == {
+        (n.device, cycle[n.device]) for n in counters
+    }
+    mqtt = next(s for s in config.sources if isinstance(s, MqttSourceConfig))
+    assert mqtt.ideal_cycle_s == {d: cycle[d] for d in mqtt.devices}

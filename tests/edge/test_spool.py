@@ -4,6 +4,8 @@ bounds by size and age with the oldest data dropped first and counted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from pathlib import Path
 
 import pytest
@@ -158,3 +160,46 @@ async def test_wait_ready_returns_on_size_or_for_leftovers(tmp_path: Path) -> No
     async with spool_at(tmp_path / "spool.db") as spool:
         # Points left from before a restart are due at once.
         await asyncio.wait_for(spool.wait_ready(max_points=100, max_wait_s=3600), 10)
+
+
+class Preempted(frozenset[int]):
+    """A set of excluded batches whose membership test lets other threads run, as a
+    preemption of the event loop's thread at that moment would: the worker thread's
+    acknowledgements then land while the loop is in the middle of its look at the
+    formed batches, every time instead of once in a while."""
+
+    def __contains__(self, item: object) -> bool:
+        time.sleep(0)  # releases the GIL
+        return super().__contains__(item)
+
+
+async def test_acks_on_the_worker_never_change_what_the_loop_is_reading(tmp_path: Path) -> None:
+    """Issue 9 point 19: acknowledging batches (worker thread) while the uplink waits for
+    the next one (event loop, iterating the formed batches) must neither fail nor lose
+    a batch."""
+    path = tmp_path / "spool.db"
+    count = 500
+    async with spool_at(path, durability="os") as spool:
+        await spool.put(points(0, count))
+        formed: list[int] = []
+        for _ in range(count):
+            batch = await spool.next_batch(max_points=1, exclude=frozenset(formed))
+            assert batch is not None
+            formed.append(batch.seq)
+        everything = Preempted(formed)
+        acking = asyncio.gather(*(spool.ack(seq) for seq in formed))
+        looks = 0
+        while not acking.done():
+            looks += 1
+            # Every ack wakes it; it looks at every formed batch each time.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await spool.wait_ready(count, 60.0, everything)
+        await acking
+        assert looks >= 1
+        stats = spool.stats
+        assert (stats.pending_batches, stats.depth_points) == (0, 0)
+        assert (stats.acked_batches_total, stats.acked_points_total) == (count, count)
+    async with spool_at(path) as again:
+        assert (again.stats.depth_points, again.stats.pending_batches) == (0, 0)
+        assert await again.next_batch() is None

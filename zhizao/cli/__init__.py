@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from zhizao import __version__
-from zhizao.cli import contract, db, edge, ingest, kpi, registry, rollup, sim
+from zhizao.cli import anomalies, contract, db, edge, ingest, kpi, registry, rollup, sim
 from zhizao.cli.demo import demo
 from zhizao.logs import configure_logging
 
@@ -25,6 +25,7 @@ app.add_typer(edge.app, name="edge")
 app.add_typer(sim.app, name="sim")
 app.add_typer(ingest.app, name="ingest")
 app.add_typer(rollup.app, name="rollup")
+kpi.app.command("anomalies")(anomalies.anomalies_command)
 app.add_typer(kpi.app, name="kpi")
 app.command("demo")(demo)
 

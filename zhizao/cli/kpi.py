@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from zhizao.calendar import load_calendars
+from zhizao.cli import anomalies
 from zhizao.cli.common import DbUrlOption, console, db_settings, fail
 from zhizao.cli.rollup import parse_instant
 from zhizao.errors import InvalidValue, ZhizaoError
@@ -182,6 +183,8 @@ def oee_command(  # noqa: PLR0917 - typer maps each option to a parameter
     except ZhizaoError as exc:
         raise fail(exc) from exc
     print_oee(report)
+    # Counter anomalies (issue 9, zhizao/cli/anomalies.py): say how many wait for a person.
+    anomalies.print_pending(url, scope, report.start, report.end)
 
 
 def print_rates(title: str, figures: list[RateFigure], names: dict[str, str]) -> None:
