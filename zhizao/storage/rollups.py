@@ -665,7 +665,9 @@ async def _consume_marks(
         DELETE FROM rollup_dirty WHERE device_id = ANY(%s) AND hour < %s
         RETURNING device_id,
             {_MS.format(f"greatest(hour, {_EPOCH.format(FAR_PAST_MS)})")}, state_changed,
-            {_MS.format(f"least(hour_end, {_EPOCH.format(FAR_FUTURE_MS)})")}
+            -- least() skips NULL: a fact mark (no hour_end) must stay NULL.
+            CASE WHEN hour_end IS NOT NULL
+                THEN {_MS.format(f"least(hour_end, {_EPOCH.format(FAR_FUTURE_MS)})")} END
         """.encode(),  # noqa: S608 - module constants only; values are bound
         (list(device_ids), from_ms(now_ms)),
     )
@@ -716,8 +718,7 @@ async def _load_coverage(conn: Conn, device_ids: Sequence[int]) -> dict[int, Cov
         (list(device_ids),),
     )
     return {
-        int(d): Coverage(int(c), None if f is None else int(f))
-        for d, c, f in await cur.fetchall()
+        int(d): Coverage(int(c), None if f is None else int(f)) for d, c, f in await cur.fetchall()
     }
 
 
@@ -731,10 +732,12 @@ async def _first_data(conn: Conn, device_ids: Sequence[int]) -> dict[int, int]:
         return {}
     cur = await conn.execute(
         f"""
-        SELECT u.id, {_MS.format('''least(
+        SELECT u.id, {
+            _MS.format('''least(
             (SELECT min(t.hour) FROM device_hour_tally t WHERE t.device_id = u.id),
             (SELECT date_bin('1 hour', min(c.time), 'epoch'::timestamptz)
-               FROM device_connectivity c WHERE c.device_id = u.id))''')}
+               FROM device_connectivity c WHERE c.device_id = u.id))''')
+        }
         FROM unnest(%s::int4[]) AS u(id)
         """.encode(),  # noqa: S608 - module constants only; values are bound
         (list(device_ids),),
@@ -799,8 +802,11 @@ async def _plan_chunk(
             wanted.append((target, now_ms))
             lower = target
         else:
-            wanted.append((target, old.covered_from_ms))
-            lower = min(target, old.covered_from_ms)
+            # Coverage starts at a local midnight; after a change of time zone, the
+            # midnight of the new zone, so that no local day is left partial.
+            day = from_ms(old.covered_from_ms).astimezone(info.zone).date()
+            lower = min(target, _local_midnight_ms(day, info.zone))
+            wanted.append((lower, old.covered_from_ms))
         # A ledger change concerns the hours the device has rows for or must have.
         wanted.extend((max(lo, lower), min(hi, now_ms)) for lo, hi in marks.ledger.get(device, []))
         if start_ms < now_ms:
