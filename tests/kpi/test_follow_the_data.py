@@ -312,3 +312,25 @@ async def test_flag_changes_follow_at_once_and_equal_a_computation_from_scratch(
     [nc] = [f for f in figures if f.group == ENT and f.method is Method.RATIO_OF_SUMS]
     assert (nc.numerator, nc.denominator) == (1, 2)  # CNC-2 of CNC-2 and PRESS-1
     await _agrees_with_a_computation_from_scratch(conn, LATER + timedelta(hours=1))
+
+
+async def test_a_ledger_import_with_a_new_cycle_time_is_applied_by_a_plain_run(
+    conn: Conn,
+) -> None:
+    from tests.kpi.seed import ledger
+    from zhizao.storage.registry import store_ledger
+
+    await _textbook_day(conn)
+    book = ledger()
+    book.devices = [
+        d.model_copy(update={"ideal_cycle_time_s": 0.5}) if d.code == "CNC-1" else d
+        for d in book.devices
+    ]
+    await store_ledger(conn, book)  # the import's own upserts, nothing rollup-specific
+    await conn.commit()
+    await run_rollups(conn, until=LATER + timedelta(hours=1))
+    after = await oee_for_days(conn, CNC1, DAY, DAY)
+    assert _rounded(after.result)["performance"] == 0.4305  # 0.5 s × 19,271 / 22,380 s
+    start, end = textbook.day_bounds()
+    [raw] = await oee_from_facts(conn, CNC1, from_ms(start), from_ms(end))
+    assert raw.components == after.result.components
