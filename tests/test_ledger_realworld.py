@@ -283,7 +283,8 @@ def test_every_problem_of_every_row_is_reported_in_one_import(db_url: str, tmp_p
         ("设备明细", 6, "产线编号", "装配二线",
          "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit; a name"
          " such as 三号线 goes into the name column (产线 / 车间 / 厂区)"),
-        ("设备明细", 6, "理想节拍(秒)", "快", "must be a number of seconds, e.g. 45, 12.5, 45秒 or 1分30秒"),
+        ("设备明细", 6, "理想节拍(秒)", "快",
+         "must be a number of seconds, e.g. 45, 12.5, 45秒 or 1分30秒"),
         ("设备明细", 6, "投用日期", "2024-13-01",
          "is not a calendar day (month must be in 1..12)"),
         ("设备明细", 7, "资产编号", "X 3",

@@ -21,10 +21,11 @@ for an enterprise scope: all enterprises, 规上 (above designated size) or 重�
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 from zhizao.codes import RegionLevel, region_ancestors, region_level
@@ -204,9 +205,23 @@ def parts_by_enterprise(days: Iterable[DeviceDay]) -> dict[str, RateParts]:
     return dict(out)
 
 
+#: Why a device of the ledger is not in the denominator on a day.
+EXCLUSION_REASONS = ("not_production_equipment", "not_yet_commissioned", "decommissioned")
+
+_REASONS_ZH = {
+    "good_points": "当日有有效数据",
+    "online_reported": "当日边缘网关报告设备在线",
+    "silent": "当日无有效数据且未报告在线",
+    "not_production_equipment": "非生产设备，不计入分母",
+    "not_yet_commissioned": "当日尚未投用，不计入分母",
+    "decommissioned": "已停用，不计入分母",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """One device of the audit list: counted in the numerator or not, and why."""
+    """One device of the audit list: counted in the numerator, not counted, or excluded
+    from the denominator altogether, and why."""
 
     enterprise: str
     device: str
@@ -216,19 +231,45 @@ class Evidence:
     online_reported: bool
     last_seen: datetime | None  # last good point or online report, any time up to the day's end
     reason: str = field(default="")
+    time_zone: str = "Asia/Shanghai"  # the enterprise's, for showing last_seen
+
+    @property
+    def excluded(self) -> bool:
+        return self.reason in EXCLUSION_REASONS
 
     @property
     def reason_zh(self) -> str:
-        return {
-            "good_points": "当日有有效数据",
-            "online_reported": "当日边缘网关报告设备在线",
-            "silent": "当日无有效数据且未报告在线",
-        }.get(self.reason, self.reason)
+        return _REASONS_ZH.get(self.reason, self.reason)
 
 
-def evidence_reason(good_points: int, online_reported: bool) -> str:
+def evidence_reason(
+    good_points: int,
+    online_reported: bool,
+    *,
+    production: bool = True,
+    commissioned_on: date | None = None,
+    decommissioned_on: date | None = None,
+    day: date | None = None,
+) -> str:
+    """Why a device is counted, not counted or excluded on ``day`` (service is by local day:
+    from the commissioning day, inclusive, to the decommissioning day, exclusive)."""
+    if not production:
+        return "not_production_equipment"
+    if day is not None and commissioned_on is not None and commissioned_on > day:
+        return "not_yet_commissioned"
+    if day is not None and decommissioned_on is not None and decommissioned_on <= day:
+        return "decommissioned"
     if good_points > 0:
         return "good_points"
     if online_reported:
         return "online_reported"
     return "silent"
+
+
+def natural_key(text: str) -> tuple[tuple[int, int, str], ...]:
+    """Sort key that orders digit runs by value: D2 before D10, CNC-9 before CNC-10."""
+    return tuple(
+        (1, int(part), part) if part.isdigit() else (0, 0, part.casefold())
+        for part in re.split(r"(\d+)", text)
+        if part
+    )

@@ -112,13 +112,55 @@ async def test_gateway_online_does_not_make_its_devices_networked(conn: Conn) ->
         ENT2: RateParts(0, 2),
     }
     evidence = await networking_evidence(conn, DAY, GroupBy.ENTERPRISE, ENT)
-    assert [(e.device, e.counted, e.reason) for e in evidence] == [
-        ("CNC-1", True, "good_points"),
-        ("CNC-2", False, "silent"),
-        ("PRESS-1", True, "online_reported"),
-    ]  # the air compressor is not production equipment: not listed
-    assert evidence[0].last_seen == from_ms(at(1))
-    assert evidence[1].last_seen is None
+    assert [(e.device, e.counted, e.excluded, e.reason) for e in evidence] == [
+        ("AC-1", False, True, "not_production_equipment"),  # listed, with why it is left out
+        ("CNC-1", True, False, "good_points"),
+        ("CNC-2", False, False, "silent"),
+        ("PRESS-1", True, False, "online_reported"),
+    ]
+    assert evidence[1].last_seen == from_ms(at(1))
+    assert evidence[2].last_seen is None
+
+
+async def test_evidence_lists_every_device_with_its_reason_in_natural_order(conn: Conn) -> None:
+    ids = await seed(conn)
+    # Ten more looms D1..D10 at the Hangzhou enterprise, inserted out of order; D3 enters
+    # service the day after, D4 left it on that day, D5 is auxiliary equipment.
+    for n in (10, 2, 1, 3, 4, 5, 6, 7, 8, 9):
+        await conn.execute(
+            "INSERT INTO device (enterprise_id, code, name, device_type, commissioned_on,"
+            " decommissioned_on, is_production_equipment)"
+            " SELECT id, %s, %s, 'loom', %s, %s, %s FROM enterprise WHERE credit_code = %s",
+            (f"D{n}", f"织机 D{n}", date(2026, 3, 3) if n == 3 else None,
+             DAY if n == 4 else None, n != 5, ENT2),
+        )  # fmt: skip
+    cur = await conn.execute("SELECT code, id FROM device WHERE code LIKE 'D%%'")
+    ids.update({str(c): int(i) for c, i in await cur.fetchall()})
+    await conn.commit()
+    await write(conn, FactBatch(metrics=[
+        MetricRow(ids["D2"], 1, at(1), 1.0), MetricRow(ids["D10"], 1, at(-30), 1.0),
+    ]))  # fmt: skip
+    await run_rollups(conn, until=from_ms(at(16)))
+    rows = await networking_evidence(conn, DAY, GroupBy.ENTERPRISE, ENT2)
+    assert [(e.device, e.reason) for e in rows] == [
+        ("D1", "silent"),
+        ("D2", "good_points"),
+        ("D3", "not_yet_commissioned"),
+        ("D4", "decommissioned"),
+        ("D5", "not_production_equipment"),
+        ("D6", "silent"), ("D7", "silent"), ("D8", "silent"), ("D9", "silent"),
+        ("D10", "silent"),  # seen the day before: not counted, but its last seen is shown
+        ("LOOM-1", "silent"),
+        ("LOOM-2", "silent"),
+    ]  # fmt: skip
+    by_code = {e.device: e for e in rows}
+    assert by_code["D10"].last_seen == from_ms(at(-30))
+    assert by_code["D2"].counted
+    assert not by_code["D2"].excluded
+    assert [e.device for e in rows if e.excluded] == ["D3", "D4", "D5"]
+    # The figure and the evidence agree: counted / (listed − excluded).
+    parts = await networking_parts(conn, DAY, DAY)
+    assert parts[ENT2] == RateParts(1, len(rows) - 3)
 
 
 async def test_period_rates_by_city_with_labels(conn: Conn) -> None:

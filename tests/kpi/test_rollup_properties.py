@@ -27,7 +27,8 @@ _H = 3_600_000
 _TABLES = ("rollup_device_hour", "rollup_device_day")
 _RESET = (
     "TRUNCATE state_change, production_count, metric_point, device_connectivity, edge_status,"
-    " rollup_device_hour, rollup_device_day, rollup_dirty, device_hour_tally, rollup_watermark"
+    " rollup_device_hour, rollup_device_day, rollup_dirty, device_hour_tally, rollup_watermark,"
+    " rollup_coverage"
 )
 
 _fact = st.one_of(
@@ -101,7 +102,9 @@ async def _check(url: str, history: list[tuple[list[tuple[str, int, object]], in
         incremental = await _rows(conn)
         await run_rollups(conn, until=end)
         assert await _rows(conn) == incremental  # rerunning changes nothing
-        await conn.execute("TRUNCATE rollup_device_hour, rollup_device_day, rollup_watermark")
+        await conn.execute(
+            "TRUNCATE rollup_device_hour, rollup_device_day, rollup_watermark, rollup_coverage"
+        )
         await conn.commit()
         await run_rollups(conn, since=begin, until=end)
         full = await _rows(conn)

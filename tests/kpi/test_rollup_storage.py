@@ -191,7 +191,8 @@ async def test_state_crossing_local_midnight_is_split_between_days(conn: Conn) -
     )
     await run_rollups(conn, since=from_ms(at(14)), until=from_ms(at(20)))
     cur = await conn.execute(
-        "SELECT day, running_s, idle_s FROM rollup_device_day WHERE device_id = %s ORDER BY day",
+        "SELECT day, running_s, idle_s FROM rollup_device_day WHERE device_id = %s"
+        " AND day >= '2026-03-02' ORDER BY day",
         (d,),
     )
     assert await cur.fetchall() == [

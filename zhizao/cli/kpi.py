@@ -1,4 +1,10 @@
-"""``zhizao kpi``: OEE, networking rate and NC rate as tables in Chinese and English."""
+"""``zhizao kpi``: OEE, networking rate and NC rate as tables in Chinese and English.
+
+Every time a person reads is local: the enterprise's zone with its offset
+(2026-10-12 08:00+08:00), or Asia/Shanghai when the figures span enterprises in
+several zones (:func:`zhizao.storage.kpi.display_zone`). "Today", the default date,
+is the local date in that zone, from :data:`CLOCK` (a seam for tests).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.table import Table
@@ -17,13 +24,14 @@ from zhizao.cli.common import DbUrlOption, console, db_settings, fail
 from zhizao.cli.rollup import parse_instant
 from zhizao.errors import InvalidValue, ZhizaoError
 from zhizao.networking import Evidence, GroupBy, Method, RateFigure, Scope
-from zhizao.oee import FLAG_LABELS, LOSS_LABELS
+from zhizao.oee import FLAG_LABELS, LOSS_LABELS, Flag, Oee
 from zhizao.storage.connection import Conn, connect
 from zhizao.storage.kpi import (
     Level,
     OeeReport,
     OeeScope,
     current_networking_rates,
+    display_zone,
     group_names,
     nc_rates,
     networking_evidence,
@@ -39,6 +47,22 @@ from zhizao.storage.rollups import store_calendars
 app = typer.Typer(help="KPIs: OEE, 设备联网率, 数控化率.", no_args_is_help=True)
 
 T = TypeVar("T")
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+#: The wall clock; tests replace it (they never depend on the real time).
+CLOCK: Callable[[], datetime] = _wall_clock
+
+#: Short flag names for table cells; the full text is printed under the table.
+FLAG_SHORT: dict[Flag, str] = {
+    Flag.PERFORMANCE_OVER_100: "性能>100%",
+    Flag.COVERAGE_GAP: "数据缺口",
+    Flag.MISSING_IDEAL_CYCLE_TIME: "缺理想节拍",
+    Flag.NO_PLANNED_TIME: "无计划时间",
+}
 
 
 def _with_conn(url: str, job: Callable[[Conn], Awaitable[T]]) -> T:
@@ -59,8 +83,39 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:,.2f} h"
 
 
-def _instant(value: date | datetime) -> str:
-    return value.isoformat(timespec="minutes") if isinstance(value, datetime) else str(value)
+def local_time(value: datetime, zone: ZoneInfo, *, seconds: bool = False) -> str:
+    """An instant as a person there reads it: 2026-10-12 08:00+08:00."""
+    return value.astimezone(zone).isoformat(sep=" ", timespec="seconds" if seconds else "minutes")
+
+
+def _instant(value: date | datetime, zone: ZoneInfo) -> str:
+    return local_time(value, zone) if isinstance(value, datetime) else str(value)
+
+
+def local_today(zone: ZoneInfo) -> date:
+    return CLOCK().astimezone(zone).date()
+
+
+def print_flags(result: Oee) -> None:
+    for flag in result.flags:
+        console.print(f"[yellow]⚠ {FLAG_LABELS[flag]} ({flag})[/]")
+
+
+def _flag_cell(result: Oee) -> str:
+    return ", ".join(f"{FLAG_SHORT[f]} {f}" for f in result.flags) or "—"
+
+
+def _scope_args(
+    level: Level | None, code: str | None, level_opt: Level | None, code_opt: str | None
+) -> tuple[Level, str]:
+    """LEVEL CODE as arguments or as --level/--code (both spellings are in use)."""
+    chosen_level = level_opt if level_opt is not None else level
+    chosen_code = code_opt if code_opt is not None else code
+    if chosen_level is None:
+        raise InvalidValue("level", None, "give LEVEL (device, line, enterprise, ...) or --level")
+    if chosen_code is None:
+        raise InvalidValue("code", None, "give CODE or --code")
+    return chosen_level, chosen_code
 
 
 def _day(value: str | None, option: str) -> date | None:
@@ -72,14 +127,17 @@ def _day(value: str | None, option: str) -> date | None:
         raise InvalidValue(option, value, "must be a date such as 2026-03-02") from exc
 
 
-def print_oee(report: OeeReport) -> None:
+def print_oee(report: OeeReport, zone: ZoneInfo | None = None) -> None:
     r = report.result
     c = r.components
+    where = zone or ZoneInfo("Asia/Shanghai")
     title = (
         f"OEE 设备综合效率 — {report.scope.level} {report.scope.code}"
-        f" {report.start} … {report.end} (source {report.source})"
+        f" {_instant(report.start, where)} … {_instant(report.end, where)}"
+        f" (source {report.source})"
     )
-    table = Table("指标 figure", "值 value", title=title)
+    console.print(f"[bold]{title}[/]")  # above the table: too long to wrap into its width
+    table = Table("指标 figure", "值 value")
     table.add_row("可用率 Availability (APT/PBT)", pct(r.availability))
     table.add_row("性能开动率 Performance", pct(r.performance))
     table.add_row("合格品率 Quality (good/produced)", pct(r.quality))
@@ -97,80 +155,101 @@ def print_oee(report: OeeReport) -> None:
         seconds = float(getattr(r.losses, name))
         losses.add_row(f"{zh} {en}", _hours(seconds), pct(seconds / c.pbt_s if c.pbt_s else None))
     console.print(losses)
-    for flag in r.flags:
-        console.print(f"[yellow]⚠ {FLAG_LABELS[flag]} ({flag})[/]")
+    print_flags(r)
     if len(report.devices) > 1:
         per = Table(
-            "企业 enterprise", "设备 device", "A", "P", "Q", "OEE", title="按设备 By device"
-        )
+            "企业 enterprise", "设备 device", "A", "P", "Q", "OEE", "标注 flags",
+            title="按设备 By device",
+        )  # fmt: skip
         for d in report.devices:
             o = d.oee
             per.add_row(d.enterprise, f"{d.device} {d.name}", pct(o.availability),
-                        pct(o.performance), pct(o.quality), pct(o.oee))  # fmt: skip
+                        pct(o.performance), pct(o.quality), pct(o.oee), _flag_cell(o))  # fmt: skip
         console.print(per)
 
 
 @app.command("shifts")
-def shifts_command(
-    level: Level = typer.Argument(..., help="device, line or enterprise"),
-    code: str = typer.Argument(..., help="Device or line code, or credit code."),
+def shifts_command(  # noqa: PLR0917 - typer maps each option to a parameter
+    level: Level | None = typer.Argument(None, help="device, line or enterprise"),
+    code: str | None = typer.Argument(None, help="Device or line code, or credit code."),
     enterprise: str | None = typer.Option(None, help="Credit code (for a device or a line)."),
-    on: str | None = typer.Option(None, "--date", help="The local day the shifts start on."),
+    on: str | None = typer.Option(
+        None, "--date", help="The local day the shifts start on (default today, local)."
+    ),
+    level_opt: Level | None = typer.Option(None, "--level", help="LEVEL, as an option."),
+    code_opt: str | None = typer.Option(None, "--code", help="CODE, as an option."),
     db_url: DbUrlOption = None,
 ) -> None:
     """OEE of every shift of a day side by side (班次对比)."""
     url = db_settings(db_url).url
     try:
-        anchor = _day(on, "--date") or datetime.now(UTC).date()
-        rows = _with_conn(
-            url, lambda conn: oee_by_shift(conn, OeeScope(level, code, enterprise), anchor)
-        )
+        lvl, cd = _scope_args(level, code, level_opt, code_opt)
+        scope = OeeScope(lvl, cd, enterprise)
+        day = _day(on, "--date")
+
+        async def job(conn: Conn) -> tuple[date, ZoneInfo, list[tuple[str, OeeReport]]]:
+            zone = await display_zone(conn, scope)
+            anchor = day or local_today(zone)
+            return anchor, zone, await oee_by_shift(conn, scope, anchor)
+
+        anchor, zone, rows = _with_conn(url, job)
     except ZhizaoError as exc:
         raise fail(exc) from exc
     table = Table(
         "班次 shift", "开始 start", "结束 end", "A", "P", "Q", "OEE", "离线 offline",
-        title=f"按班次 OEE by shift — {level} {code} {anchor}",
+        "标注 flags", title=f"按班次 OEE by shift — {lvl} {cd} {anchor} ({zone.key})",
     )  # fmt: skip
+    flagged: dict[Flag, None] = {}
     for name, report in rows:
         r = report.result
+        flagged.update(dict.fromkeys(r.flags))
         table.add_row(
-            name, _instant(report.start), _instant(report.end),
+            name, _instant(report.start, zone), _instant(report.end, zone),
             pct(r.availability), pct(r.performance), pct(r.quality), pct(r.oee),
-            _hours(r.components.offline_s),
+            _hours(r.components.offline_s), _flag_cell(r),
         )  # fmt: skip
     console.print(table)
+    for flag in flagged:
+        console.print(f"[yellow]⚠ {FLAG_LABELS[flag]} ({flag})[/]")
     if not rows:
         console.print("没有班次日历或当天无班次 no shift calendar, or no shift starts that day")
 
 
 @app.command("oee")
 def oee_command(  # noqa: PLR0917 - typer maps each option to a parameter
-    level: Level = typer.Argument(..., help="device, line, enterprise, cluster or region"),
-    code: str = typer.Argument(
-        ..., help="Device or line code, credit code, cluster or region code."
+    level: Level | None = typer.Argument(None, help="device, line, enterprise, cluster or region"),
+    code: str | None = typer.Argument(
+        None, help="Device or line code, credit code, cluster or region code."
     ),
     enterprise: str | None = typer.Option(None, help="Credit code (for a device or a line)."),
     period: str = typer.Option("day", help="day, week or month around --date."),
-    on: str | None = typer.Option(None, "--date", help="A local date (default today)."),
+    on: str | None = typer.Option(None, "--date", help="A local date (default today, local)."),
     first: str | None = typer.Option(None, "--from", help="First local day of a custom range."),
     last: str | None = typer.Option(None, "--to", help="Last local day of a custom range."),
     start: str | None = typer.Option(None, help="Start instant (ISO 8601 with offset)."),
     end: str | None = typer.Option(None, help="End instant (exclusive)."),
     shift: str | None = typer.Option(None, help="A shift name of the calendar, on --date."),
+    level_opt: Level | None = typer.Option(None, "--level", help="LEVEL, as an option."),
+    code_opt: str | None = typer.Option(None, "--code", help="CODE, as an option."),
     db_url: DbUrlOption = None,
 ) -> None:
     """OEE with A, P, Q, time components and the loss breakdown."""
-    scope = OeeScope(level, code, enterprise)
     url = db_settings(db_url).url
     try:
-        anchor = _day(on, "--date") or datetime.now(UTC).date()
+        lvl, cd = _scope_args(level, code, level_opt, code_opt)
+        scope = OeeScope(lvl, cd, enterprise)
+        day = _day(on, "--date")
         t0, t1 = parse_instant(start, "--start"), parse_instant(end, "--end")
         d0, d1 = _day(first, "--from"), _day(last, "--to")
 
-        async def job(conn: Conn) -> OeeReport:
+        async def job(conn: Conn) -> tuple[OeeReport, ZoneInfo]:
+            zone = await display_zone(conn, scope)
+            return await _oee(conn, local_today(zone) if day is None else day), zone
+
+        async def _oee(conn: Conn, anchor: date) -> OeeReport:
             if shift is not None:
-                ent = enterprise if enterprise is not None else code
-                line = code if level is Level.LINE else None
+                ent = enterprise if enterprise is not None else cd
+                line = cd if lvl is Level.LINE else None
                 s, e = await shift_interval(conn, ent, line, anchor, shift)
                 return await oee_for_interval(conn, scope, s, e)
             if t0 is not None and t1 is not None:
@@ -179,11 +258,11 @@ def oee_command(  # noqa: PLR0917 - typer maps each option to a parameter
                 return await oee_for_days(conn, scope, d0, d1)
             return await oee_for_days(conn, scope, *period_days(period, anchor))
 
-        report = _with_conn(url, job)
+        report, zone = _with_conn(url, job)
     except ZhizaoError as exc:
         raise fail(exc) from exc
-    print_oee(report)
-    # Counter anomalies (issue 9, zhizao/cli/anomalies.py): say how many wait for a person.
+    print_oee(report, zone)
+    # Counter anomalies (zhizao/cli/anomalies.py): say how many wait for a person.
     anomalies.print_pending(url, scope, report.start, report.end)
 
 
@@ -204,15 +283,26 @@ def print_rates(title: str, figures: list[RateFigure], names: dict[str, str]) ->
 
 
 def print_evidence(rows: list[Evidence]) -> None:
+    """Every device of the group: counted, not counted, or excluded from the denominator."""
     table = Table(
-        "企业 enterprise", "设备 device", "计入 counted", "原因 reason", "最后在线 last seen",
-        title="核查清单 Evidence",
+        "企业 enterprise", "设备 device", "计入 counted", "原因 reason",
+        "最后在线 last seen (local)", title="核查清单 Evidence",
     )  # fmt: skip
     for e in rows:
-        seen = "—" if e.last_seen is None else e.last_seen.isoformat(timespec="seconds")
-        table.add_row(e.enterprise, f"{e.device} {e.name}", "是 yes" if e.counted else "否 no",
+        seen = (
+            "—" if e.last_seen is None
+            else local_time(e.last_seen, ZoneInfo(e.time_zone), seconds=True)
+        )  # fmt: skip
+        status = "不计入分母 excluded" if e.excluded else "是 yes" if e.counted else "否 no"
+        table.add_row(e.enterprise, f"{e.device} {e.name}", status,
                       f"{e.reason_zh} ({e.reason})", seen)  # fmt: skip
     console.print(table)
+    counted = sum(e.counted for e in rows)
+    excluded = sum(e.excluded for e in rows)
+    console.print(
+        f"计入 counted {counted} · 未计入 not counted {len(rows) - counted - excluded}"
+        f" · 不计入分母 excluded {excluded}"
+    )
 
 
 @app.command("networking")
@@ -223,7 +313,9 @@ def networking_command(  # noqa: PLR0917 - typer maps each option to a parameter
     scope: Scope = typer.Option(
         Scope.ALL, help="all, above_designated_size (规上), key_enterprise (重点)"
     ),
-    on: str | None = typer.Option(None, "--date", help="A local day: the daily rate."),
+    on: str | None = typer.Option(
+        None, "--date", help="A local day: the daily rate (default today, local)."
+    ),
     first: str | None = typer.Option(None, "--from", help="First day of a period."),
     last: str | None = typer.Option(None, "--to", help="Last day of a period."),
     current: bool = typer.Option(False, help="The current rate: devices seen within the window."),
@@ -236,25 +328,31 @@ def networking_command(  # noqa: PLR0917 - typer maps each option to a parameter
     """设备联网率: networked / in-service production devices, both methods, labelled."""
     url = db_settings(db_url).url
     try:
-        d0 = _day(first, "--from") or _day(on, "--date") or datetime.now(UTC).date()
-        d1 = _day(last, "--to") or d0
+        given0 = _day(first, "--from") or _day(on, "--date")
+        given1 = _day(last, "--to")
+        now = CLOCK()
 
-        async def job(conn: Conn) -> tuple[list[RateFigure], list[Evidence], dict[str, str]]:
+        async def job(
+            conn: Conn,
+        ) -> tuple[date, date, ZoneInfo, list[RateFigure], list[Evidence], dict[str, str]]:
+            zone = await display_zone(conn)
+            d0 = given0 or now.astimezone(zone).date()
+            d1 = given1 or d0
             if current:
-                figures = await current_networking_rates(
-                    conn, datetime.now(UTC), group_by, scope, window_h
-                )
+                figures = await current_networking_rates(conn, now, group_by, scope, window_h)
             else:
                 figures = await networking_rates(conn, d0, d1, group_by, scope)
             rows = (
                 await networking_evidence(conn, d0, group_by, evidence, scope) if evidence else []
             )
-            return figures, rows, await group_names(conn, group_by)
+            return d0, d1, zone, figures, rows, await group_names(conn, group_by)
 
-        figures, rows, names = _with_conn(url, job)
+        d0, d1, zone, figures, rows, names = _with_conn(url, job)
     except ZhizaoError as exc:
         raise fail(exc) from exc
-    when = f"current, {window_h:g} h window" if current else f"{d0} … {d1}"
+    when = (
+        f"current at {local_time(now, zone)}, {window_h:g} h window" if current else f"{d0} … {d1}"
+    )
     print_rates(f"设备联网率 Equipment networking rate ({when}, by {group_by})", figures, names)
     if rows:
         print_evidence(rows)
@@ -268,20 +366,21 @@ def nc_command(
     scope: Scope = typer.Option(
         Scope.ALL, help="all, above_designated_size (规上), key_enterprise (重点)"
     ),
-    on: str | None = typer.Option(None, "--date", help="The local day (default today)."),
+    on: str | None = typer.Option(None, "--date", help="The local day (default today, local)."),
     key_process: bool = typer.Option(False, help="关键工序数控化率: key-process devices only."),
     db_url: DbUrlOption = None,
 ) -> None:
     """数控化率: NC devices / in-service production devices."""
     url = db_settings(db_url).url
     try:
-        day = _day(on, "--date") or datetime.now(UTC).date()
+        given = _day(on, "--date")
 
-        async def job(conn: Conn) -> tuple[list[RateFigure], dict[str, str]]:
+        async def job(conn: Conn) -> tuple[date, list[RateFigure], dict[str, str]]:
+            day = given or local_today(await display_zone(conn))
             figures = await nc_rates(conn, day, group_by, scope, key_process=key_process)
-            return figures, await group_names(conn, group_by)
+            return day, figures, await group_names(conn, group_by)
 
-        figures, names = _with_conn(url, job)
+        day, figures, names = _with_conn(url, job)
     except ZhizaoError as exc:
         raise fail(exc) from exc
     name = "关键工序数控化率 Key-process NC rate" if key_process else "数控化率 NC rate"

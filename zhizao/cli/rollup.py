@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -11,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from zhizao.cli.common import DbUrlOption, console, db_settings, fail
 from zhizao.errors import InvalidValue, ZhizaoError
 from zhizao.storage.connection import connect
+from zhizao.storage.kpi import display_zone
 from zhizao.storage.rollups import RollupReport, rollup_settings, run_rollups
 
 app = typer.Typer(
@@ -32,12 +34,16 @@ def parse_instant(value: str | None, option: str) -> datetime | None:
 
 
 async def _run(
-    url: str, since: datetime | None, until: datetime | None, micro: float
-) -> RollupReport:
+    url: str, since: datetime | None, until: datetime | None, micro: float, history_days: int
+) -> tuple[RollupReport, ZoneInfo]:
     conn = await connect(url, autocommit=True)
     async with conn:
+        zone = await display_zone(conn)
         if since is None:
-            return await run_rollups(conn, until=until, micro_stop_s=micro)
+            report = await run_rollups(
+                conn, until=until, micro_stop_s=micro, history_days=history_days
+            )
+            return report, zone
         with Progress(
             TextColumn("回填 backfill"), BarColumn(), MofNCompleteColumn(),
             TextColumn("devices"), TimeRemainingColumn(), console=console,
@@ -47,15 +53,20 @@ async def _run(
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            return await run_rollups(
-                conn, since=since, until=until, micro_stop_s=micro, progress=progress
-            )
+            report = await run_rollups(
+                conn, since=since, until=until, micro_stop_s=micro,
+                history_days=history_days, progress=progress,
+            )  # fmt: skip
+            return report, zone
 
 
 @app.command("run")
 def run_command(
     since: str | None = typer.Option(
-        None, help="Recompute every device from this instant (ISO 8601 with offset): a backfill."
+        None,
+        help="Also recompute every device from this instant (ISO 8601 with offset), e.g."
+        " after changing the micro-stop threshold. Late data, new devices and ledger"
+        " changes need no --since.",
     ),
     until: str | None = typer.Option(None, help="Stop at this instant instead of now."),
     micro_stop_s: float | None = typer.Option(
@@ -63,23 +74,32 @@ def run_command(
         help="Stops shorter than this many seconds are micro-stops (短暂停机);"
         " default env ZHIZAO_KPI_MICRO_STOP_S or 120.",
     ),
+    history_days: int | None = typer.Option(
+        None,
+        min=0,
+        help="Devices without older data are rolled up from this many days before today"
+        " (never before commissioning); default env ZHIZAO_KPI_HISTORY_DAYS or 62.",
+    ),
     db_url: DbUrlOption = None,
 ) -> None:
-    """Roll up what was ingested since the last run (or everything since --since)."""
+    """Roll up what was ingested, loaded late or changed in the ledger since the last run."""
     settings = db_settings(db_url)
     try:
-        report = asyncio.run(
+        defaults = rollup_settings()
+        report, zone = asyncio.run(
             _run(
                 settings.url,
                 parse_instant(since, "--since"),
                 parse_instant(until, "--until"),
-                rollup_settings().micro_stop_s if micro_stop_s is None else micro_stop_s,
+                defaults.micro_stop_s if micro_stop_s is None else micro_stop_s,
+                defaults.history_days if history_days is None else history_days,
             )
         )
     except ZhizaoError as exc:
         raise fail(exc) from exc
+    until_local = report.until.astimezone(zone).isoformat(sep=" ", timespec="minutes")
     console.print(
-        f"汇总完成 rolled up until {report.until.isoformat()}: {report.devices} devices,"
+        f"汇总完成 rolled up until {until_local}: {report.devices} devices,"
         f" {report.device_hours} device-hours, {report.device_days} device-days,"
         f" {report.dirty_marks} dirty marks consumed in {report.seconds:.2f} s"
         f" ({report.device_hours_per_s:,.0f} device-hours/s)"

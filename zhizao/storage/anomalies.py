@@ -31,7 +31,7 @@ from psycopg import sql
 
 from zhizao.errors import InvalidValue
 from zhizao.storage.connection import Conn
-from zhizao.storage.kpi import OeeScope, _scope_filter
+from zhizao.storage.kpi import OeeScope, scope_filter
 from zhizao.wire import COUNTER_ANOMALY_EVENT
 
 _INT4_MAX = 2**31 - 1
@@ -112,7 +112,7 @@ def _where(
     parts: list[sql.Composable] = [sql.SQL("true")]
     params: dict[str, Any] = {"prefix": f"{COUNTER_ANOMALY_EVENT}."}
     if scope is not None:
-        fragment, scope_params = _scope_filter(scope)
+        fragment, scope_params = scope_filter(scope)
         parts.append(fragment)
         params.update(scope_params)
     if period.first is not None:

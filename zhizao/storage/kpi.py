@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from psycopg import sql
 
@@ -36,6 +37,7 @@ from zhizao.networking import (
     aggregate,
     evidence_reason,
     group_keys,
+    natural_key,
 )
 from zhizao.oee import Oee, OeeComponents, compute, summed
 from zhizao.rollup import HOUR_MS
@@ -111,7 +113,7 @@ def _components(row: Sequence[Any]) -> OeeComponents:
     )  # fmt: skip
 
 
-def _scope_filter(scope: OeeScope) -> tuple[sql.Composable, dict[str, Any]]:
+def scope_filter(scope: OeeScope) -> tuple[sql.Composable, dict[str, Any]]:
     """A WHERE fragment over ``d`` (device) and ``e`` (enterprise) for the scope."""
     params: dict[str, Any] = {"code": scope.code, "ent": scope.enterprise}
     if scope.level in (Level.DEVICE, Level.LINE):
@@ -136,10 +138,36 @@ def _scope_filter(scope: OeeScope) -> tuple[sql.Composable, dict[str, Any]]:
     return sql.SQL("e.region_code LIKE %(prefix)s"), params
 
 
+DEFAULT_ZONE = "Asia/Shanghai"
+
+
+async def display_zone(conn: Conn, scope: OeeScope | None = None) -> ZoneInfo:
+    """The time zone a person reading figures of ``scope`` thinks in.
+
+    The enterprise's for a device, line or enterprise; for a cluster, a region or every
+    enterprise (None), the zone they share, or Asia/Shanghai when they have several.
+    """
+    if scope is None:
+        cur = await conn.execute("SELECT DISTINCT time_zone FROM enterprise")
+    elif scope.level in (Level.DEVICE, Level.LINE, Level.ENTERPRISE):
+        credit = scope.code if scope.level is Level.ENTERPRISE else scope.enterprise
+        cur = await conn.execute(
+            "SELECT time_zone FROM enterprise WHERE credit_code = %s", (credit,)
+        )
+    else:
+        where, params = scope_filter(scope)
+        cur = await conn.execute(
+            sql.SQL("SELECT DISTINCT e.time_zone FROM enterprise e WHERE {}").format(where),
+            params,
+        )
+    zones = {str(r[0]) for r in await cur.fetchall()}
+    return ZoneInfo(zones.pop() if len(zones) == 1 else DEFAULT_ZONE)
+
+
 async def _by_device(
     conn: Conn, scope: OeeScope, table: str, where: sql.Composable, params: dict[str, Any]
 ) -> list[DeviceOee]:
-    scope_sql, scope_params = _scope_filter(scope)
+    scope_sql, scope_params = scope_filter(scope)
     query = sql.SQL(
         """
         SELECT e.credit_code, d.code, d.name, {sums}
@@ -199,7 +227,7 @@ async def oee_from_facts(
     The same pure code as the rollup job: what the ground-truth and benchmark
     comparisons check the rollups against, and how unaligned periods are served.
     """
-    scope_sql, params = _scope_filter(scope)
+    scope_sql, params = scope_filter(scope)
     cur = await conn.execute(
         sql.SQL(
             "SELECT d.id, e.credit_code, d.code, d.name FROM device d"
@@ -392,7 +420,9 @@ async def nc_rates(
 async def networking_evidence(
     conn: Conn, day: date, group_by: GroupBy, group: str, scope: Scope = Scope.ALL
 ) -> list[Evidence]:
-    """Every in-service production device of the group and scope on ``day``: counted or not."""
+    """Every device of the group and scope in the ledger on ``day``, in natural order:
+    counted, not counted, or excluded from the denominator (not production equipment,
+    not yet commissioned, decommissioned), each with its reason and last-seen time."""
     enterprises = await enterprise_facts(conn)
     members = [
         cc for cc, ent in enterprises.items()
@@ -413,23 +443,26 @@ async def networking_evidence(
                         ORDER BY h2.hour DESC LIMIT 1)),
                    (SELECT max(c.time) FROM device_connectivity c
                     WHERE c.device_id = d.id AND c.online
-                      AND c.time < ((%(day)s::date + 1)::timestamp AT TIME ZONE e.time_zone)))
+                      AND c.time < ((%(day)s::date + 1)::timestamp AT TIME ZONE e.time_zone))),
+               d.is_production_equipment, d.commissioned_on, d.decommissioned_on, e.time_zone
         FROM device d JOIN enterprise e ON e.id = d.enterprise_id
         LEFT JOIN rollup_device_day r ON r.device_id = d.id AND r.day = %(day)s
-        WHERE e.credit_code = ANY(%(members)s) AND d.is_production_equipment
-          AND (d.commissioned_on IS NULL OR d.commissioned_on <= %(day)s)
-          AND (d.decommissioned_on IS NULL OR d.decommissioned_on > %(day)s)
-        ORDER BY e.credit_code, d.code
+        WHERE e.credit_code = ANY(%(members)s)
         """,
         {"day": day, "members": members},
     )
     out: list[Evidence] = []
-    for cc, code, name, good, online, last_seen in await cur.fetchall():
-        reason = evidence_reason(int(good), bool(online))
-        out.append(
-            Evidence(str(cc), str(code), str(name), reason != "silent", int(good), bool(online),
-                     last_seen, reason)
+    for cc, code, name, good, online, last_seen, prod, comm, decomm, tz in await cur.fetchall():
+        reason = evidence_reason(
+            int(good), bool(online), production=bool(prod), commissioned_on=comm,
+            decommissioned_on=decomm, day=day,
         )  # fmt: skip
+        counted = reason in ("good_points", "online_reported")
+        out.append(
+            Evidence(str(cc), str(code), str(name), counted, int(good), bool(online),
+                     last_seen, reason, str(tz))
+        )  # fmt: skip
+    out.sort(key=lambda e: (e.enterprise, natural_key(e.device)))
     return out
 
 

@@ -9,11 +9,23 @@ were actually inserted, so a replayed batch marks and counts nothing. A run of
 1. carries every device forward from the previous run's watermark to now: a state
    holds until the next change, so hours without any fact still need a row (RUNNING
    since 08:00 is RUNNING at 11:00; a device never heard from is OFFLINE);
-2. recomputes the buckets marked dirty before that window: a metric, count or event
-   dirties its own hour; a state or connectivity change also every hour up to the next
-   change (its state lasts until then), and the hour before (a stop it shortened may
-   have become a micro-stop);
-3. sums the recomputed hours into the devices' local days.
+2. keeps every device *covered* (migration 0007, ``rollup_coverage``): complete hour
+   rows from the local midnight of its first day with data, or of the day
+   ``history_days`` before today when that is earlier, never before its commissioning
+   day. A new device, a commissioning date moved back, or facts of a day before the
+   covered range (a historical import) extend the coverage back, computing every hour
+   of it, also those without any fact (OFFLINE: a shift nobody reported is a coverage
+   gap, not a shift without planned time);
+3. recomputes the buckets marked dirty before the carried window: a metric, count or
+   event dirties its own hour; a state or connectivity change also every hour up to the
+   next change (its state lasts until then), and the hour before (a stop it shortened
+   may have become a micro-stop); a ledger change (triggers on ``device`` and
+   ``enterprise``, or :func:`store_calendars`) marks a range of hours, clipped here to
+   the device's coverage;
+4. sums the recomputed hours into the devices' local days.
+
+So a plain run never needs ``since``: the cost is the hours that changed, the hours new
+coverage adds (once), and the carried window.
 
 Each chunk of devices is one transaction that consumes its dirty marks together
 with writing the rollups, so a crash loses no mark. Upserts only touch rows whose
@@ -62,6 +74,9 @@ _EPOCH = "'epoch'::timestamptz + {} * interval '1 ms'"
 FAR_PAST_MS = -62_135_596_800_000  # 0001-01-01
 FAR_FUTURE_MS = 253_402_300_799_000  # 9999-12-31
 
+DEFAULT_HISTORY_DAYS = 62
+_HOUR_FLUSH = 20_000  # hour rows per upsert statement: bounds the job's memory
+
 Progress = Callable[[int, int], None]
 
 
@@ -77,6 +92,11 @@ class RollupSettings(BaseSettings):
     interval_s: float = Field(default=60.0, gt=0)
     #: Devices per transaction.
     chunk_devices: int = Field(default=500, ge=1)
+    #: How far back a device's rollups reach when it has no data that old: complete
+    #: hours from the local day this many days before today (never before the device's
+    #: commissioning day). 62 keeps the current and the previous calendar month whole.
+    #: Facts of older days extend a device's rollups back to them regardless.
+    history_days: int = Field(default=DEFAULT_HISTORY_DAYS, ge=0)
 
 
 def rollup_settings(**overrides: object) -> RollupSettings:
@@ -195,9 +215,10 @@ async def store_calendars(
 ) -> int:
     """Insert or replace calendars; mark the affected devices' rollups for recomputation.
 
-    Existing hour rollups of the enterprise's (or line's) devices at or after
-    ``recompute_since`` (all of them when None) are marked dirty, so the next run
-    brings scheduled time in line with the new calendar. Returns how many stored.
+    The hour rollups of the enterprise's (or line's) devices at or after
+    ``recompute_since`` (all of them when None) are marked dirty with one range mark
+    per device, so the next run brings scheduled time in line with the new calendar.
+    Returns how many stored.
     """
     stored = 0
     for cal in calendars:
@@ -232,10 +253,10 @@ async def store_calendars(
         # without a line calendar of their own (marking a few extra is harmless).
         await conn.execute(
             """
-            INSERT INTO rollup_dirty (device_id, hour)
-            SELECT h.device_id, h.hour FROM rollup_device_hour h JOIN device d ON d.id = h.device_id
+            INSERT INTO rollup_dirty (device_id, hour, state_changed, hour_end)
+            SELECT d.id, coalesce(%(since)s::timestamptz, '-infinity'), false, 'infinity'
+            FROM device d
             WHERE d.enterprise_id = %(ent)s AND (%(line)s::int IS NULL OR d.line_id = %(line)s)
-              AND (%(since)s::timestamptz IS NULL OR h.hour >= %(since)s)
             """,
             {"ent": enterprise_id, "line": line_id, "since": recompute_since},
         )
@@ -585,6 +606,9 @@ async def _process_chunk(
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
             hours += 1
+        if len(columns[0]) >= _HOUR_FLUSH:
+            await conn.execute(_HOUR_UPSERT.encode(), columns)
+            columns = [[] for _ in columns]
     if out_of_service:
         await conn.execute(
             b"DELETE FROM rollup_device_hour h USING unnest(%s::int4[], %s::int8[], %s::int8[])"
@@ -593,7 +617,7 @@ async def _process_chunk(
             b" AND h.hour < 'epoch'::timestamptz + r.hi * interval '1 ms'",
             [list(c) for c in zip(*out_of_service, strict=True)],
         )
-    if hours:
+    if columns[0]:
         await conn.execute(_HOUR_UPSERT.encode(), columns)
     if touched_days:
         days = sorted(touched_days)
@@ -614,26 +638,55 @@ async def _db_now_ms(conn: Conn) -> int:
     return int(row[0])
 
 
-async def _dirty_ranges(
+@dataclass(slots=True)
+class _Marks:
+    """The dirty marks of a chunk of devices, consumed."""
+
+    count: int = 0
+    #: Hour ranges to recompute because facts arrived (per device).
+    ranges: dict[int, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
+    #: The earliest hour that received facts (per device).
+    first_data: dict[int, int] = field(default_factory=dict)
+    #: Ledger changes: ranges still to be clipped to the device's coverage.
+    ledger: dict[int, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
+
+
+async def _consume_marks(
     conn: Conn, device_ids: Sequence[int], before_ms: int, now_ms: int, micro_stop_ms: int
-) -> tuple[dict[int, list[tuple[int, int]]], int]:
-    """Consume the dirty marks of these devices older than ``before``; their ranges."""
+) -> _Marks:
+    """Consume the dirty marks of these devices older than ``now``: what they ask for.
+
+    Fact marks older than ``before`` (the carried window covers the rest) give hour
+    ranges; every fact mark counts for the device's first data; range marks (ledger
+    changes) are returned as they are, their open bounds closed far away.
+    """
     cur = await conn.execute(
-        """
+        f"""
         DELETE FROM rollup_dirty WHERE device_id = ANY(%s) AND hour < %s
-        RETURNING device_id, (extract(epoch FROM hour) * 1000)::int8, state_changed
-        """,
+        RETURNING device_id,
+            {_MS.format(f"greatest(hour, {_EPOCH.format(FAR_PAST_MS)})")}, state_changed,
+            -- least() skips NULL: a fact mark (no hour_end) must stay NULL.
+            CASE WHEN hour_end IS NOT NULL
+                THEN {_MS.format(f"least(hour_end, {_EPOCH.format(FAR_FUTURE_MS)})")} END
+        """.encode(),  # noqa: S608 - module constants only; values are bound
         (list(device_ids), from_ms(now_ms)),
     )
-    marks = [(int(d), int(ms), bool(s)) for d, ms, s in await cur.fetchall()]
-    ranges: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    rows = [
+        (int(d), int(ms), bool(s), None if e is None else int(e))
+        for d, ms, s, e in await cur.fetchall()
+    ]
+    out = _Marks(count=len(rows))
     state_marks: list[tuple[int, int]] = []
-    for device, ms, state in sorted(set(marks)):
+    for device, ms, state, end in sorted(set(rows), key=lambda r: (r[0], r[1], r[2], r[3] or 0)):
+        if end is not None:
+            out.ledger[device].append((ms, end))
+            continue
+        out.first_data[device] = min(ms, out.first_data.get(device, ms))
         if state:
             if not state_marks or state_marks[-1] != (device, ms):
                 state_marks.append((device, ms))
         elif ms < before_ms:  # inside the window every device is carried through anyway
-            ranges[device].append((ms, ms + HOUR_MS))
+            out.ranges[device].append((ms, ms + HOUR_MS))
     if state_marks:
         cur = await conn.execute(
             _NEXT_CHANGE.encode(),
@@ -644,8 +697,141 @@ async def _dirty_ranges(
             # The stop a new change shortened may have become a micro-stop: one hour back.
             lo = _floor_hour(hour - micro_stop_ms)
             hi = now_ms if nxt is None else min(_floor_hour(int(nxt)) + HOUR_MS, now_ms)
-            ranges[int(device)].append((lo, max(hi, hour + HOUR_MS)))
-    return ranges, len(marks)
+            out.ranges[int(device)].append((lo, max(hi, hour + HOUR_MS)))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """The hours a device has complete rows for: from ``covered_from`` to the watermark."""
+
+    covered_from_ms: int
+    first_data_ms: int | None
+
+
+async def _load_coverage(conn: Conn, device_ids: Sequence[int]) -> dict[int, Coverage]:
+    cur = await conn.execute(
+        f"""
+        SELECT device_id, {_MS.format("covered_from")}, {_MS.format("first_data")}
+        FROM rollup_coverage WHERE device_id = ANY(%s)
+        """.encode(),  # noqa: S608 - module constants only; values are bound
+        (list(device_ids),),
+    )
+    return {
+        int(d): Coverage(int(c), None if f is None else int(f)) for d, c, f in await cur.fetchall()
+    }
+
+
+async def _first_data(conn: Conn, device_ids: Sequence[int]) -> dict[int, int]:
+    """The earliest hour with facts of devices the job has not covered yet.
+
+    The tally counts every point of the device (metrics, states, counts, events) and
+    connectivity reports are the rest; both are one index probe per device.
+    """
+    if not device_ids:
+        return {}
+    cur = await conn.execute(
+        f"""
+        SELECT u.id, {
+            _MS.format('''least(
+            (SELECT min(t.hour) FROM device_hour_tally t WHERE t.device_id = u.id),
+            (SELECT date_bin('1 hour', min(c.time), 'epoch'::timestamptz)
+               FROM device_connectivity c WHERE c.device_id = u.id))''')
+        }
+        FROM unnest(%s::int4[]) AS u(id)
+        """.encode(),  # noqa: S608 - module constants only; values are bound
+        (list(device_ids),),
+    )
+    return {int(d): int(ms) for d, ms in await cur.fetchall() if ms is not None}
+
+
+def coverage_start(
+    info: DeviceInfo, first_data_ms: int | None, now_ms: int, history_days: int
+) -> int:
+    """Where a device's complete rollups begin: the local midnight of its first day with
+    data or of the day ``history_days`` before today, whichever is earlier, but never
+    before its commissioning day."""
+    today = from_ms(now_ms).astimezone(info.zone).date()
+    start = _local_midnight_ms(today - timedelta(days=history_days), info.zone)
+    if first_data_ms is not None:
+        first_day = from_ms(first_data_ms).astimezone(info.zone).date()
+        start = min(start, _local_midnight_ms(first_day, info.zone))
+    return max(info.service_start_ms, start)
+
+
+async def _plan_chunk(
+    conn: Conn,
+    chunk: Sequence[int],
+    infos: dict[int, DeviceInfo],
+    *,
+    start_ms: int,
+    now_ms: int,
+    backfill_ms: int | None,
+    micro_stop_ms: int,
+    history_days: int,
+) -> tuple[dict[int, list[tuple[int, int]]], int]:
+    """The hour ranges to compute for a chunk of devices; records their new coverage.
+
+    Runs inside the chunk's transaction: the marks it consumes and the coverage it
+    records commit together with the rollups computed from them.
+    """
+    marks = await _consume_marks(conn, chunk, start_ms, now_ms, micro_stop_ms)
+    known = await _load_coverage(conn, chunk)
+    probed = await _first_data(conn, [d for d in chunk if d in infos and d not in known])
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    updates: list[tuple[int, int, int | None]] = []
+    for device in chunk:
+        wanted = [*marks.ranges.get(device, [])]
+        info = infos.get(device)
+        if info is None:  # deleted, or in a zone the job cannot serve (logged)
+            if wanted:
+                ranges[device] = merge(wanted)
+            continue
+        old = known.get(device)
+        firsts = [
+            ms
+            for ms in (
+                old.first_data_ms if old is not None else probed.get(device),
+                marks.first_data.get(device),
+            )
+            if ms is not None
+        ]
+        first = min(firsts) if firsts else None
+        target = coverage_start(info, first, now_ms, history_days)
+        if old is None:
+            wanted.append((target, now_ms))
+            lower = target
+        else:
+            # Coverage starts at a local midnight; after a change of time zone, the
+            # midnight of the new zone, so that no local day is left partial.
+            day = from_ms(old.covered_from_ms).astimezone(info.zone).date()
+            lower = min(target, _local_midnight_ms(day, info.zone))
+            wanted.append((lower, old.covered_from_ms))
+        # A ledger change concerns the hours the device has rows for or must have.
+        wanted.extend((max(lo, lower), min(hi, now_ms)) for lo, hi in marks.ledger.get(device, []))
+        if start_ms < now_ms:
+            wanted.append((start_ms, now_ms))
+        covered = lower if backfill_ms is None else min(lower, backfill_ms)
+        # Hours before the service start were deleted by the ranges above.
+        covered = max(covered, info.service_start_ms)
+        if old is None or (covered, first) != (old.covered_from_ms, old.first_data_ms):
+            updates.append((device, covered, first))
+        merged = merge(wanted)
+        if merged:
+            ranges[device] = merged
+    if updates:
+        await conn.execute(
+            f"""
+            INSERT INTO rollup_coverage (device_id, covered_from, first_data)
+            SELECT u.id, {_EPOCH.format("u.covered")},
+                   {_EPOCH.format("u.first")}
+            FROM unnest(%s::int4[], %s::int8[], %s::int8[]) AS u(id, covered, first)
+            ON CONFLICT (device_id) DO UPDATE
+            SET covered_from = excluded.covered_from, first_data = excluded.first_data
+            """.encode(),  # noqa: S608 - module constants only; values are bound
+            [list(c) for c in zip(*updates, strict=True)],
+        )
+    return ranges, marks.count
 
 
 async def run_rollups(
@@ -655,17 +841,20 @@ async def run_rollups(
     until: datetime | None = None,
     micro_stop_s: float = 120.0,
     chunk_devices: int = 500,
+    history_days: int = DEFAULT_HISTORY_DAYS,
     progress: Progress | None = None,
     device_ids: Sequence[int] | None = None,
 ) -> RollupReport:
     """Bring the hour and day rollups up to date; safe to call often and concurrently.
 
-    ``since`` recomputes every device from that instant (a backfill, or after the
-    micro-stop threshold changed); otherwise the run carries devices forward from the
-    previous run and recomputes what was marked dirty. ``until`` replaces the database
-    clock (tests, replays of history). ``progress(done, total)`` is called per chunk
-    of devices. ``device_ids`` restricts a backfill to some devices (the watermark is
-    then left alone, since the others were not carried forward). Commits per chunk:
+    A plain run carries devices forward from the previous run, extends each device's
+    coverage back to its first day with data or commissioning (at most ``history_days``
+    before today for a device without older data) and recomputes what was marked dirty
+    (late facts, ledger changes, calendars). ``since`` recomputes every device from
+    that instant as well (after the micro-stop threshold changed). ``until`` replaces
+    the database clock (tests, replays of history). ``progress(done, total)`` is called
+    per chunk of devices. ``device_ids`` restricts a run to some devices (the watermark
+    is then left alone, since the others were not carried forward). Commits per chunk:
     call it on a connection without an open transaction.
     """
     started = perf_counter()
@@ -679,18 +868,13 @@ async def run_rollups(
         )
         row = await cur.fetchone()
         watermark = None if row is None else int(row[0])
-        if since is not None:
-            start_ms = _floor_hour(to_ms(since))
+        backfill_ms = None if since is None else _floor_hour(to_ms(since))
+        if backfill_ms is not None:
+            start_ms = backfill_ms
         elif watermark is not None:
             start_ms = _floor_hour(min(watermark, now_ms) - micro_ms)
         else:
-            cur = await conn.execute(
-                "SELECT (extract(epoch FROM min(hour)) * 1000)::int8 FROM rollup_dirty"
-            )
-            first = await cur.fetchone()
-            start_ms = _floor_hour(
-                now_ms if first is None or first[0] is None else min(int(first[0]), now_ms)
-            )
+            start_ms = now_ms  # nothing to carry: every device's coverage is computed whole
         infos = await device_infos(conn, device_ids)
         if device_ids is None:
             cur = await conn.execute("SELECT DISTINCT device_id FROM rollup_dirty")
@@ -703,14 +887,16 @@ async def run_rollups(
         for offset in range(0, len(devices), chunk_devices):
             chunk = devices[offset : offset + chunk_devices]
             async with conn.transaction():
-                dirty, marks = await _dirty_ranges(conn, chunk, start_ms, now_ms, micro_ms)
-                ranges: dict[int, list[tuple[int, int]]] = {}
-                for device in chunk:
-                    wanted = [*dirty.get(device, [])]
-                    if device in infos and start_ms < now_ms:
-                        wanted.append((start_ms, now_ms))
-                    if wanted:
-                        ranges[device] = merge(wanted)
+                ranges, marks = await _plan_chunk(
+                    conn,
+                    chunk,
+                    infos,
+                    start_ms=start_ms,
+                    now_ms=now_ms,
+                    backfill_ms=backfill_ms,
+                    micro_stop_ms=micro_ms,
+                    history_days=history_days,
+                )
                 hours, days = await _process_chunk(
                     conn,
                     infos=infos,
@@ -766,7 +952,10 @@ async def run_rollups_periodically(
             conn = await connect_db()
             async with conn:
                 report = await run_rollups(
-                    conn, micro_stop_s=settings.micro_stop_s, chunk_devices=settings.chunk_devices
+                    conn,
+                    micro_stop_s=settings.micro_stop_s,
+                    chunk_devices=settings.chunk_devices,
+                    history_days=settings.history_days,
                 )
             log.info(
                 "rollups run",
