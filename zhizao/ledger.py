@@ -560,6 +560,12 @@ _CYCLE_MINUTES = (
     "标准周期(分钟) 设计节拍(分钟)"
 )
 
+#: Where a cluster or an enterprise is and what it makes: the same columns in both.
+_PLACE_AND_INDUSTRY = (
+    _col("region_code", _REGION_CODE, parse_region, required=True, fallbacks=_REGION_NAME),
+    _col("industry_code", _INDUSTRY_CODE, _parse_code, required=True),
+)
+
 _SPECS: dict[Table, _TableSpec] = {
     spec.table: spec
     for spec in (
@@ -595,14 +601,7 @@ _SPECS: dict[Table, _TableSpec] = {
                     _parse_text,
                     required=True,
                 ),
-                _col(
-                    "region_code",
-                    _REGION_CODE,
-                    parse_region,
-                    required=True,
-                    fallbacks=_REGION_NAME,
-                ),
-                _col("industry_code", _INDUSTRY_CODE, _parse_code, required=True),
+                *_PLACE_AND_INDUSTRY,
             ),
             unused=tuple(f"{_GENERAL_UNUSED} 主导产业 牵头单位".split()),
         ),
@@ -625,14 +624,7 @@ _SPECS: dict[Table, _TableSpec] = {
                     _parse_text,
                     required=True,
                 ),
-                _col(
-                    "region_code",
-                    _REGION_CODE,
-                    parse_region,
-                    required=True,
-                    fallbacks=_REGION_NAME,
-                ),
-                _col("industry_code", _INDUSTRY_CODE, _parse_code, required=True),
+                *_PLACE_AND_INDUSTRY,
                 _col(
                     "cluster_codes",
                     "clusters cluster_codes cluster 所属产业集群 产业集群 所属集群 集群 "
