@@ -67,4 +67,4 @@ def status_command(db_url: DbUrlOption = None) -> None:
         state = f"behind this zhizao ({latest}): run `zhizao db upgrade`"
     else:
         state = f"newer than this zhizao ({latest}): install the zhizao that migrated it"
-    console.print(f"{redact(settings.url)}: schema version {version}, {state}")
+    console.print(f"{redact(settings.url)}: schema version {version}, {state}", soft_wrap=True)

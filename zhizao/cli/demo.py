@@ -427,6 +427,10 @@ async def _edges_reporting(conn: Any) -> set[str]:
     return {str(code).strip() for (code,) in await cur.fetchall()}
 
 
+def _heading(text: str) -> None:
+    console.print(f"\n{text}", style="bold", soft_wrap=True, markup=False, highlight=False)
+
+
 async def _report(url: str, scenario: Scenario, factory: str) -> None:
     start = scenario.start
     # OEE over exactly the simulated window: after it the last states would be carried
@@ -437,10 +441,11 @@ async def _report(url: str, scenario: Scenario, factory: str) -> None:
     conn = await connect(url)
     async with conn:
         await run_rollups(conn)
+        # Headings above the tables, not table titles: a title wraps at the table's
+        # width and would cut the period in two.
+        _heading(f"OEE 按产线 by line — {period} — {factory} {DEMO_ENTERPRISE}")
         lines = Table("产线 line", "A 可用率", "P 性能", "Q 合格率", "OEE", "产量 produced",
-                      "不良 reject", "离线 offline h",
-                      title=f"OEE 按产线 by line — {factory} {DEMO_ENTERPRISE},"
-                            f" {period}")  # fmt: skip
+                      "不良 reject", "离线 offline h")  # fmt: skip
         cur = await conn.execute(
             "SELECT l.code FROM line l JOIN enterprise e ON e.id = l.enterprise_id"
             " WHERE e.credit_code = %s ORDER BY l.code",
@@ -458,11 +463,10 @@ async def _report(url: str, scenario: Scenario, factory: str) -> None:
 
         names = await group_names(conn, GroupBy.ENTERPRISE)
         reporting = await _edges_reporting(conn)
+        _heading(f"设备联网率 Equipment networking rate — {day} {_WEEKDAYS[day.weekday()]}"
+                 f" (local day, {_offset(start)}) — by enterprise")  # fmt: skip
         rates = Table("企业 enterprise", "联网率 rate", "联网 networked / 在役生产 in service",
-                      "说明 note",
-                      title=f"设备联网率 Equipment networking rate — {day}"
-                            f" {_WEEKDAYS[day.weekday()]} (local day {_offset(start)}),"
-                            " by enterprise")  # fmt: skip
+                      "说明 note")  # fmt: skip
         for figure in await networking_rates(conn, day, day, GroupBy.ENTERPRISE):
             if figure.method is not Method.RATIO_OF_SUMS:
                 continue  # one enterprise: both methods give the same figure
@@ -624,8 +628,10 @@ async def _run(  # noqa: PLR0917 - one parameter per CLI option
         url = await stack.enter_async_context(_database(db_url))
         settings = DatabaseSettings(url=url)
         await _prepare_database(settings, fresh)
-        broker_note = "" if mqtt_url else "embedded amqtt, MQTT 3.1.1, "
-        console.print(f"[green]✓[/] MQTT broker ({broker_note}{broker_url})")
+        if mqtt_url is None:
+            console.print(f"[green]✓[/] embedded MQTT broker (amqtt, MQTT 3.1.1) on {broker_url}")
+        else:
+            console.print(f"[green]✓[/] MQTT broker {broker_url} reachable")
         scenario, device_ids, factory = await _choose_day(url, scenario)
         window = (scenario.start, scenario.start + timedelta(seconds=scenario.duration))
         before = await _count_facts(url, device_ids, *window)
