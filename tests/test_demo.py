@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 import uuid
@@ -211,6 +212,16 @@ def test_unreachable_broker_is_one_line_and_starts_nothing(tmp_path: Path, db_ur
     nobody = f"mqtt://127.0.0.1:{free_port()}"
     result = _demo(tmp_path, "--db-url", db_url, "--mqtt-url", nobody, "--duration", "60")
     _one_line_failure(result, f"cannot reach the MQTT broker {nobody}")
+
+
+def test_a_port_where_no_mqtt_broker_answers_is_one_line(tmp_path: Path, db_url: str) -> None:
+    """Something listens there (the kernel accepts the connection) but never answers."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"mqtt://127.0.0.1:{silent.getsockname()[1]}"
+        result = _demo(tmp_path, "--db-url", db_url, "--mqtt-url", url, "--duration", "60")
+    _one_line_failure(result, f"cannot reach the MQTT broker {url}: no MQTT answer")
 
 
 def test_unreachable_database_is_one_line(tmp_path: Path, broker: Mosquitto) -> None:

@@ -172,22 +172,76 @@ async def _database(db_url: str | None) -> AsyncIterator[str]:
         await asyncio.to_thread(embedded.stop)
 
 
+def _mqtt_string(value: str) -> bytes:
+    raw = value.encode()
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def connect_packet(client_id: str, username: str | None, password: str | None) -> bytes:
+    """An MQTT 3.1.1 CONNECT (clean session): every broker version answers it."""
+    flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+    body = _mqtt_string("MQTT") + bytes([4, flags]) + (10).to_bytes(2, "big")
+    body += _mqtt_string(client_id)
+    for field_value in (username, password):
+        if field_value is not None:
+            body += _mqtt_string(field_value)
+    length, encoded = len(body), b""
+    while True:  # the remaining length, 7 bits a byte
+        length, digit = divmod(length, 128)
+        encoded += bytes([digit | (0x80 if length else 0)])
+        if not length:
+            break
+    return b"\x10" + encoded + body
+
+
+_CONNACK_REFUSED = {1: "protocol version", 2: "client id", 3: "server unavailable",
+                    4: "bad user name or password", 5: "not authorised"}  # fmt: skip
+
+
 async def probe_broker(url: str, timeout_s: float = 5.0) -> None:
-    """Fail now, with one line, when nothing answers at the broker's address."""
+    """Fail now, with one line, when no MQTT broker answers at ``url``.
+
+    A TCP connection is not enough (a port forwarded to nothing, another server on the
+    port): the probe sends a CONNECT and waits for the CONNACK. Over TLS only the
+    connection is tried; the edge and ingest report a handshake problem themselves.
+    """
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
+    tls = parts.scheme in {"mqtts", "ssl"}
     try:
-        port = parts.port or (8883 if parts.scheme in {"mqtts", "ssl"} else 1883)
+        port = parts.port or (8883 if tls else 1883)
     except ValueError as exc:
         raise DemoError(f"--mqtt-url {url!r} is not a broker URL: {exc}") from exc
+    writer = None
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
-    except (OSError, TimeoutError) as exc:
-        reason = "no answer" if isinstance(exc, TimeoutError) else one_line(exc)
-        raise MqttError(f"cannot reach the MQTT broker {url}: {reason}") from exc
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host, port)
+            if tls:
+                return
+            probe_id = f"zhizao-demo-probe-{os.getpid()}"
+            writer.write(connect_packet(probe_id, parts.username, parts.password))
+            await writer.drain()
+            connack = await reader.readexactly(4)
+            writer.write(b"\xe0\x00")  # DISCONNECT
+            await writer.drain()
+    except TimeoutError as exc:
+        raise MqttError(
+            f"cannot reach the MQTT broker {url}: no MQTT answer within {timeout_s:g} s"
+        ) from exc
+    except asyncio.IncompleteReadError as exc:
+        raise MqttError(
+            f"cannot reach the MQTT broker {url}: the connection closed without an MQTT answer"
+        ) from exc
+    except OSError as exc:
+        raise MqttError(f"cannot reach the MQTT broker {url}: {one_line(exc)}") from exc
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+    if connack[0] != 0x20 or connack[3] != 0:
+        why = _CONNACK_REFUSED.get(connack[3], f"return code {connack[3]}")
+        raise MqttError(f"the MQTT broker {url} refused the demo's connection: {why}")
 
 
 @asynccontextmanager
