@@ -67,6 +67,7 @@ SCHEMA_COMMANDS = [
     ("registry", "import", str(ROOT / "zhizao" / "data" / "sample_ledger.xlsx")),
     ("ingest", "dead-letters", "list"),
     ("ingest", "dead-letters", "replay"),
+    ("ingest", "run", "--mqtt-url", "mqtt://127.0.0.1:1", "--health-port", "0"),
 ]
 
 
@@ -81,6 +82,13 @@ def test_an_unmigrated_database_is_refused_naming_the_versions(
     assert f"needs version {required_version()}: run `zhizao db upgrade`" in out
     assert out.startswith("error:"), out
     assert len(out.strip().splitlines()) == 1, out
+
+
+def test_the_database_of_the_environment_is_checked_too(empty_db_url: str) -> None:
+    for command in (("ingest", "run", "--mqtt-url", "mqtt://127.0.0.1:1"), ("kpi", "nc")):
+        result = runner.invoke(app, ["--log-json", *command], env={"ZHIZAO_DB_URL": empty_db_url})
+        assert result.exit_code == SCHEMA_EXIT, result.output
+        assert "run `zhizao db upgrade`" in result.output
 
 
 def test_an_older_or_newer_schema_is_refused_naming_the_versions(empty_db_url: str) -> None:
