@@ -386,8 +386,9 @@ def announcements(scenario: Scenario) -> list[Announcement]:
             text = f"{fault.target} 计数器清零 counter reset"
         found.append(Announcement(fault.at, f"{text} 故障 fault"))
     for drop in scenario.network_drops:
+        target = "OPC UA 服务器 server" if drop.target == "opcua" else drop.target
         found.append(Announcement(
-            drop.at, f"{drop.target} 网络中断 network drop ({round(drop.duration / 60)} min)"
+            drop.at, f"{target} 网络中断 network drop ({round(drop.duration / 60)} min)"
         ))  # fmt: skip
     found.sort(key=lambda a: a.offset_s)
     return found
