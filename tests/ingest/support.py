@@ -188,14 +188,17 @@ _REPLAYED = """
 SELECT count(*) FROM edge_gateway g CROSS JOIN unnest(%s::bigint[]) AS s(seq)
 WHERE g.edge_id = ANY(%s) AND EXISTS (
     SELECT 1 FROM sequence_event e
-    WHERE e.edge_pk = g.id AND e.kind = 'replay' AND s.seq BETWEEN e.first_seq AND e.last_seq)
+    WHERE e.edge_pk = g.id AND e.kind = 'replay' AND s.seq BETWEEN e.first_seq AND e.last_seq
+      AND e.id > %s)
 """
 
 
-async def replays_recorded(db_url: str, factories: Iterable[Factory], seqs: Iterable[int]) -> int:
-    """How many of these (edge, seq) messages ingest recorded as replays."""
+async def replays_recorded(
+    db_url: str, factories: Iterable[Factory], seqs: Iterable[int], *, after_event: int = 0
+) -> int:
+    """How many of these (edge, seq) messages ingest recorded as replays after an event id."""
     edges = [f.edge for f in factories]
-    return int(await scalar(db_url, _REPLAYED, list(seqs), edges))
+    return int(await scalar(db_url, _REPLAYED, list(seqs), edges, after_event))
 
 
 def resend(url: str, factories: Iterable[Factory], seqs: Iterable[int], points: int) -> int:
@@ -228,14 +231,16 @@ async def resend_absorbed(
     The resent messages carry sequence numbers ingest already holds, so it records each
     as a replay, in the same transaction as the batch's facts; once all are recorded the
     duplicates have been offered to the database, and the row count must not have moved.
-    Returns the number of points sent twice.
+    Only replays recorded after the resend count: a fault may already have made the
+    broker redeliver some of these messages. Returns the number of points sent twice.
     """
+    after = int(await scalar(db_url, "SELECT coalesce(max(id), 0) FROM sequence_event"))
     sent = await asyncio.to_thread(resend, mqtt_url, factories, seqs, points)
     expected = len(factories) * len(seqs)
     last = [0]
 
     async def all_recorded() -> bool:
-        last[0] = await replays_recorded(db_url, factories, seqs)
+        last[0] = await replays_recorded(db_url, factories, seqs, after_event=after)
         return last[0] == expected
 
     try:
