@@ -3,9 +3,8 @@
 Each test ends by sending a known part of its stream a second time (what a broker
 redelivery or an edge resending its spool does) and checks that ingest absorbed it:
 every resent message recorded as a replay (after the resend), the duplicate rows
-counted, and the rows
-stored unchanged. Counting distinct keys against rows could not do that: the primary
-key makes them equal whatever ingest does.
+counted, and the rows stored unchanged. Counting distinct keys against rows could not
+do that: the primary key makes them equal whatever ingest does.
 
 Publishing runs in a thread (paho's own loop) so that the in-process worker keeps the
 event loop; every wait is on a condition with a generous timeout, never on time.
