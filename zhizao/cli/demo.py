@@ -67,7 +67,7 @@ from zhizao.errors import MqttError, ZhizaoError
 from zhizao.logs import log_to_file
 from zhizao.networking import GroupBy, Method
 from zhizao.settings import DatabaseSettings
-from zhizao.storage.connection import connect, drop_database, redact, with_database
+from zhizao.storage.connection import Conn, connect, drop_database, redact, with_database
 from zhizao.storage.kpi import (
     Level,
     OeeScope,
@@ -472,7 +472,7 @@ async def _drain(
 # -- the report ---------------------------------------------------------------------------
 
 
-async def _edges_reporting(conn: Any) -> set[str]:
+async def _edges_reporting(conn: Conn) -> set[str]:
     """Credit codes of enterprises one of whose edges has ever reported to the platform."""
     cur = await conn.execute(
         "SELECT DISTINCT e.credit_code FROM enterprise e"
