@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -9,10 +10,14 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 from typer.testing import CliRunner
 
 from zhizao.cli import app
+from zhizao.cli.common import SCHEMA_EXIT
 from zhizao.cli.demo import sample_ledger_path
+from zhizao.settings import DatabaseSettings
+from zhizao.storage.migrate import required_version, upgrade
 
 ROOT = Path(__file__).parents[1]
 MIXED = ROOT / "tests" / "data" / "ledger_mixed.csv"
@@ -48,6 +53,65 @@ def test_unreachable_database_is_a_clear_error() -> None:
     code, out = _zhizao("db", "status", "--db-url", "postgresql://postgres@127.0.0.1:1/x")
     assert code == 2
     assert "cannot connect" in out
+
+
+#: Every command that reads or writes the schema, as a user would type it.
+SCHEMA_COMMANDS = [
+    ("kpi", "oee", "line", "L1", "--enterprise", "91330206MA2GR7K17L", "--date", "2026-03-02"),
+    ("kpi", "shifts", "enterprise", "91330206MA2GR7K17L", "--date", "2026-03-02"),
+    ("kpi", "networking", "--date", "2026-03-02"),
+    ("kpi", "nc", "--date", "2026-03-02"),
+    ("kpi", "calendar", str(ROOT / "zhizao" / "data" / "demo_calendar.yaml")),
+    ("rollup", "run"),
+    ("registry", "show"),
+    ("registry", "import", str(ROOT / "zhizao" / "data" / "sample_ledger.xlsx")),
+    ("ingest", "dead-letters", "list"),
+    ("ingest", "dead-letters", "replay"),
+    ("ingest", "run", "--mqtt-url", "mqtt://127.0.0.1:1", "--health-port", "0"),
+]
+
+
+@pytest.mark.parametrize("command", SCHEMA_COMMANDS, ids=lambda c: " ".join(c[:3]).split("/")[0])
+def test_an_unmigrated_database_is_refused_naming_the_versions(
+    empty_db_url: str, command: tuple[str, ...]
+) -> None:
+    code, out = _zhizao(*command, "--db-url", empty_db_url)
+    assert code == SCHEMA_EXIT, out
+    assert "Traceback" not in out
+    assert "no zhizao schema (version 0" in out
+    assert f"needs version {required_version()}: run `zhizao db upgrade`" in out
+    assert out.startswith("error:"), out
+    assert len(out.strip().splitlines()) == 1, out
+
+
+def test_the_database_of_the_environment_is_checked_too(empty_db_url: str) -> None:
+    for command in (("ingest", "run", "--mqtt-url", "mqtt://127.0.0.1:1"), ("kpi", "nc")):
+        result = runner.invoke(app, ["--log-json", *command], env={"ZHIZAO_DB_URL": empty_db_url})
+        assert result.exit_code == SCHEMA_EXIT, result.output
+        assert "run `zhizao db upgrade`" in result.output
+
+
+def test_an_older_or_newer_schema_is_refused_naming_the_versions(empty_db_url: str) -> None:
+    asyncio.run(upgrade(DatabaseSettings(url=empty_db_url), target=3))
+    code, out = _zhizao("kpi", "nc", "--db-url", empty_db_url)
+    assert code == SCHEMA_EXIT, out
+    assert f"is at schema version 3; this zhizao needs version {required_version()}" in out
+    assert "zhizao db upgrade" in out
+    # `db status` and `db upgrade` are how such a database is brought forward.
+    code, out = _zhizao("db", "status", "--db-url", empty_db_url)
+    assert code == 0, out
+    assert "schema version 3, behind" in out
+    code, out = _zhizao("db", "upgrade", "--db-url", empty_db_url)
+    assert code == 0, out
+    assert _zhizao("kpi", "nc", "--db-url", empty_db_url)[0] == 0
+    with psycopg.connect(empty_db_url) as conn:
+        conn.execute(
+            "INSERT INTO schema_migration (version, name, checksum) VALUES (99, 'later', 'x')"
+        )
+    code, out = _zhizao("registry", "show", "--db-url", empty_db_url)
+    assert code == SCHEMA_EXIT, out
+    assert "is at schema version 99" in out
+    assert "newer than this zhizao" in out
 
 
 def test_import_of_a_mixed_file_stores_good_rows_and_lists_bad_ones(db_url: str) -> None:
@@ -129,11 +193,11 @@ def test_demo_runs_the_whole_platform_on_embedded_defaults(tmp_path: Path) -> No
     assert "embedded PostgreSQL running" in out
     assert "embedded MQTT broker" in out
     assert "宁波瑞驰" in out  # the sample ledger was imported
-    stored = re.search(r"([\d,]+) facts stored", out)
+    stored = re.search(r"([\d,]+) facts of the simulated day stored", out)
     assert stored is not None, out
     assert int(stored[1].replace(",", "")) > 100
     assert "OEE 按产线 by line" in out
     line = re.search(r"│ L1 +│ ([\d.]+)% +│ ([\d.]+)%", out)
     assert line is not None, out  # availability and performance of line L1 were computed
     assert "设备联网率" in out
-    assert (tmp_path / "demo" / "ground-truth-smoke.jsonl").stat().st_size > 0
+    assert (tmp_path / "demo" / "ground-truth-smoke-2026-03-02.jsonl").stat().st_size > 0

@@ -49,10 +49,11 @@ class EmbeddedPostgres:
             try:
                 server = get_server(self.pgdata, cleanup_mode="stop")
             except Exception as exc:  # the wheel raises assorted errors; all become StorageError
+                # The server's own log says why; the message stays one line and names it.
                 log = self.pgdata / "log"
-                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                where = f" (server log: {log})" if log.exists() else ""
                 raise StorageError(
-                    f"embedded PostgreSQL failed to start in {self.pgdata}: {exc}\n{tail}"
+                    f"embedded PostgreSQL failed to start in {self.pgdata}: {exc}{where}"
                 ) from exc
         self._server = server
         return str(server.get_uri("postgres"))

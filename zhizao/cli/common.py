@@ -1,4 +1,12 @@
-"""Options and output shared by the command groups."""
+"""Options and output shared by the command groups.
+
+:func:`db_settings` is the one place every command that uses the schema gets its
+database from, so the schema-version check lives there: a reachable database that
+is not at this code's version ends the command with one line and exit code
+:data:`SCHEMA_EXIT` before any query can fail with a traceback. A database that
+cannot be reached is left to the command, which reports it as it always did (a
+service may retry; a one-shot command prints ``cannot connect``).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +14,17 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from zhizao.errors import ZhizaoError
+from zhizao.errors import DatabaseUnavailable, ZhizaoError
 from zhizao.settings import DatabaseSettings
+from zhizao.storage.migrate import SchemaVersionError, require_schema
 
 console = Console()
 err_console = Console(stderr=True)
+
+#: Exit code of a command refused because the database schema is not this code's.
+SCHEMA_EXIT = 3
 
 DbUrlOption = Annotated[
     str | None,
@@ -19,11 +32,32 @@ DbUrlOption = Annotated[
 ]
 
 
-def db_settings(url: str | None) -> DatabaseSettings:
-    return DatabaseSettings(url=url) if url else DatabaseSettings()
+def db_settings(url: str | None, *, check_schema: bool = True) -> DatabaseSettings:
+    """The database settings of a command; refuses a database at another schema version.
+
+    ``zhizao db`` passes ``check_schema=False``: it is how a schema gets migrated.
+    """
+    settings = DatabaseSettings(url=url) if url else DatabaseSettings()
+    if check_schema:
+        try:
+            require_schema(settings.url)
+        except SchemaVersionError as exc:
+            raise fail(exc, SCHEMA_EXIT) from exc
+        except DatabaseUnavailable:
+            pass  # the command's own connection reports it, as before
+    return settings
 
 
-def fail(error: ZhizaoError, code: int = 2) -> typer.Exit:
-    """Print a zhizao error for a person and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {error}")
+def one_line(message: object) -> str:
+    """A message on one line: psycopg and others put hints on lines of their own."""
+    return " ".join(str(message).split())
+
+
+def fail(error: ZhizaoError | str, code: int = 2) -> typer.Exit:
+    """Print a zhizao error for a person and return the Exit to raise.
+
+    Printed as plain text (a message may hold ``[...]``, which rich would take for
+    markup) and never wrapped, so a long path or URL stays one copyable line.
+    """
+    err_console.print(Text.assemble(("error: ", "bold red"), str(error)), soft_wrap=True)
     return typer.Exit(code)

@@ -28,7 +28,7 @@ def upgrade_command(
     create: bool = typer.Option(True, help="Create the database if it does not exist."),
 ) -> None:
     """Apply the migrations the database is missing (a no-op when it is current)."""
-    settings = db_settings(db_url)
+    settings = db_settings(db_url, check_schema=False)
     try:
         result = asyncio.run(upgrade_database(settings, create=create))
     except ZhizaoError as exc:
@@ -49,7 +49,7 @@ def upgrade_command(
 @app.command("status")
 def status_command(db_url: DbUrlOption = None) -> None:
     """Show the schema version of the database and of this code."""
-    settings = db_settings(db_url)
+    settings = db_settings(db_url, check_schema=False)
 
     async def _version() -> int:
         conn = await connect(settings.url)
@@ -61,5 +61,10 @@ def status_command(db_url: DbUrlOption = None) -> None:
     except ZhizaoError as exc:
         raise fail(exc) from exc
     latest = available_migrations()[-1].version
-    state = "current" if version == latest else f"behind: run `zhizao db upgrade` ({latest})"
-    console.print(f"{redact(settings.url)}: schema version {version}, {state}")
+    if version == latest:
+        state = "current"
+    elif version < latest:
+        state = f"behind this zhizao ({latest}): run `zhizao db upgrade`"
+    else:
+        state = f"newer than this zhizao ({latest}): install the zhizao that migrated it"
+    console.print(f"{redact(settings.url)}: schema version {version}, {state}", soft_wrap=True)

@@ -38,9 +38,8 @@ def run_command(  # noqa: PLR0917 - typer maps each option to a parameter
     ] = None,
 ) -> None:
     """Consume the uplink topics and store them until SIGTERM."""
-    overrides: dict[str, object] = {}
-    if db_url:
-        overrides["database"] = db_settings(db_url)
+    # Also without --db-url: db_settings checks the schema of the ZHIZAO_DB_* database.
+    overrides: dict[str, object] = {"database": db_settings(db_url)}
     if mqtt_url:
         overrides["mqtt_url"] = mqtt_url
     if protocol:

@@ -13,6 +13,13 @@ hypertables, compression and retention with the settings on every upgrade, so a
 changed retention takes effect and a server that gains the extension later is
 converted then. Reference data (the GB/T 2260 regions of Zhejiang) is reconciled the
 same way.
+
+Every command that reads or writes the schema first checks, with
+:func:`require_schema`, that the database is at the version this code was written
+for: a database that was never migrated, or is older or newer than the code, is
+refused with one sentence naming both versions and what to do, instead of a
+``relation ... does not exist`` traceback from the first query. The check is
+synchronous so the CLI can run it before (or inside) its own event loop.
 """
 
 from __future__ import annotations
@@ -25,10 +32,10 @@ from importlib import resources
 import psycopg
 import structlog
 
-from zhizao.errors import MigrationError
+from zhizao.errors import DatabaseUnavailable, MigrationError
 from zhizao.regions import zhejiang_regions
 from zhizao.settings import DatabaseSettings
-from zhizao.storage.connection import Conn, connect
+from zhizao.storage.connection import APPLICATION_NAME, Conn, connect, redact
 from zhizao.storage.registry import upsert_regions
 
 log = structlog.get_logger(__name__)
@@ -88,6 +95,58 @@ async def current_version(conn: Conn) -> int:
     cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_migration")
     row = await cur.fetchone()
     return int(row[0]) if row is not None else 0
+
+
+def required_version() -> int:
+    """The schema version this code needs: its newest migration."""
+    return available_migrations()[-1].version
+
+
+class SchemaVersionError(MigrationError):
+    """The database is reachable but its schema is not the version this code needs."""
+
+    def __init__(self, where: str, found: int, needed: int) -> None:
+        self.found = found
+        self.needed = needed
+        if found == 0:
+            state = "has no zhizao schema (version 0: never migrated)"
+        else:
+            state = f"is at schema version {found}"
+        if found < needed:
+            advice = f"this zhizao needs version {needed}: run `zhizao db upgrade` first"
+        else:
+            advice = (
+                f"newer than this zhizao, which knows version {needed}:"
+                " install the zhizao that migrated it"
+            )
+        super().__init__(f"database {where} {state}; {advice}")
+
+
+def schema_version(url: str) -> int:
+    """The schema version of the database at ``url``, 0 when it was never migrated.
+
+    Raises DatabaseUnavailable when the server cannot be reached.
+    """
+    try:
+        with psycopg.connect(url, application_name=APPLICATION_NAME) as conn:
+            row = conn.execute("SELECT to_regclass('schema_migration') IS NOT NULL").fetchone()
+            if row is None or not row[0]:
+                return 0
+            row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migration").fetchone()
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"cannot connect to {redact(url)}: {exc}") from exc
+    return int(row[0]) if row is not None else 0
+
+
+def require_schema(url: str) -> int:
+    """Check that the database is at the version this code needs; returns it.
+
+    Raises SchemaVersionError naming the version found and the one needed.
+    """
+    found, needed = schema_version(url), required_version()
+    if found != needed:
+        raise SchemaVersionError(redact(url), found, needed)
+    return found
 
 
 async def upgrade(
