@@ -118,15 +118,16 @@ def test_second_run_simulates_the_next_day_and_leaves_the_first_alone(runs: Runs
     assert facts1 > 100
     # The first day's facts and counts are exactly what the first run stored: not replayed.
     assert runs.day1_after_second == runs.day1_after_first
-    # Each day holds its own production, never more than the simulator made that day (a
-    # replay into the first day would have added the second run's parts to it).
+    # Each day holds exactly the parts the simulator made that day: a replay into the
+    # first day would have added the second run's parts, and a simulator that stopped
+    # before the edge read its last values would have lost the day's last parts.
     truth1 = _ground_truth_parts(runs.home / "ground-truth-smoke-2026-03-02.jsonl")
     truth2 = _ground_truth_parts(runs.home / "ground-truth-smoke-2026-03-03.jsonl")
     assert truth1 == truth2 > 0
-    assert 0 < parts1 <= truth1
+    assert 0 < parts1 == truth1
     facts2, parts2 = runs.day2_after_second
     assert facts2 > 100
-    assert 0 < parts2 <= truth2
+    assert 0 < parts2 == truth2
     out = runs.second.stdout
     assert "simulated day 2026-03-03" in out
     assert "--fresh" in out  # the person is told how to start again

@@ -331,12 +331,15 @@ async def run_simulator(
     host: str = "127.0.0.1",
     security: Security | None = None,
     started: asyncio.Event | None = None,
+    linger_s: float = 0.0,
 ) -> Simulator:
     """Start the simulator, run the scenario to its end, stop; returns the finished run.
 
     ``started`` is set once the OPC UA server listens (for ``zhizao demo``, which starts
     the edge next). Cancel the task to end early: the ground truth is still written,
-    up to the simulated time reached.
+    up to the simulated time reached. ``linger_s`` keeps the servers up that many wall
+    seconds after the scenario's end, frozen at its last values, so that a client's
+    subscription still delivers the last parts of the day before the server goes away.
     """
     simulator = Simulator(
         scenario,
@@ -352,6 +355,8 @@ async def run_simulator(
         started.set()
     try:
         await simulator.run()
+        if linger_s > 0:
+            await asyncio.sleep(linger_s)
     finally:
         await simulator.stop()
     return simulator

@@ -410,6 +410,10 @@ async def _count_facts(url: str, device_ids: list[int], start: datetime, end: da
     return int(row[0]) if row else 0
 
 
+#: Wall seconds the simulator keeps serving after the day (see run_simulator).
+SIM_LINGER_S = 2.0
+
+
 async def _watch(
     scenario: Scenario, speed: float, sim: asyncio.Task[Any], url: str, device_ids: list[int]
 ) -> None:
@@ -611,6 +615,9 @@ async def _start_factory(
         run_simulator(
             scenario, opcua_port=opcua_port, mqtt_url=endpoints.mqtt_url,
             ground_truth_path=endpoints.ground_truth, speed=speed, started=ready,
+            # The edge's subscription delivers every 0.5 s: without a pause the last parts
+            # of the day would still be in the server when it stops.
+            linger_s=SIM_LINGER_S,
         )
     )  # fmt: skip
     await asyncio.wait({sim, services.spawn(ready.wait())}, return_when=asyncio.FIRST_COMPLETED)
