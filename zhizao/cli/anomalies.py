@@ -7,16 +7,20 @@ records that it is not. See :mod:`zhizao.storage.anomalies`.
 
 from __future__ import annotations
 
-import asyncio
 import getpass
-from collections.abc import Awaitable, Callable
 from datetime import date, datetime
-from typing import TypeVar
 
 import typer
 from rich.table import Table
 
-from zhizao.cli.common import DbUrlOption, console, db_settings, fail
+from zhizao.cli.common import (
+    DbUrlOption,
+    console,
+    db_settings,
+    fail,
+    parse_day,
+    with_conn,
+)
 from zhizao.errors import InvalidValue, ZhizaoError
 from zhizao.storage.anomalies import (
     Anomaly,
@@ -26,31 +30,10 @@ from zhizao.storage.anomalies import (
     list_anomalies,
     pending_count,
 )
-from zhizao.storage.connection import Conn, connect
 from zhizao.storage.kpi import Level, OeeScope
-
-T = TypeVar("T")
 
 RULES = {"plausibility": "超出节拍上限 beyond the cycle-time limit",
          "max_increment": "超出单次上限 beyond max_increment"}  # fmt: skip
-
-
-def _with_conn(url: str, job: Callable[[Conn], Awaitable[T]]) -> T:
-    async def _go() -> T:
-        conn = await connect(url)
-        async with conn:
-            return await job(conn)
-
-    return asyncio.run(_go())
-
-
-def _day(value: str | None, option: str) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise InvalidValue(option, value, "must be a date such as 2026-03-02") from exc
 
 
 def _scope(level: Level | None, code: str | None, enterprise: str | None) -> OeeScope | None:
@@ -120,7 +103,7 @@ def anomalies_command(  # noqa: PLR0917 - typer maps each option to a parameter
         if accept_id is not None or drop_id is not None:
             who = by or getpass.getuser()
             if accept_id is not None:
-                decided = _with_conn(url, lambda c: accept(c, accept_id, by=who, note=note))
+                decided = with_conn(url, lambda c: accept(c, accept_id, by=who, note=note))
                 console.print(
                     f"已采纳 accepted {decided.id}: +{decided.increment} {decided.counter} for"
                     f" {decided.device} at {decided.local_time.isoformat(timespec='seconds')};"
@@ -128,15 +111,15 @@ def anomalies_command(  # noqa: PLR0917 - typer maps each option to a parameter
                     soft_wrap=True,
                 )
             elif drop_id is not None:
-                decided = _with_conn(url, lambda c: drop(c, drop_id, by=who, note=note))
+                decided = with_conn(url, lambda c: drop(c, drop_id, by=who, note=note))
                 console.print(f"已舍弃 dropped {decided.id}: not counted as production")
             return
         scope = _scope(level, code, enterprise)
-        day = _day(on, "--day")
-        period = Period(first=_day(first, "--from") or day, last=_day(last, "--to") or day)
-        rows = _with_conn(
-            url, lambda c: list_anomalies(c, scope, period, pending_only=not show_all)
+        day = parse_day(on, "--day")
+        period = Period(
+            first=parse_day(first, "--from") or day, last=parse_day(last, "--to") or day
         )
+        rows = with_conn(url, lambda c: list_anomalies(c, scope, period, pending_only=not show_all))
     except ZhizaoError as exc:
         raise fail(exc) from exc
     where = "all enterprises" if scope is None else f"{scope.level} {scope.code}"
@@ -155,7 +138,7 @@ def print_pending(url: str, scope: OeeScope, start: date | datetime, end: date |
         first = start.date() if isinstance(start, datetime) else start
         last = end.date() if isinstance(end, datetime) else end
         period = Period(first=first, last=last)
-    count = _with_conn(url, lambda c: pending_count(c, scope, period))
+    count = with_conn(url, lambda c: pending_count(c, scope, period))
     if count:
         args = f"{scope.level} {scope.code}"
         if scope.enterprise:

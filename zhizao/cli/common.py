@@ -10,15 +10,21 @@ service may retry; a one-shot command prints ``cannot connect``).
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
-from zhizao.errors import DatabaseUnavailable, ZhizaoError
+from zhizao.errors import DatabaseUnavailable, InvalidValue, ZhizaoError
 from zhizao.settings import DatabaseSettings
+from zhizao.storage.connection import Conn, connect
 from zhizao.storage.migrate import SchemaVersionError, require_schema
+
+T = TypeVar("T")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -61,3 +67,24 @@ def fail(error: ZhizaoError | str, code: int = 2) -> typer.Exit:
     """
     err_console.print(Text.assemble(("error: ", "bold red"), str(error)), soft_wrap=True)
     return typer.Exit(code)
+
+
+def with_conn(url: str, job: Callable[[Conn], Awaitable[T]]) -> T:
+    """Run ``job`` on a new connection to ``url`` from a synchronous command."""
+
+    async def _go() -> T:
+        conn = await connect(url)
+        async with conn:
+            return await job(conn)
+
+    return asyncio.run(_go())
+
+
+def parse_day(value: str | None, option: str) -> date | None:
+    """A ``--date``-style option as a date; the error names the option."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidValue(option, value, "must be a date such as 2026-03-02") from exc

@@ -8,11 +8,9 @@ is the local date in that zone, from :data:`CLOCK` (a seam for tests).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import typer
@@ -20,12 +18,19 @@ from rich.table import Table
 
 from zhizao.calendar import load_calendars
 from zhizao.cli import anomalies
-from zhizao.cli.common import DbUrlOption, console, db_settings, fail
+from zhizao.cli.common import (
+    DbUrlOption,
+    console,
+    db_settings,
+    fail,
+    parse_day,
+    with_conn,
+)
 from zhizao.cli.rollup import parse_instant
 from zhizao.errors import InvalidValue, ZhizaoError
 from zhizao.networking import Evidence, GroupBy, Method, RateFigure, Scope
 from zhizao.oee import FLAG_LABELS, LOSS_LABELS, Flag, Oee
-from zhizao.storage.connection import Conn, connect
+from zhizao.storage.connection import Conn
 from zhizao.storage.kpi import (
     Level,
     OeeReport,
@@ -46,8 +51,6 @@ from zhizao.storage.rollups import store_calendars
 
 app = typer.Typer(help="KPIs: OEE, 设备联网率, 数控化率.", no_args_is_help=True)
 
-T = TypeVar("T")
-
 
 def _wall_clock() -> datetime:
     return datetime.now(UTC)
@@ -63,15 +66,6 @@ FLAG_SHORT: dict[Flag, str] = {
     Flag.MISSING_IDEAL_CYCLE_TIME: "缺理想节拍",
     Flag.NO_PLANNED_TIME: "无计划时间",
 }
-
-
-def _with_conn(url: str, job: Callable[[Conn], Awaitable[T]]) -> T:
-    async def _go() -> T:
-        conn = await connect(url)
-        async with conn:
-            return await job(conn)
-
-    return asyncio.run(_go())
 
 
 def pct(value: float | None) -> str:
@@ -116,15 +110,6 @@ def _scope_args(
     if chosen_code is None:
         raise InvalidValue("code", None, "give CODE or --code")
     return chosen_level, chosen_code
-
-
-def _day(value: str | None, option: str) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise InvalidValue(option, value, "must be a date such as 2026-03-02") from exc
 
 
 def print_oee(report: OeeReport, zone: ZoneInfo | None = None) -> None:
@@ -185,14 +170,14 @@ def shifts_command(  # noqa: PLR0917 - typer maps each option to a parameter
     try:
         lvl, cd = _scope_args(level, code, level_opt, code_opt)
         scope = OeeScope(lvl, cd, enterprise)
-        day = _day(on, "--date")
+        day = parse_day(on, "--date")
 
         async def job(conn: Conn) -> tuple[date, ZoneInfo, list[tuple[str, OeeReport]]]:
             zone = await display_zone(conn, scope)
             anchor = day or local_today(zone)
             return anchor, zone, await oee_by_shift(conn, scope, anchor)
 
-        anchor, zone, rows = _with_conn(url, job)
+        anchor, zone, rows = with_conn(url, job)
     except ZhizaoError as exc:
         raise fail(exc) from exc
     table = Table(
@@ -238,9 +223,9 @@ def oee_command(  # noqa: PLR0917 - typer maps each option to a parameter
     try:
         lvl, cd = _scope_args(level, code, level_opt, code_opt)
         scope = OeeScope(lvl, cd, enterprise)
-        day = _day(on, "--date")
+        day = parse_day(on, "--date")
         t0, t1 = parse_instant(start, "--start"), parse_instant(end, "--end")
-        d0, d1 = _day(first, "--from"), _day(last, "--to")
+        d0, d1 = parse_day(first, "--from"), parse_day(last, "--to")
 
         async def job(conn: Conn) -> tuple[OeeReport, ZoneInfo]:
             zone = await display_zone(conn, scope)
@@ -258,7 +243,7 @@ def oee_command(  # noqa: PLR0917 - typer maps each option to a parameter
                 return await oee_for_days(conn, scope, d0, d1)
             return await oee_for_days(conn, scope, *period_days(period, anchor))
 
-        report, zone = _with_conn(url, job)
+        report, zone = with_conn(url, job)
     except ZhizaoError as exc:
         raise fail(exc) from exc
     print_oee(report, zone)
@@ -328,8 +313,8 @@ def networking_command(  # noqa: PLR0917 - typer maps each option to a parameter
     """设备联网率: networked / in-service production devices, both methods, labelled."""
     url = db_settings(db_url).url
     try:
-        given0 = _day(first, "--from") or _day(on, "--date")
-        given1 = _day(last, "--to")
+        given0 = parse_day(first, "--from") or parse_day(on, "--date")
+        given1 = parse_day(last, "--to")
         now = CLOCK()
 
         async def job(
@@ -347,7 +332,7 @@ def networking_command(  # noqa: PLR0917 - typer maps each option to a parameter
             )
             return d0, d1, zone, figures, rows, await group_names(conn, group_by)
 
-        d0, d1, zone, figures, rows, names = _with_conn(url, job)
+        d0, d1, zone, figures, rows, names = with_conn(url, job)
     except ZhizaoError as exc:
         raise fail(exc) from exc
     when = (
@@ -373,14 +358,14 @@ def nc_command(
     """数控化率: NC devices / in-service production devices."""
     url = db_settings(db_url).url
     try:
-        given = _day(on, "--date")
+        given = parse_day(on, "--date")
 
         async def job(conn: Conn) -> tuple[date, list[RateFigure], dict[str, str]]:
             day = given or local_today(await display_zone(conn))
             figures = await nc_rates(conn, day, group_by, scope, key_process=key_process)
             return day, figures, await group_names(conn, group_by)
 
-        day, figures, names = _with_conn(url, job)
+        day, figures, names = with_conn(url, job)
     except ZhizaoError as exc:
         raise fail(exc) from exc
     name = "关键工序数控化率 Key-process NC rate" if key_process else "数控化率 NC rate"
@@ -401,7 +386,7 @@ def calendar_command(
             async with conn.transaction():
                 return await store_calendars(conn, calendars)
 
-        stored = _with_conn(url, job)
+        stored = with_conn(url, job)
     except ZhizaoError as exc:
         raise fail(exc) from exc
     console.print(f"已保存 stored {stored} calendar(s); run `zhizao rollup run` to apply them")
