@@ -31,12 +31,15 @@ anomaly for a person to accept or drop (the collectors send it as a
 
 The first total after the collector starts is only a baseline: what the machine made
 before is unknown. **After a reconnect the counter is re-baselined too**
-(:meth:`CumulativeCounter.rebaseline`): the first total of a new OPC UA session, or
-of an MQTT device that was offline, counts nothing. A server or controller that
-restarted may come back with any value (a restored snapshot, a preset, another
-counter behind the same node); counting the difference would add hundreds of parts
-that were never made. The price is that parts made while the device was unreachable
-are not counted: missing a few parts is better than inventing many (docs/edge.md).
+(:meth:`CumulativeCounter.rebaseline`) unless its history is known to be continuous:
+the first total of a new OPC UA session counts nothing when the server restarted (or
+its start time is unknown), or when the counter has no cycle time for the guard to
+judge the gap with; likewise the first total of an MQTT device that was offline.
+A server or controller that restarted may come back with any value (a restored
+snapshot, a preset, another counter behind the same node); counting the difference
+would add hundreds of parts that were never made. The price is that parts made while
+a re-baselined device was unreachable are not counted: missing a few parts is better
+than inventing many (docs/edge.md).
 
 The default wrap window is an eighth of the range: a 32-bit counter needs half a
 billion parts between two reads before a wrap is mistaken for a reset.

@@ -656,10 +656,15 @@ class OpcUaCollector:
                     preset.expected.add(target.preset_key)
 
     async def _rebaseline_counters(self, client: Client) -> None:
-        """A new session: every counter's next total is a baseline (edge.counters).
+        """A new session: which counters' next total is only a baseline (edge.counters).
 
-        The server's start time tells a restarted server (its counters may come back
-        with any value) from a network outage; both re-baseline, the event says which.
+        The server's ServerStatus/StartTime tells a restarted server (its counters may
+        come back with any value) from a network outage. After a restart, or when the
+        start time cannot be read, every counter re-baselines. After an outage of the
+        same server process the counters went on counting, so the parts made meanwhile
+        were really made: a counter keeps its baseline where the plausibility guard can
+        judge the gap (its ideal cycle time is known), and re-baselines where nothing
+        could catch a counter preset behind an unchanged server (a PLC behind a gateway).
         """
         try:
             started = await client.get_node(SERVER_START_TIME).read_value()
@@ -668,15 +673,21 @@ class OpcUaCollector:
             started = None
         started = started if isinstance(started, datetime) else None
         previous, self._server_started = self._server_started, started
+        same_server = started is not None and started == previous
         if started is not None and previous is not None and started != previous:
             self._rebaseline_reason = (
                 f"OPC UA server restarted (StartTime {previous.isoformat()} -> "
                 f"{started.isoformat()})"
             )
+        elif same_server:
+            self._rebaseline_reason = (
+                "OPC UA session re-established; no ideal cycle time to check the gap against"
+            )
         else:
-            self._rebaseline_reason = "OPC UA session re-established"
+            self._rebaseline_reason = "OPC UA session re-established (server start time unknown)"
         for counter in self._counters.values():
-            counter.rebaseline()
+            if not (same_server and counter.ideal_cycle_s is not None):
+                counter.rebaseline()
 
     # -- connectivity, errors --------------------------------------------------------
 

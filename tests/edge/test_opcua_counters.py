@@ -312,3 +312,94 @@ async def test_an_unexpected_failure_marks_the_devices_offline_before_the_restar
         with contextlib.suppress(asyncio.CancelledError, ExceptionGroup):
             await task
         await collector.close()
+
+
+class CuttableLink:
+    """A TCP relay between the collector and the server that can be cut and restored:
+    a network outage that leaves the server process (and its StartTime) as it was."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.endpoint = f"opc.tcp://127.0.0.1:{self.port}/counters/"
+        self.up = True
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> CuttableLink:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cut()
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    def cut(self) -> None:
+        self.up = False
+        for writer in list(self._writers):
+            writer.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+
+async def test_a_network_outage_of_the_same_server_counts_the_parts_made_meanwhile(
+    server: CounterServer,
+) -> None:
+    """The server process stayed up (same StartTime): its counter went on counting.
+
+    The good counter has an ideal cycle time, so the guard can judge the gap: the parts
+    made during the outage are counted, and a preset beyond the limit is an anomaly.
+    The reject counter has none: nothing could catch a preset, so it re-baselines.
+    """
+    await server.start(good=500, reject=7)
+    port = int(server.endpoint.split(":")[2].split("/")[0])
+    async with CuttableLink(port) as link:
+        config = source_config(link.endpoint, nodes(ideal_cycle_s=60), namespace=NS)
+        async with running(config) as run:
+            sink = run.sink
+            await until(sink, lambda: sink.connectivity("PRESS-1") == ["online"])
+            await asyncio.sleep(0.3)  # the first values: baselines
+            await server.write("Good", 510, T0 + timedelta(minutes=10))
+            await until(sink, lambda: counted(sink.points) == 10)
+
+            # Five parts in the five minutes the link is down, then the link is back.
+            link.cut()
+            await until(sink, lambda: sink.connectivity("PRESS-1")[-1:] == ["offline"])
+            await server.write("Good", 515, T0 + timedelta(minutes=15))
+            await server.write("Reject", 9, T0 + timedelta(minutes=15))
+            link.up = True
+            await until(sink, lambda: counted(sink.points) == 15)
+
+            # A preset during the next outage: beyond what 5 minutes allow (limit 11).
+            link.cut()
+            await until(sink, lambda: sink.connectivity("PRESS-1")[-1:] == ["offline"])
+            await server.write("Good", 9000, T0 + timedelta(minutes=20))
+            link.up = True
+            await until(sink, lambda: len(events(sink.points, COUNTER_ANOMALY_EVENT)) == 1)
+            await asyncio.sleep(0.5)  # anything late would show up now
+    assert counted(sink.points) == 15
+    (anomaly,) = events(sink.points, COUNTER_ANOMALY_EVENT)
+    assert (anomaly["increment"], anomaly["limit"], anomaly["elapsed_ms"]) == (8485, 11, 300_000)
+    assert events(sink.points, COUNTER_EVENT) == []  # the good counter kept its baseline
+    # The reject counter: re-baselined at each new session, the 2 rejects not counted.
+    assert counted(sink.points, "reject") == 0
+    rebaselines = events(sink.points, COUNTER_EVENT, "reject")
+    assert [(e["old_total"], e["new_total"]) for e in rebaselines] == [(7, 9), (9, 9)]
+    assert all("no ideal cycle time" in e["reason"] for e in rebaselines)
