@@ -77,10 +77,12 @@ def edge_config_for(
     uplink_protocol: str = "auto",
     http_port: int | None = None,
     offline_after_s: float = 60.0,
+    reconnect_s: tuple[float, float] = (1.0, 60.0),
 ) -> EdgeConfig:
     """An edge config for ``scenario`` as served by :func:`edge.simulator.run.run_simulator`.
 
     ``offline_after_s`` is in wall seconds: the MQTT collector's silence timeout.
+    ``reconnect_s`` is the OPC UA reconnect backoff (first and longest wait, wall seconds).
     """
     sources: list[dict[str, Any]] = []
     nodes = _opcua_nodes(scenario)
@@ -94,6 +96,7 @@ def edge_config_for(
                 # The simulator listens on loopback without security; production
                 # configs use SignAndEncrypt (edge/samples/opcua.yaml).
                 "security": {"policy": "None", "mode": "None", "allow_insecure": True},
+                "reconnect": {"initial_s": reconnect_s[0], "max_s": reconnect_s[1]},
                 "nodes": nodes,
             }
         )

@@ -30,6 +30,7 @@ from typing import Any, cast
 from asyncua import ua
 from asyncua.common.node import Node
 from asyncua.server.server import Server
+from asyncua.ua.object_ids import ObjectIds
 
 from edge.opcua.config import MACHINERY_NS, ROBOTICS_NS
 from edge.opcua.presets import DI_NS
@@ -99,6 +100,8 @@ class SimServer:
         self._values: dict[str, tuple[Any, ua.VariantType, datetime]] = {}
         self._removed: set[str] = set()  # stay removed across restarts, like a changed PLC program
         self._sim_ns = 0
+        #: ServerStatus/StartTime of the modelled server process (see start)
+        self._started_at: datetime | None = None
 
     @property
     def endpoint(self) -> str:
@@ -108,7 +111,13 @@ class SimServer:
     def running(self) -> bool:
         return self._server is not None
 
-    async def start(self, *, renumber: bool = False) -> None:
+    async def start(self, *, renumber: bool = False, same_process: bool = False) -> None:
+        """Serve. ``same_process``: the stop before was a network outage, not a restart.
+
+        A network drop is simulated by stopping the listener and starting it again, but in
+        the modelled factory the server process never stopped: it keeps its
+        ServerStatus/StartTime, which is how a client tells an outage from a restart.
+        """
         if self._server is not None:
             return
         if renumber:
@@ -139,6 +148,14 @@ class SimServer:
         await self._build(server, namespaces)
         await server.start()
         self._server = server
+        start_time = server.get_node(f"i={ObjectIds.Server_ServerStatus_StartTime}")
+        if same_process and self._started_at is not None:
+            await server.write_attribute_value(
+                start_time.nodeid,
+                ua.DataValue(ua.Variant(self._started_at, ua.VariantType.DateTime)),
+            )
+        else:
+            self._started_at = cast(datetime, await start_time.read_value())
         # Values survive a restart, as a machine's memory does.
         for key, (value, variant, ts) in list(self._values.items()):
             await self.write(key, value, variant, ts)

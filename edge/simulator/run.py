@@ -267,7 +267,7 @@ class Simulator:
             at = start + round(drop.at * 1000)
             until = at + round(drop.duration * 1000)
             if drop.target == "opcua":
-                actions.append((at, self._server_down(until, renumber=False)))
+                actions.append((at, self._server_down(until, renumber=False, network=True)))
             else:
                 actions.append((at, self._silence(drop.target, until)))
         for fault in self.scenario.faults:
@@ -275,7 +275,10 @@ class Simulator:
         actions.sort(key=lambda item: item[0])
         return actions
 
-    def _server_down(self, until: int, *, renumber: bool) -> Action:
+    def _server_down(self, until: int, *, renumber: bool, network: bool = False) -> Action:
+        """The OPC UA server goes away until ``until``: restarted, or (``network``)
+        unreachable while its process runs on (it keeps its StartTime)."""
+
         async def act(at: int) -> None:
             if self.server is None:
                 return
@@ -285,7 +288,7 @@ class Simulator:
 
             async def back() -> None:
                 await asyncio.sleep(self.clock.wall_seconds_until(until))
-                await server.start(renumber=renumber)
+                await server.start(renumber=renumber, same_process=network)
 
             task = asyncio.create_task(back())
             self._background.add(task)

@@ -11,6 +11,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from asyncua import Client
+from asyncua.ua.object_ids import ObjectIds
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.mqtt.config import MqttSourceConfig
@@ -230,3 +232,28 @@ def test_the_simulators_edge_config_carries_every_counters_ideal_cycle_time(
     }
     mqtt = next(s for s in config.sources if isinstance(s, MqttSourceConfig))
     assert mqtt.ideal_cycle_s == {d: cycle[d] for d in mqtt.devices}
+
+
+async def _start_time(endpoint: str) -> object:
+    async with Client(endpoint) as client:
+        return await client.get_node(f"i={ObjectIds.Server_ServerStatus_StartTime}").read_value()
+
+
+async def test_a_network_drop_keeps_the_servers_start_time(simulator: MakeSimulator) -> None:
+    """Clients tell an outage from a restart by ServerStatus/StartTime (the edge keeps its
+    counters' baselines across an outage): a simulated network drop is no restart."""
+    cnc = {"code": "CNC-101", "type": "cnc", "ideal_cycle_s": 60}
+    loaded = scenario(
+        [cnc], duration="2h", network_drops=[{"at": "1h", "duration": "10m", "target": "opcua"}]
+    )
+    sim = await simulator(loaded, speed=3600)
+    endpoint = sim.server.endpoint
+    before = await _start_time(endpoint)
+    run = asyncio.create_task(sim.run())
+    async with asyncio.timeout(30):
+        while sim.restarts < 1 or not sim.server.running:  # noqa: ASYNC110 - polls the simulator
+            await asyncio.sleep(0.05)
+        after_drop = await _start_time(endpoint)
+        await run
+    assert sim.restarts == 1
+    assert after_drop == before

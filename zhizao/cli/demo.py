@@ -628,6 +628,9 @@ async def _start_factory(
         opcua_endpoint=endpoints.opcua, device_broker_url=endpoints.mqtt_url,
         uplink_url=endpoints.mqtt_url, uplink_protocol=protocol,
         spool_path=demo_home() / "edge-spool.db", http_port=endpoints.edge_http,
+        # At 600x a second of backoff is ten simulated minutes in which a restarted
+        # server's parts cannot be counted (the counters re-baseline): retry quickly.
+        reconnect_s=(0.1, 1.0),
     )  # fmt: skip
     edge_stop = asyncio.Event()
     return sim, edge_stop, services.spawn(run_edge(config, stop=edge_stop))
