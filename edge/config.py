@@ -16,7 +16,8 @@
       - {type: opcua, ...}            # edge.opcua.config.OpcUaSourceConfig
       - {type: mqtt, ...}             # edge.mqtt.config.MqttSourceConfig
 
-:func:`load_config` reads the file with a YAML loader that keeps line numbers, and
+:func:`load_config` reads the file with a YAML loader that keeps line numbers and
+bounds what a file may stand for (:mod:`edge.config_yaml`: aliases, depth, size), and
 turns a pydantic error into :class:`zhizao.errors.ConfigError` naming the file and
 line, the key path as written (``sources[1].topics[0].fields[2].kind``) and what
 was expected. Relative paths (spool, certificates) are relative to the file.
@@ -27,7 +28,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -38,6 +38,7 @@ from pydantic import (
     model_validator,
 )
 
+from edge.config_yaml import compose, format_key, read_text
 from edge.mqtt.config import MqttSourceConfig
 from edge.mqtt_session import BrokerConnection
 from edge.opcua.config import OpcUaSourceConfig
@@ -53,7 +54,8 @@ SourceConfig = Annotated[OpcUaSourceConfig | MqttSourceConfig, Field(discriminat
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf and NaN are floats YAML can write (1.0e+400, .nan); no key of ours means them.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class IdentityConfig(_Strict):
@@ -129,32 +131,6 @@ class EdgeConfig(_Strict):
 _Path = tuple[str | int, ...]
 
 
-def _compose(text: str) -> tuple[Any, dict[_Path, int]]:
-    """Parse YAML; also return the line (1-based) of every key and list item."""
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    finally:
-        loader.dispose()
-    lines: dict[_Path, int] = {}
-
-    def walk(current: yaml.Node, path: _Path) -> None:
-        lines.setdefault(path, current.start_mark.line + 1)
-        if isinstance(current, yaml.MappingNode):
-            for key_node, value_node in current.value:
-                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
-                lines[(*path, key)] = key_node.start_mark.line + 1
-                walk(value_node, (*path, key))
-        elif isinstance(current, yaml.SequenceNode):
-            for index, item in enumerate(current.value):
-                walk(item, (*path, index))
-
-    if node is not None:
-        walk(node, ())
-    return data, lines
-
-
 def _written_path(loc: tuple[int | str, ...], data: Any) -> _Path:
     """The error location as the user wrote it: union tags pydantic adds are dropped."""
     path: list[str | int] = []
@@ -167,7 +143,7 @@ def _written_path(loc: tuple[int | str, ...], data: Any) -> _Path:
                 current = current[part]
             elif last or not isinstance(part, str):
                 path.append(part)
-            # else: a union tag such as "mqtt" or "node": not a key of the file
+            # else: a union tag such as "mqtt" or "NodeMapping": not a key of the file
             continue
         if isinstance(current, list) and isinstance(part, int) and part < len(current):
             path.append(part)
@@ -176,13 +152,6 @@ def _written_path(loc: tuple[int | str, ...], data: Any) -> _Path:
         if isinstance(part, int) or last:
             path.append(part)
     return tuple(path)
-
-
-def format_key(path: _Path) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
 
 
 def _problem(error: Any) -> str:
@@ -227,16 +196,5 @@ def parse_config(
 def load_config(path: Path | str) -> EdgeConfig:
     """Read and validate an edge YAML file; raise ConfigError naming file, line, key."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), "", f"cannot read the file: {exc.strerror}") from exc
-    try:
-        data, lines = _compose(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(where, "", f"not valid YAML: {exc.problem or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), "", f"not valid YAML: {exc}") from exc
+    data, lines = compose(read_text(path), str(path))
     return parse_config(data, source=str(path), lines=lines, base_dir=path.parent)

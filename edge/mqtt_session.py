@@ -73,7 +73,8 @@ class TlsConfig(BaseModel):
 class BrokerConnection(BaseModel):
     """How to reach an MQTT broker: ``mqtt://host:1883`` or ``mqtts://host:8883``."""
 
-    model_config = ConfigDict(extra="forbid")
+    # inf and NaN are floats YAML can write (1.0e+400, .nan); no key here means them.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     url: str
     username: str | None = None
@@ -82,11 +83,12 @@ class BrokerConnection(BaseModel):
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
     client_id: str | None = Field(default=None, min_length=1, max_length=128)
     keepalive_s: int = Field(default=30, ge=5, le=3600)
-    reconnect_min_s: float = Field(default=0.5, gt=0)
-    reconnect_max_s: float = Field(default=30.0, gt=0)
+    reconnect_min_s: float = Field(default=0.5, gt=0, le=86_400)
+    reconnect_max_s: float = Field(default=30.0, gt=0, le=86_400)
     #: How long the broker keeps the session (and queued QoS 1 messages) of a
     #: disconnected client (MQTT 5 only; 3.1.1 brokers keep it by their own policy).
-    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    #: A four-byte integer in MQTT 5 (4294967295 = never expires).
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, le=2**32 - 1)
 
     @field_validator("url")
     @classmethod

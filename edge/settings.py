@@ -4,26 +4,48 @@ Secrets need not live in the YAML: ``ZHIZAO_EDGE_UPLINK_USERNAME`` and
 ``ZHIZAO_EDGE_UPLINK_PASSWORD`` (e.g. from a systemd credential or an env file
 readable by the edge user only) override the uplink's credentials, and
 ``ZHIZAO_EDGE_HTTP_PORT`` the health/metrics port.
+
+The environment is checked like the YAML: a value beyond its type (a port of 10**30,
+``nine``, a user name with a control character) is a
+:class:`zhizao.errors.ConfigError` naming the variable, never a traceback.
 """
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edge.config import EdgeConfig
+from edge.quantities import printable
+from zhizao.errors import ConfigError
+
+_PREFIX = "ZHIZAO_EDGE_"
 
 
 class EdgeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ZHIZAO_EDGE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=_PREFIX, extra="ignore")
 
-    uplink_username: str | None = None
+    uplink_username: (
+        Annotated[str, Field(min_length=1, max_length=256), AfterValidator(printable)] | None
+    ) = None
     uplink_password: SecretStr | None = None
-    http_port: int | None = None
+    http_port: Annotated[int, Field(ge=0, le=65535)] | None = None
 
 
 def edge_settings(**overrides: object) -> EdgeSettings:
-    return EdgeSettings(**overrides)  # type: ignore[arg-type]
+    """The settings from the environment (and ``overrides``); ConfigError if one is wrong."""
+    try:
+        return EdgeSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        problem = str(first["msg"]).removeprefix("Value error, ")
+        more = exc.error_count() - 1
+        if more:
+            problem += f" (and {more} more problem{'s' if more > 1 else ''})"
+        raise ConfigError("the environment", f"{_PREFIX}{field.upper()}", problem) from exc
 
 
 def apply_settings(config: EdgeConfig, settings: EdgeSettings) -> EdgeConfig:

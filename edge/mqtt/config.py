@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from edge.counters import check_counter_keys
 from edge.mqtt_session import BrokerConnection
-from edge.quantities import Duration
+from edge.quantities import Duration, PointName
 from zhizao.wire import CountName, PointKind, StateClass
 
 _DEVICE_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -44,7 +44,8 @@ _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and NaN are floats YAML can write (1.0e+400, .nan); no key of ours means them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +124,8 @@ class TimestampSpec(_Strict):
 class FieldMapping(_Strict):
     """One value in the payload and the point it becomes."""
 
-    path: Annotated[str, Field(min_length=1)]
-    name: Annotated[str, Field(min_length=1, max_length=128)]
+    path: Annotated[str, Field(min_length=1, max_length=1024)]
+    name: PointName
     kind: PointKind = PointKind.METRIC
     #: Device template for this field only (else the topic mapping's).
     device: str | None = None
@@ -137,11 +138,11 @@ class FieldMapping(_Strict):
     #: counter width for wrap detection of cumulative totals ...
     counter_bits: Annotated[int, Field(ge=8, le=64)] = 32
     #: ... or the value it wraps to 0 at (rollover: 1000 counts 999 -> 0 as one part)
-    rollover: Annotated[int, Field(ge=2)] | None = None
+    rollover: Annotated[int, Field(ge=2, le=2**64)] | None = None
     #: the device's ideal cycle time: an increment beyond what it allows is an anomaly
-    ideal_cycle_s: Annotated[float, Field(gt=0)] | None = None
+    ideal_cycle_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
     #: an increment above this is an anomaly, whatever the elapsed time
-    max_increment: Annotated[int, Field(ge=1)] | None = None
+    max_increment: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
     unit: str | None = None
 
     @field_validator("state_map", mode="before")
@@ -223,11 +224,11 @@ class MqttSourceConfig(_Strict):
     #: Time zone of ISO 8601 timestamps written without an offset.
     timezone: str = "Asia/Shanghai"
     #: A counter increment above elapsed / ideal_cycle_s * this + 1 is an anomaly.
-    plausibility_factor: Annotated[float, Field(gt=0)] = 2.0
+    plausibility_factor: Annotated[float, Field(gt=0, le=1000)] = 2.0
     #: Ideal cycle time per device (seconds), for the counters of devices that share a
     #: topic mapping; it takes precedence over a count field's own ideal_cycle_s.
     ideal_cycle_s: dict[
-        Annotated[str, Field(pattern=_DEVICE_RE)], Annotated[float, Field(gt=0)]
+        Annotated[str, Field(pattern=_DEVICE_RE)], Annotated[float, Field(gt=0, le=86_400)]
     ] = {}
     topics: Annotated[list[TopicMapping], Field(min_length=1)]
 

@@ -37,13 +37,14 @@ collector logs a warning whenever it uses it.
 
 from __future__ import annotations
 
+import binascii
 import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -55,7 +56,9 @@ from pydantic import (
     model_validator,
 )
 
+from edge.config_yaml import compose, read_text
 from edge.counters import check_counter_keys
+from edge.quantities import PointName, printable
 from zhizao.errors import ConfigError
 from zhizao.wire import CountName, PointKind, StateClass
 
@@ -108,7 +111,35 @@ def parse_node_id(text: str) -> tuple[str, str, str]:
     match = _NODEID_RE.match(text)
     if match is None:
         raise ValueError(f"{text!r} is not a NodeId; expected nsu=<uri>;s=<name> (or i=, g=, b=)")
-    return match["uri"] or UA_NS, match["type"], match["id"]
+    uri, kind, ident = match["uri"] or UA_NS, match["type"], match["id"]
+    _check_identifier(text, kind, ident)
+    printable(uri)
+    return uri, kind, ident
+
+
+_GUID_RE = re.compile(r"^[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}$")
+
+
+def _check_identifier(text: str, kind: str, ident: str) -> None:
+    """The identifier fits its type (OPC 10000-3 §8.2): what a server could ever hold."""
+    if kind == "i":
+        if not ident.isascii() or not ident.isdigit():
+            raise ValueError(f"{text!r}: a numeric identifier (i=) is digits only")
+        if len(ident) > 10 or int(ident) > UINT32_MAX:
+            raise ValueError(f"{text!r}: a numeric identifier (i=) is at most {UINT32_MAX}")
+    elif kind == "g" and not _GUID_RE.match(ident):
+        raise ValueError(
+            f"{text!r}: a GUID identifier (g=) looks like 09087e75-8e5e-499b-954f-f2a9603db28a"
+        )
+    elif kind == "b":
+        try:
+            binascii.a2b_base64(ident, strict_mode=True)
+        except binascii.Error as exc:
+            raise ValueError(f"{text!r}: an opaque identifier (b=) is base64 ({exc})") from exc
+    elif len(ident) > 4096:
+        raise ValueError(f"{text!r}: a string identifier (s=) is at most 4096 characters")
+    else:
+        printable(ident)
 
 
 def parse_browse_path(text: str, default_namespace: str | None) -> list[tuple[str, str]]:
@@ -136,7 +167,17 @@ def looks_like_node_id(text: str) -> bool:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and NaN are floats YAML can write (1.0e+400, .nan); no key of ours means them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+#: OPC UA intervals are Durations in ms; beyond a day is a typo, not a setting.
+IntervalMs = Annotated[float, Field(gt=0, le=86_400_000)]
+#: Timeouts and backoff in seconds, likewise bounded by a day.
+Seconds = Annotated[float, Field(gt=0, le=86_400)]
+#: Counter increments are stored as 64-bit integers.
+INT64_MAX = 2**63 - 1
+UINT32_MAX = 2**32 - 1
 
 
 class Deadband(_Strict):
@@ -153,9 +194,9 @@ class Deadband(_Strict):
 class Reconnect(_Strict):
     """Exponential backoff between connection attempts."""
 
-    initial_s: Annotated[float, Field(gt=0)] = 1.0
-    max_s: Annotated[float, Field(gt=0)] = 60.0
-    factor: Annotated[float, Field(ge=1)] = 2.0
+    initial_s: Seconds = 1.0
+    max_s: Seconds = 60.0
+    factor: Annotated[float, Field(ge=1, le=100)] = 2.0
 
     @model_validator(mode="after")
     def _ordered(self) -> Reconnect:
@@ -227,27 +268,27 @@ class NodeMapping(_Strict):
 
     device: Annotated[str, Field(pattern=_DEVICE_RE)]
     kind: Literal[PointKind.METRIC, PointKind.STATE, PointKind.COUNT]
-    name: Annotated[str, Field(min_length=1, max_length=128)]
+    name: PointName
     node: str | None = None
     browse_path: str | None = None
     unit: str | None = None
     state_map: dict[str, StateClass] | None = None
     #: the state class for a raw value the map does not name; None reports an error
     state_default: StateClass | None = None
-    sampling_interval_ms: Annotated[float, Field(ge=0)] | None = None
+    sampling_interval_ms: Annotated[float, Field(ge=0, le=86_400_000)] | None = None
     deadband: Deadband | None = None
     queue_size: Annotated[int, Field(ge=1, le=10_000)] | None = None
     mode: ReadMode | None = None
-    poll_interval_ms: Annotated[float, Field(gt=0)] | None = None
+    poll_interval_ms: IntervalMs | None = None
     timestamp: TimestampChoice | None = None
     #: a cumulative counter wraps to 0 after 2**counter_bits - 1 ...
     counter_bits: Literal[16, 32, 64] = 32
     #: ... or at this value (rollover: 1000 counts 999 -> 0 as one part)
-    rollover: Annotated[int, Field(ge=2)] | None = None
+    rollover: Annotated[int, Field(ge=2, le=2**64)] | None = None
     #: the device's ideal cycle time: an increment beyond what it allows is an anomaly
-    ideal_cycle_s: Annotated[float, Field(gt=0)] | None = None
+    ideal_cycle_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
     #: an increment above this is an anomaly, whatever the elapsed time
-    max_increment: Annotated[int, Field(ge=1)] | None = None
+    max_increment: Annotated[int, Field(ge=1, le=INT64_MAX)] | None = None
 
     @field_validator("state_map", mode="before")
     @classmethod
@@ -301,10 +342,12 @@ class PresetMapping(_Strict):
     preset: Preset
     device: Annotated[str, Field(pattern=_DEVICE_RE)]
     root: Annotated[str, Field(min_length=1)]
-    name: Annotated[str, Field(min_length=1, max_length=128)] = "state"
+    name: PointName = "state"
     #: Robotics: the SafetyState object under SafetyStates (servers name it freely)
-    safety_state: str = "SafetyState"
-    sampling_interval_ms: Annotated[float, Field(ge=0)] | None = None
+    safety_state: Annotated[str, Field(min_length=1, max_length=256), AfterValidator(printable)] = (
+        "SafetyState"
+    )
+    sampling_interval_ms: Annotated[float, Field(ge=0, le=86_400_000)] | None = None
     mode: ReadMode | None = None
     timestamp: TimestampChoice | None = None
 
@@ -316,14 +359,19 @@ class PresetMapping(_Strict):
         return value
 
 
+# The tags appear in pydantic's error locations; they are class names so that no key
+# a person writes (``node:``, ``preset:``) is mistaken for one, or one for a key.
+_NODE_TAG, _PRESET_TAG = "NodeMapping", "PresetMapping"
+
+
 def _mapping_tag(value: Any) -> str:
     if isinstance(value, dict):
-        return "preset" if "preset" in value else "node"
-    return "preset" if isinstance(value, PresetMapping) else "node"
+        return _PRESET_TAG if "preset" in value else _NODE_TAG
+    return _PRESET_TAG if isinstance(value, PresetMapping) else _NODE_TAG
 
 
 Mapping = Annotated[
-    Annotated[NodeMapping, Tag("node")] | Annotated[PresetMapping, Tag("preset")],
+    Annotated[NodeMapping, Tag(_NODE_TAG)] | Annotated[PresetMapping, Tag(_PRESET_TAG)],
     Discriminator(_mapping_tag),
 ]
 
@@ -335,22 +383,24 @@ class OpcUaSourceConfig(_Strict):
     name: Annotated[str, Field(pattern=_DEVICE_RE)] = "opcua"
     endpoint: Annotated[str, Field(pattern=r"^opc\.tcp://.+")]
     security: Security
-    namespace: str | None = None
+    namespace: (
+        Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(printable)] | None
+    ) = None
     timestamp: TimestampChoice = TimestampChoice.SOURCE
     mode: ReadMode = ReadMode.SUBSCRIBE
-    publishing_interval_ms: Annotated[float, Field(gt=0)] = 500.0
-    sampling_interval_ms: Annotated[float, Field(ge=0)] = 500.0
+    publishing_interval_ms: IntervalMs = 500.0
+    sampling_interval_ms: Annotated[float, Field(ge=0, le=86_400_000)] = 500.0
     queue_size: Annotated[int, Field(ge=1, le=10_000)] = 10
-    poll_interval_ms: Annotated[float, Field(gt=0)] = 1000.0
+    poll_interval_ms: IntervalMs = 1000.0
     #: the Server_ServerStatus_CurrentTime heartbeat: no change for this long means
     #: the subscription went silent and is rebuilt
-    heartbeat_timeout_s: Annotated[float, Field(gt=0)] = 10.0
-    request_timeout_s: Annotated[float, Field(gt=0)] = 4.0
+    heartbeat_timeout_s: Seconds = 10.0
+    request_timeout_s: Seconds = 4.0
     reconnect: Reconnect = Reconnect()
     #: bounded buffer between subscription and sink; when full the oldest goes first
-    buffer_size: Annotated[int, Field(ge=10)] = 100_000
+    buffer_size: Annotated[int, Field(ge=10, le=10_000_000)] = 100_000
     #: a counter increment above elapsed / ideal_cycle_s * this + 1 is an anomaly
-    plausibility_factor: Annotated[float, Field(gt=0)] = 2.0
+    plausibility_factor: Annotated[float, Field(gt=0, le=1000)] = 2.0
     nodes: Annotated[list[Mapping], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -383,12 +433,12 @@ class OpcUaSourceConfig(_Strict):
 def describe_validation_error(error: ValidationError) -> tuple[str, str]:
     """The key (dotted path) and problem of a pydantic error, for ConfigError."""
     first = error.errors(include_url=False)[0]
-    # The union tag ("node" or "preset", right after a list index) is not a key a
-    # person wrote; leave it out of the dotted path.
+    # The union tag (right after a list index) is not a key a person wrote; leave it
+    # out of the dotted path.
     loc: list[str] = []
     previous: object = None
     for part in first["loc"]:
-        if not (isinstance(previous, int) and part in ("node", "preset")):
+        if not (isinstance(previous, int) and part in (_NODE_TAG, _PRESET_TAG)):
             loc.append(str(part))
         previous = part
     more = error.error_count() - 1
@@ -408,14 +458,7 @@ def load_source_file(path: Path) -> OpcUaSourceConfig:
 
     Raises ConfigError naming the file, the key and the problem.
     """
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(str(path), where, f"not valid YAML: {exc}") from exc
+    document, _ = compose(read_text(path), str(path))
     if not isinstance(document, dict):
         raise ConfigError(str(path), "", "expected a mapping with type: opcua at the top")
     try:
