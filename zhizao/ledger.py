@@ -41,13 +41,15 @@ could not be made) are reported apart from errors: the rows they concern are kep
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
+import gc
 import io
 import math
 import re
 import unicodedata
-import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -55,9 +57,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeAlias, cast
 
-from openpyxl import load_workbook
 from openpyxl.utils import get_column_letter
-from openpyxl.utils.exceptions import InvalidFileException
 from pydantic import BaseModel, ValidationError
 
 from zhizao.errors import InvalidValue, LedgerError
@@ -74,13 +74,25 @@ from zhizao.registry import (
     is_code,
     name_key,
 )
+from zhizao.xlsx import CellError, Formula, Workbook
 
 LedgerModel: TypeAlias = Region | Cluster | Enterprise | Device | EdgeGateway
+
+Progress: TypeAlias = Callable[[str, int, int], None]
+"""(step, rows done, rows in all), told while a ledger is read and stored: a long
+import shows a progress bar (``zhizao registry import``)."""
+
+
+def no_progress(step: str, done: int, total: int) -> None:
+    """The :data:`Progress` of nobody watching."""
+
 
 CSV_SUFFIXES = frozenset({".csv"})
 XLSX_SUFFIXES = frozenset({".xlsx", ".xlsm"})
 #: Rows above the header that are skipped when they are titles (合并单元格的表头标题).
 _HEADER_SEARCH_ROWS = 10
+#: Rows between two progress reports.
+_PROGRESS_ROWS = 5000
 
 
 class Table(StrEnum):
@@ -118,7 +130,7 @@ class RowError:
         if self.column:
             where += f", {self.column}"
         shown = "" if self.value is None or self.value == "" else f" {self.value!r}"
-        return f"{where}:{shown} {self.reason}"
+        return printable(f"{where}:{shown} {self.reason}")
 
 
 @dataclass(frozen=True)
@@ -208,6 +220,54 @@ class Ledger:
 
 
 # --------------------------------------------------------------------------- cells
+
+
+#: Characters that are no text: C0 and C1 controls but TAB, LF and CR (Excel's Alt+Enter
+#: line break), lone surrogates (no UTF-8 for them) and the noncharacters U+FFFE/FFFF.
+#: PostgreSQL cannot store U+0000 in text at all.
+_NOT_TEXT_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def _code_point(char: str) -> str:
+    return f"U+{ord(char):04X}"
+
+
+def printable(text: str) -> str:
+    """``text`` with each character that is no text shown as ``<U+0000>``, for messages."""
+    return _NOT_TEXT_RE.sub(lambda match: f"<{_code_point(match.group())}>", text)
+
+
+def _readable(value: object) -> object:
+    """A cell as the column parsers may take it, or InvalidValue naming what is wrong:
+    a character that is no text, a formula without a computed value, an error value."""
+    if isinstance(value, str):
+        found = _NOT_TEXT_RE.search(value)
+        if found is not None:
+            char = found.group()
+            name = unicodedata.name(char, "a control character")
+            raise InvalidValue(
+                "text",
+                printable(value),
+                f"contains {_code_point(char)} ({name.lower()}), which is not text (often left "
+                "by copying from another system); delete it",
+            )
+        return value
+    if isinstance(value, Formula):
+        raise InvalidValue(
+            "formula",
+            value.text,
+            f"cell {value.cell} holds the formula {value.text or '(shared formula)'} without a "
+            "computed value: the file was written by a program that does not calculate "
+            "formulas. Open it in Excel or WPS, save it, and import again (or type the value)",
+        )
+    if isinstance(value, CellError):
+        raise InvalidValue(
+            "error",
+            value.code,
+            f"cell {value.cell} shows the error {value.code} (a formula that failed); fix the "
+            "formula or type the value",
+        )
+    return value
 
 
 def _nfkc(text: str) -> str:
@@ -348,6 +408,7 @@ def split_codes(value: object) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(parts))  # a code listed twice is still one code
 
 
+@functools.lru_cache(maxsize=8192)
 def _lookup_key(text: str) -> str:
     """How headers, sheet names and device types are compared: loosely."""
     return re.sub(r"[\s_\-*]+", "", _nfkc(text)).casefold()
@@ -967,6 +1028,7 @@ def read_ledger(
     known_enterprises: AbstractSet[str] | None = None,
     known_clusters: KnownClusters | None = None,
     known_regions: AbstractSet[str] | None = None,
+    progress: Progress = no_progress,
 ) -> Ledger:
     """Parse a ``.csv`` or ``.xlsx`` ledger file into models and row errors.
 
@@ -987,6 +1049,7 @@ def read_ledger(
         known_enterprises=known_enterprises,
         known_clusters=known_clusters,
         known_regions=known_regions,
+        progress=progress,
     )
 
 
@@ -997,10 +1060,12 @@ def parse_ledger(
     known_enterprises: AbstractSet[str] | None = None,
     known_clusters: KnownClusters | None = None,
     known_regions: AbstractSet[str] | None = None,
+    progress: Progress = no_progress,
 ) -> Ledger:
     """Like :func:`read_ledger` for bytes already in memory (an upload); the format
     follows the extension of ``source``."""
     suffix = Path(source).suffix.lower()
+    sheets: Iterable[_RawSheet]
     if suffix in CSV_SUFFIXES:
         sheets = [_read_csv(data, source)]
     elif suffix in XLSX_SUFFIXES:
@@ -1012,7 +1077,26 @@ def parse_ledger(
             f"{source}: unknown ledger format {suffix or '(no extension)'!r}; use .xlsx or .csv"
         )
     reader = _Reader(source, sheets, known_enterprises, known_clusters, known_regions)
-    return reader.read(is_csv=suffix in CSV_SUFFIXES)
+    reader.progress = progress
+    with _no_cycle_collection():
+        return reader.read(is_csv=suffix in CSV_SUFFIXES)
+
+
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a ledger is read.
+
+    Reading builds millions of small acyclic objects (cells, dicts, models) that
+    reference counting frees; meanwhile the collector's full passes walk everything
+    alive again and again, which took more than half of the time of a 100,000-row
+    import. Nothing of a ledger forms cycles, so pausing it loses no memory."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _decode(data: bytes, source: str) -> str:
@@ -1032,6 +1116,11 @@ def _read_csv(data: bytes, source: str) -> _RawSheet:
     text = _decode(data, source)
     first_line = text.split("\n", 1)[0]
     delimiter = "\t" if "\t" in first_line and "," not in first_line else ","
+    # The csv module refuses a field above 128 KiB and with it the whole file; a cell
+    # that long is one bad cell (its column's length rule reports it), so allow any
+    # field the file can hold. The limit is process-wide and only ever raised.
+    if len(text) >= csv.field_size_limit():
+        csv.field_size_limit(len(text) + 1)
     try:
         records = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
     except csv.Error as exc:
@@ -1045,37 +1134,57 @@ def _read_csv(data: bytes, source: str) -> _RawSheet:
     return _RawSheet(name=name, rows=rows, hint=Path(source).stem)
 
 
-def _read_xlsx(data: bytes, source: str) -> list[_RawSheet]:
+def _read_xlsx(data: bytes, source: str) -> Iterator[_RawSheet]:
+    """The sheets of a workbook, each read when the previous one has been parsed, so
+    that memory holds the raw cells of one sheet at a time (zhizao.xlsx)."""
     try:
-        workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
-        raise LedgerError(f"{source}: not a readable .xlsx workbook ({exc})") from exc
-    sheets: list[_RawSheet] = []
+        workbook = Workbook(data)
+    except LedgerError as exc:
+        raise LedgerError(f"{source}: {exc}") from exc
     try:
-        for worksheet in workbook.worksheets:
-            rows: list[_Row] = []
-            # The <dimension> tag written by some tools is wrong; read to the real end.
-            worksheet.reset_dimensions()
-            for number, values in enumerate(worksheet.iter_rows(values_only=True), start=1):
-                if not all(_is_blank(cell) for cell in values):
-                    rows.append((number, tuple(values)))
-            sheets.append(_RawSheet(name=worksheet.title, rows=rows, hint=worksheet.title))
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError, SyntaxError) as exc:
-        # SyntaxError is what the XML parsers raise for a corrupt sheet part.
-        raise LedgerError(f"{source}: a sheet of the workbook cannot be read ({exc})") from exc
+        sheets = workbook.sheets()
+        while True:
+            try:
+                sheet = next(sheets)
+            except StopIteration:
+                return
+            except LedgerError as exc:
+                raise LedgerError(f"{source}: {exc}") from exc
+            yield _RawSheet(name=sheet.name, rows=sheet.rows, hint=sheet.name)
     finally:
         workbook.close()
-    return sheets
 
 
 # --------------------------------------------------------------------------- parsing
 
 
-@dataclass
+class _RawCells(Mapping[str, object]):
+    """A row's cells by field, as in the file: the row's own tuple and the sheet's
+    field → column index, instead of a dict per row (a 100,000-row ledger saves
+    about 65 MB)."""
+
+    __slots__ = ("_cells", "_index")
+
+    def __init__(self, cells: tuple[object, ...], index: Mapping[str, int]) -> None:
+        self._cells = cells
+        self._index = index
+
+    def __getitem__(self, field: str) -> object:
+        position = self._index[field]
+        return self._cells[position] if position < len(self._cells) else None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+@dataclass(slots=True)
 class _ParsedRow:
     sheet: str
     row: int
-    raw: dict[str, object]  # field → the cell as in the file
+    raw: Mapping[str, object]  # field → the cell as in the file
     values: dict[str, object]  # field → the converted cell, where it converted
     model: BaseModel | None = None
     failed: bool = False
@@ -1093,6 +1202,11 @@ class _ParsedTable:
     header_row: int
     headers: dict[str, str]  # field → header text in the file
     rows: list[_ParsedRow]
+    #: What every row of this sheet gives (one object for all its RowRefs).
+    fields: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        self.fields = frozenset(self.headers)
 
 
 def _model_error(
@@ -1133,7 +1247,7 @@ class _Reader:
     def __init__(
         self,
         source: str,
-        sheets: list[_RawSheet],
+        sheets: Iterable[_RawSheet],
         known_enterprises: AbstractSet[str] | None,
         known_clusters: KnownClusters | None,
         known_regions: AbstractSet[str] | None = None,
@@ -1156,6 +1270,7 @@ class _Reader:
         self.known_regions = None if known_regions is None else {c.strip() for c in known_regions}
         self.ledger = Ledger(source=source)
         self.positions: dict[str, dict[str, int]] = {}  # sheet → header text → column
+        self.progress: Progress = no_progress
 
     def error(self, sheet: str, row: int, column: str, value: object, reason: str) -> None:
         self.ledger.errors.append(RowError(self.source, sheet, row, column, value, reason))
@@ -1173,10 +1288,12 @@ class _Reader:
         self.is_csv = is_csv
         tables: list[_ParsedTable] = []
         for raw in self.raw_sheets:
+            self.progress(f"read {raw.name}", len(raw.rows), len(raw.rows))
             table = self._table_of(raw, is_csv=is_csv)
-            if table is None:
-                continue
-            tables.append(self._parse_sheet(raw, table))
+            if table is not None:
+                tables.append(self._parse_sheet(raw, table))
+            # The raw cells of a sheet are not needed once its rows are parsed.
+            raw.rows = []
         if not tables:
             raise LedgerError(
                 f"{self.source}: no sheet is a ledger table; name the sheets regions/行政区划, "
@@ -1241,47 +1358,76 @@ class _Reader:
             )
         position = {text: index for index, _, text in columns}
         self.positions[raw.name] = position
+        unnamed = [index for index, cell in enumerate(header_cells) if _is_blank(cell)]
         unnamed_warned: set[int] = set()
+        field_index = {col.field: index for index, col, _ in columns}
+        model_headers = _model_headers(headers)
         parsed: list[_ParsedRow] = []
-        for number, cells in raw.rows:
+        total = len(raw.rows)
+        step = f"check {raw.name}"
+        for seen, (number, cells) in enumerate(raw.rows, start=1):
+            if seen % _PROGRESS_ROWS == 0:
+                self.progress(step, seen, total)
             if number <= header_row:
                 continue
-            row = _ParsedRow(raw.name, number, {}, {})
+            row = _ParsedRow(raw.name, number, _RawCells(cells, field_index), {})
             for index, col, text in columns:
                 value = cells[index] if index < len(cells) else None
-                row.raw[col.field] = value
                 try:
-                    converted = col.parse(value)
+                    cell = _readable(value)
                 except InvalidValue as exc:
-                    self.error(raw.name, number, text, value, exc.rule)
-                    row.failed = True
-                    row.unparsed.add(col.field)
+                    # No text, a formula or an error value: shown as the check saw it
+                    # (<U+0000>, the formula text).
+                    self._cell_error(row, col, text, exc.value, exc.rule)
+                    continue
+                try:
+                    converted = col.parse(cell)
+                except InvalidValue as exc:
+                    self._cell_error(row, col, text, value, exc.rule)
                     continue
                 if converted is not None:
                     row.values[col.field] = converted
-            for index, value in enumerate(cells):
-                unnamed = index >= len(header_cells) or _is_blank(header_cells[index])
-                if unnamed and index not in unnamed_warned and not _is_blank(value):
-                    unnamed_warned.add(index)
-                    self.warn(
-                        raw.name,
-                        number,
-                        get_column_letter(index + 1),
-                        value,
-                        "column has no header; its values are ignored",
-                    )
+            if len(cells) > len(header_cells) or unnamed:
+                self._unnamed_cells(row, cells, len(header_cells), unnamed, unnamed_warned)
             if table is Table.DEVICES:
                 self._device_cells(row, headers)
             elif table is Table.ENTERPRISES and "cluster_codes" in headers:
                 clusters = row.values.pop("cluster_codes", None)
                 row.clusters = cast(tuple[str, ...], clusters or ())
-            self._validate(row, spec, headers)
+            self._validate(row, spec, model_headers)
             row.bad |= row.unparsed
             parsed.append(row)
         self.ledger.sheets.append(
             SheetRead(raw.name, table, header_row, len(parsed), tuple(not_used))
         )
-        return _ParsedTable(table, raw.name, header_row, _model_headers(headers), parsed)
+        return _ParsedTable(table, raw.name, header_row, model_headers, parsed)
+
+    def _cell_error(
+        self, row: _ParsedRow, col: _Column, header: str, value: object, reason: str
+    ) -> None:
+        self.error(row.sheet, row.row, header, value, reason)
+        row.failed = True
+        row.unparsed.add(col.field)
+
+    def _unnamed_cells(
+        self,
+        row: _ParsedRow,
+        cells: tuple[object, ...],
+        width: int,
+        unnamed: list[int],
+        warned: set[int],
+    ) -> None:
+        """Warn once per column about values under no header (they are not read)."""
+        for index in (*unnamed, *range(width, len(cells))):
+            if index < len(cells) and index not in warned and not _is_blank(cells[index]):
+                warned.add(index)
+                self.warn(
+                    row.sheet,
+                    row.row,
+                    get_column_letter(index + 1),
+                    cells[index],
+                    "column has no header; its values are ignored",
+                )
 
     def _device_cells(self, row: _ParsedRow, headers: Mapping[str, str]) -> None:
         """What a device row's cells mean together: the type (an unknown one is 其他
@@ -1428,8 +1574,8 @@ class _Reader:
 
     def _validate(self, row: _ParsedRow, spec: _TableSpec, headers: Mapping[str, str]) -> None:
         """Validate the cells that converted, so one message per bad cell is reported;
-        a row with any bad cell is never accepted."""
-        headers = _model_headers(headers)
+        a row with any bad cell is never accepted. ``headers`` are by model field
+        (:func:`_model_headers`)."""
         try:
             model = spec.model.model_validate(row.values)
         except ValidationError as exc:
@@ -1525,7 +1671,15 @@ def _find_header(rows: list[_Row], table: Table | None) -> tuple[int, tuple[obje
 
 
 def _credit_key(value: object) -> str | None:
+    if isinstance(value, str):
+        return _credit_text_key(value)
     return None if _is_blank(value) else _nfkc(_text(value)).strip().upper()
+
+
+@functools.lru_cache(maxsize=8192)
+def _credit_text_key(value: str) -> str | None:
+    # A ledger repeats a few hundred credit codes on 100,000 rows.
+    return None if not value.strip() else _nfkc(value).strip().upper()
 
 
 class _CrossCheck:
@@ -1607,7 +1761,6 @@ class _CrossCheck:
 
     def _accept(self, parsed: _ParsedTable, row: _ParsedRow, key: object, model: BaseModel) -> None:
         self.valid[parsed.table][key] = model
-        fields = frozenset(parsed.headers)
         ledger = self.ledger
         if isinstance(model, Region):
             ledger.regions.append(model)
@@ -1621,7 +1774,8 @@ class _CrossCheck:
             ledger.edges.append(model)
         else:  # pragma: no cover - every spec's model is one of the above
             raise TypeError(f"unexpected model {type(model).__name__}")
-        ledger.origins[model] = RowRef(row.sheet, row.row, fields, dict(parsed.headers))
+        # One fields set and one headers dict per sheet, shared by its rows' RowRefs.
+        ledger.origins[model] = RowRef(row.sheet, row.row, parsed.fields, parsed.headers)
 
     def _unchecked(self, parsed: _ParsedTable, table: Table) -> None:
         """Say once per sheet that references to ``table`` could not be checked."""

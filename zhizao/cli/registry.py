@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as ProgressBar
 from rich.table import Table
+from rich.text import Text
 
 from zhizao.cli.common import DbUrlOption, console, db_settings, err_console, fail
 from zhizao.errors import ZhizaoError
-from zhizao.ledger import Ledger, read_ledger
+from zhizao.ledger import Ledger, Progress, no_progress, printable, read_ledger
 from zhizao.ledger import Table as LedgerTable
 from zhizao.settings import DatabaseSettings
 from zhizao.storage.connection import connect
@@ -29,7 +34,9 @@ app = typer.Typer(
 )
 
 
-async def import_ledger(settings: DatabaseSettings, path: Path) -> tuple[Ledger, RegistryChanges]:
+async def import_ledger(
+    settings: DatabaseSettings, path: Path, progress: Progress = no_progress
+) -> tuple[Ledger, RegistryChanges]:
     """Parse a ledger file and store every valid row in one transaction."""
     conn = await connect(settings.url)
     async with conn:
@@ -41,10 +48,67 @@ async def import_ledger(settings: DatabaseSettings, path: Path) -> tuple[Ledger,
             known_enterprises=enterprises,
             known_clusters=clusters,
             known_regions=regions,
+            progress=progress,
         )
         async with conn.transaction():
-            changes = await store_ledger(conn, ledger)
+            changes = await store_ledger(conn, ledger, progress)
     return ledger, changes
+
+
+_STEPS = {"read": "读取 reading", "check": "检查 checking", "devices": "存储 storing"}
+
+
+class ImportProgress:
+    """Where a long import is, on stderr: a bar on a terminal, else a line at every
+    tenth of a step (for a log file or a CI job). Imports of fewer than
+    :attr:`min_rows` rows say nothing: they are over before anyone looks."""
+
+    min_rows = 20_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # reading runs in a worker thread
+        self._bar: ProgressBar | None = None
+        self._tasks: dict[str, object] = {}
+        self._printed: dict[str, int] = {}
+
+    def __enter__(self) -> ImportProgress:
+        if err_console.is_terminal:
+            self._bar = ProgressBar(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+            )
+            self._bar.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __call__(self, step: str, done: int, total: int) -> None:
+        if total < self.min_rows:
+            return
+        verb, _, what = step.partition(" ")
+        label = f"{_STEPS.get(verb, verb)} {what or verb}"
+        with self._lock:
+            if self._bar is not None:
+                task = self._tasks.get(step)
+                if task is None:
+                    task = self._tasks[step] = self._bar.add_task(label, total=total)
+                self._bar.update(task, completed=done)  # type: ignore[arg-type]
+                return
+            tenth = done * 10 // total
+            if tenth > self._printed.get(step, -1):
+                self._printed[step] = tenth
+                err_console.print(f"{label}: {done:,} / {total:,} 行 rows", soft_wrap=True)
 
 
 @dataclass(frozen=True)
@@ -120,7 +184,7 @@ def print_changes(ledger: Ledger, changes: RegistryChanges) -> None:
                 f"[dim]{sheet.name}: 未使用的列 columns not used: {', '.join(sheet.unused)}[/]"
             )
     for warning in ledger.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}")
+        err_console.print(Text.assemble(("warning: ", "yellow"), str(warning)), soft_wrap=True)
     if ledger.errors:
         errors = Table(
             title=f"{summary.rejected} 行被拒绝 rows rejected (others were stored), "
@@ -129,12 +193,13 @@ def print_changes(ledger: Ledger, changes: RegistryChanges) -> None:
         for header in ("工作表 Sheet", "行 Row", "列 Column", "值 Value", "原因 Reason"):
             errors.add_column(header)
         for error in ledger.errors:
+            # A cell may hold U+0000 or ESC: shown as <U+0000>, never sent to the terminal.
             errors.add_row(
-                error.sheet,
+                Text(printable(error.sheet)),
                 str(error.row),
-                error.column,
-                "" if error.value is None else str(error.value),
-                error.reason,
+                Text(printable(error.column)),
+                Text("" if error.value is None else printable(str(error.value))),
+                Text(printable(error.reason)),
             )
         err_console.print(errors)
 
@@ -150,7 +215,8 @@ def import_command(
     (exit code 1). Re-importing the same file changes nothing.
     """
     try:
-        ledger, changes = asyncio.run(import_ledger(db_settings(db_url), file))
+        with ImportProgress() as progress:
+            ledger, changes = asyncio.run(import_ledger(db_settings(db_url), file, progress))
     except ZhizaoError as exc:
         raise fail(exc) from exc
     print_changes(ledger, changes)

@@ -15,15 +15,16 @@ of a given code; a code without a name leaves the name alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence, Set
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
+import psycopg
 from psycopg import sql
 
 from zhizao.codes import region_level, region_parent
 from zhizao.errors import StorageError
-from zhizao.ledger import Ledger, RowError
+from zhizao.ledger import Ledger, LedgerModel, Progress, RowError, no_progress
 from zhizao.registry import (
     Cluster,
     Device,
@@ -89,6 +90,20 @@ class RegistryChanges:
         )
 
 
+#: Rows per statement: large enough that round trips do not count, small enough that a
+#: batch refused by the database is quickly retried row by row.
+BATCH_ROWS = 5000
+
+T = TypeVar("T")
+
+Refuse = Callable[[object, str], None]
+"""Called with a model the database refused and its message; the rest is stored."""
+
+
+def _refuse_nothing(model: object, reason: str) -> None:
+    raise StorageError(f"the database refused {model!r}: {reason}")
+
+
 async def _upsert(conn: Conn, query: str | sql.Composed, params: Sequence[object]) -> bool | None:
     """Run one upsert ending in ``RETURNING (xmax = 0)``: True inserted, False updated,
     None unchanged (the WHERE of DO UPDATE filtered the row out)."""
@@ -97,43 +112,116 @@ async def _upsert(conn: Conn, query: str | sql.Composed, params: Sequence[object
     return None if row is None else bool(row[0])
 
 
-async def upsert_regions(conn: Conn, regions: Iterable[Region]) -> UpsertCounts:
+#: What a row's values can make the database refuse (not a lost connection, not a bug
+#: in a statement). CardinalityViolation: two rows of one batch with the same key,
+#: which only a ledger built in code can have; row by row they are stored in order.
+_ROW_REFUSED = (
+    psycopg.errors.DataError,
+    psycopg.errors.IntegrityError,
+    psycopg.errors.CardinalityViolation,
+)
+
+
+async def _in_batches(
+    conn: Conn,
+    items: Sequence[T],
+    run: Callable[[Sequence[T]], Awaitable[None]],
+    refuse: Refuse,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """``run`` each batch inside a savepoint. A batch the database refuses (a row
+    that breaks a constraint the ledger's checks did not foresee) is undone and run
+    again row by row, each in its own savepoint, so that only the refused rows are
+    lost: they go to ``refuse``, every other row is stored."""
+    done = 0
+    for start in range(0, len(items), BATCH_ROWS):
+        batch = items[start : start + BATCH_ROWS]
+        try:
+            async with conn.transaction():
+                await run(batch)
+        except _ROW_REFUSED:
+            for item in batch:
+                try:
+                    async with conn.transaction():
+                        await run([item])
+                except _ROW_REFUSED as exc:
+                    refuse(item, exc.diag.message_primary or str(exc))
+        done += len(batch)
+        if progress is not None:
+            progress(done)
+
+
+def _changed_flags(rows: Iterable[Sequence[object]]) -> dict[object, bool]:
+    """``RETURNING key..., (xmax = 0)`` rows → key → inserted (True) or updated (False)."""
+    found: dict[object, bool] = {}
+    for row in rows:
+        *key, inserted = row
+        found[key[0] if len(key) == 1 else tuple(key)] = bool(inserted)
+    return found
+
+
+def _count(counts: UpsertCounts, flags: Mapping[Any, bool], keys: Iterable[object]) -> None:
+    for key in keys:
+        counts.add(flags.get(key))
+
+
+async def upsert_regions(
+    conn: Conn, regions: Iterable[Region], refuse: Refuse = _refuse_nothing
+) -> UpsertCounts:
     counts = UpsertCounts()
-    # Parents first, so the self-reference holds whatever order the caller used.
-    for region in sorted(regions, key=lambda r: (region_level(r.code) != "province", r.code)):
-        counts.add(
-            await _upsert(
-                conn,
-                """
-                INSERT INTO region (code, name, level, parent_code) VALUES (%s, %s, %s, %s)
-                ON CONFLICT (code) DO UPDATE SET name = excluded.name
-                WHERE region.name IS DISTINCT FROM excluded.name
-                RETURNING (xmax = 0)
-                """,
-                (region.code, region.name, str(region.level), region_parent(region.code)),
-            )
+    # Parents first (the self-reference is checked at the end of each statement, but a
+    # batch boundary could fall between a city and its counties).
+    ordered = sorted(regions, key=lambda r: (region_level(r.code) != "province", r.code))
+
+    async def run(batch: Sequence[Region]) -> None:
+        cur = await conn.execute(
+            """
+            INSERT INTO region (code, name, level, parent_code)
+            SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])
+            ON CONFLICT (code) DO UPDATE SET name = excluded.name
+            WHERE region.name IS DISTINCT FROM excluded.name
+            RETURNING code, (xmax = 0)
+            """,
+            (
+                [r.code for r in batch],
+                [r.name for r in batch],
+                [str(r.level) for r in batch],
+                [region_parent(r.code) for r in batch],
+            ),
         )
+        flags = _changed_flags(await cur.fetchall())
+        _count(counts, {str(k).strip(): v for k, v in flags.items()}, (r.code for r in batch))
+
+    await _in_batches(conn, ordered, run, refuse)
     return counts
 
 
-async def upsert_clusters(conn: Conn, clusters: Iterable[Cluster]) -> UpsertCounts:
+async def upsert_clusters(
+    conn: Conn, clusters: Iterable[Cluster], refuse: Refuse = _refuse_nothing
+) -> UpsertCounts:
     counts = UpsertCounts()
-    for cluster in clusters:
-        counts.add(
-            await _upsert(
-                conn,
-                """
-                INSERT INTO cluster (code, name, region_code, industry_code)
-                VALUES (%s, %s, %s, %s)
-                ON CONFLICT (code) DO UPDATE SET name = excluded.name,
-                    region_code = excluded.region_code, industry_code = excluded.industry_code
-                WHERE (cluster.name, cluster.region_code, cluster.industry_code)
-                    IS DISTINCT FROM (excluded.name, excluded.region_code, excluded.industry_code)
-                RETURNING (xmax = 0)
-                """,
-                (cluster.code, cluster.name, cluster.region_code, cluster.industry_code),
-            )
+
+    async def run(batch: Sequence[Cluster]) -> None:
+        cur = await conn.execute(
+            """
+            INSERT INTO cluster (code, name, region_code, industry_code)
+            SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])
+            ON CONFLICT (code) DO UPDATE SET name = excluded.name,
+                region_code = excluded.region_code, industry_code = excluded.industry_code
+            WHERE (cluster.name, cluster.region_code, cluster.industry_code)
+                IS DISTINCT FROM (excluded.name, excluded.region_code, excluded.industry_code)
+            RETURNING code, (xmax = 0)
+            """,
+            (
+                [c.code for c in batch],
+                [c.name for c in batch],
+                [c.region_code for c in batch],
+                [c.industry_code for c in batch],
+            ),
         )
+        _count(counts, _changed_flags(await cur.fetchall()), (c.code for c in batch))
+
+    await _in_batches(conn, list(clusters), run, refuse)
     return counts
 
 
@@ -147,11 +235,18 @@ _ENTERPRISE_COLUMNS = (
 )
 
 
-def _set_clause(table: str, columns: Sequence[str]) -> sql.Composed:
-    """``SET a = excluded.a, ... WHERE (t.a, ...) IS DISTINCT FROM (excluded.a, ...)``."""
+def _set_clause(table: str, columns: Sequence[str], *, touch: bool = False) -> sql.Composed:
+    """``SET a = excluded.a, ... WHERE (t.a, ...) IS DISTINCT FROM (excluded.a, ...)``;
+    ``touch`` also sets ``updated_at`` (only on rows that change, by the WHERE). No
+    columns: an existing row is left alone."""
+    if not columns:
+        return sql.SQL("SET name = {}.name WHERE false").format(sql.Identifier(table))
     idents = [sql.Identifier(c) for c in columns]
+    sets: list[sql.Composable] = [sql.SQL("{0} = excluded.{0}").format(i) for i in idents]
+    if touch:
+        sets.append(sql.SQL("updated_at = now()"))
     return sql.SQL("SET {sets} WHERE ({old}) IS DISTINCT FROM ({new})").format(
-        sets=sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(i) for i in idents),
+        sets=sql.SQL(", ").join(sets),
         old=sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(table), i) for i in idents),
         new=sql.SQL(", ").join(sql.SQL("excluded.{}").format(i) for i in idents),
     )
@@ -165,94 +260,140 @@ def _given(columns: Sequence[str], fields: Set[str] | None, renames: dict[str, s
     return [c for c in columns if inverse.get(c, c) in fields]
 
 
+def _grouped(
+    models: Iterable[T], fields_of: Callable[[T], Set[str] | None]
+) -> list[tuple[Set[str] | None, list[T]]]:
+    """Models by the set of fields their file gave (one group per sheet, in order)."""
+    groups: dict[frozenset[str] | None, list[T]] = {}
+    for model in models:
+        fields = fields_of(model)
+        groups.setdefault(None if fields is None else frozenset(fields), []).append(model)
+    return list(groups.items())
+
+
 async def upsert_enterprises(
     conn: Conn,
     enterprises: Iterable[Enterprise],
     fields_of: Callable[[Enterprise], Set[str] | None] = lambda _: None,
+    refuse: Refuse = _refuse_nothing,
 ) -> UpsertCounts:
     """Insert or update enterprises; an update touches only the columns in ``fields_of``."""
     counts = UpsertCounts()
-    for ent in enterprises:
-        columns = _given(_ENTERPRISE_COLUMNS, fields_of(ent), {})
-        conflict = (
-            _set_clause("enterprise", columns)
-            if columns
-            else sql.SQL("SET name = enterprise.name WHERE false")
-        )
+    for fields, group in _grouped(enterprises, fields_of):
+        columns = _given(_ENTERPRISE_COLUMNS, fields, {})
         query = sql.SQL(
             """
             INSERT INTO enterprise (credit_code, name, region_code, industry_code,
                                     above_designated_size, key_enterprise, time_zone)
-            VALUES (%s, %s, %s, %s, %s, %s, %s)
+            SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],
+                                 %s::boolean[], %s::boolean[], %s::text[])
             ON CONFLICT (credit_code) DO UPDATE {conflict}
-            RETURNING (xmax = 0)
+            RETURNING credit_code, (xmax = 0)
             """
-        ).format(conflict=conflict)
-        result = await _upsert(
-            conn,
-            query,
-            (
-                ent.credit_code,
-                ent.name,
-                ent.region_code,
-                ent.industry_code,
-                ent.above_designated_size,
-                ent.key_enterprise,
-                ent.time_zone,
-            ),
-        )
-        fields = fields_of(ent)
-        if fields is None or "cluster_codes" in fields:
-            links_changed = await _replace_clusters(conn, ent.credit_code, ent.cluster_codes)
-            if result is None and links_changed:
-                result = False
-        if result is False:
-            await conn.execute(
-                "UPDATE enterprise SET updated_at = now() WHERE credit_code = %s",
-                (ent.credit_code,),
+        ).format(conflict=_set_clause("enterprise", columns, touch=True))
+        links = fields is None or "cluster_codes" in fields
+
+        async def run(
+            batch: Sequence[Enterprise], query: sql.Composed = query, links: bool = links
+        ) -> None:
+            cur = await conn.execute(
+                query,
+                (
+                    [e.credit_code for e in batch],
+                    [e.name for e in batch],
+                    [e.region_code for e in batch],
+                    [e.industry_code for e in batch],
+                    [e.above_designated_size for e in batch],
+                    [e.key_enterprise for e in batch],
+                    [e.time_zone for e in batch],
+                ),
             )
-        counts.add(result)
+            flags = {str(k).strip(): v for k, v in _changed_flags(await cur.fetchall()).items()}
+            if links:
+                relinked = await _replace_clusters(conn, batch)
+                touched = [c for c in relinked if c not in flags]
+                if touched:
+                    # Only the memberships changed: the enterprise was updated too.
+                    await conn.execute(
+                        "UPDATE enterprise SET updated_at = now() WHERE credit_code = ANY(%s)",
+                        (touched,),
+                    )
+                    flags.update(dict.fromkeys(touched, False))
+            _count(counts, flags, (e.credit_code for e in batch))
+
+        await _in_batches(conn, group, run, refuse)
     return counts
 
 
-async def _replace_clusters(conn: Conn, credit_code: str, cluster_codes: Sequence[str]) -> bool:
+async def _replace_clusters(conn: Conn, enterprises: Sequence[Enterprise]) -> set[str]:
+    """Make the memberships of ``enterprises`` those they list; the credit codes whose
+    memberships changed."""
+    pairs = [(e.credit_code, code) for e in enterprises for code in e.cluster_codes]
     cur = await conn.execute(
         """
-        WITH wanted AS (
+        WITH ents AS (
+            SELECT id, credit_code FROM enterprise WHERE credit_code = ANY(%(credits)s)
+        ), wanted AS (
             SELECT e.id AS enterprise_id, c.id AS cluster_id
-            FROM enterprise e JOIN cluster c ON c.code = ANY(%(codes)s)
-            WHERE e.credit_code = %(credit)s
+            FROM unnest(%(pair_credits)s::text[], %(pair_codes)s::text[]) AS w(credit, code)
+            JOIN ents e ON e.credit_code = w.credit
+            JOIN cluster c ON c.code = w.code
         ), removed AS (
             DELETE FROM enterprise_cluster ec
-            USING enterprise e
-            WHERE ec.enterprise_id = e.id AND e.credit_code = %(credit)s
-              AND ec.cluster_id NOT IN (SELECT cluster_id FROM wanted)
-            RETURNING 1
+            USING ents e
+            WHERE ec.enterprise_id = e.id
+              AND (ec.enterprise_id, ec.cluster_id) NOT IN (SELECT * FROM wanted)
+            RETURNING ec.enterprise_id
         ), added AS (
             INSERT INTO enterprise_cluster (enterprise_id, cluster_id)
             SELECT enterprise_id, cluster_id FROM wanted
             ON CONFLICT DO NOTHING
-            RETURNING 1
+            RETURNING enterprise_id
         )
-        SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM added)
+        SELECT e.credit_code FROM ents e
+        WHERE e.id IN (SELECT enterprise_id FROM removed UNION SELECT enterprise_id FROM added)
         """,
-        {"codes": list(cluster_codes), "credit": credit_code},
+        {
+            "credits": [e.credit_code for e in enterprises],
+            "pair_credits": [credit for credit, _ in pairs],
+            "pair_codes": [code for _, code in pairs],
+        },
     )
-    row = await cur.fetchone()
-    return bool(row and row[0])
+    return {str(row[0]).strip() for row in await cur.fetchall()}
 
 
 _PLACE_PREFIX = {"site": "S", "line": "L"}
 
 
-class _Places:
-    """Sites and lines of the enterprises an import touches, found or created once."""
+@dataclass(eq=False)
+class _Place:
+    """A site or line as the import sees it: stored (``id``) or to be inserted."""
 
-    def __init__(self, conn: Conn, devices: Sequence[Device], ids: dict[str, int]) -> None:
-        self.conn = conn
+    kind: str
+    enterprise_id: int
+    code: str
+    name: str
+    id: int | None = None
+    recoded: bool = False  # stored under a derived code, now given its real code
+    renamed: bool = False
+
+
+class _Places:
+    """Sites and lines of the enterprises an import touches, found or created once.
+
+    The places of those enterprises are read in one query per kind; every device's
+    place is then resolved in memory, in file order, with the same rules a row at a
+    time would follow (by code, else by name among the enterprise's places and the
+    rows of the file that give both, else a derived code), and the new, renamed and
+    re-coded places are written in a few statements by :meth:`flush`.
+    """
+
+    def __init__(self, devices: Sequence[Device], ids: dict[str, int]) -> None:
         self.new: list[NewPlace] = []
-        self._ids: dict[tuple[str, int, str], int] = {}
+        self._by_code: dict[tuple[str, int], dict[str, _Place]] = {}
         self._by_name: dict[tuple[str, int], dict[str, str]] = {}
+        self._resolved: dict[tuple[str, int, str], _Place] = {}
+        self._inserts: list[_Place] = []
         # Rows of this file that give both a code and a name teach the rows that
         # give only the name, whatever their order in the file.
         self._given: dict[tuple[str, int, str], str] = {}
@@ -264,39 +405,28 @@ class _Places:
                 if code is not None and name is not None and dev.enterprise in ids:
                     self._given.setdefault((kind, ids[dev.enterprise], name_key(name)), code)
 
-    async def _names(self, kind: str, enterprise_id: int) -> dict[str, str]:
-        known = self._by_name.get((kind, enterprise_id))
-        if known is None:
+    async def load(self, conn: Conn, enterprise_ids: Iterable[int]) -> None:
+        wanted = sorted(set(enterprise_ids))
+        for kind in ("site", "line"):
+            for enterprise_id in wanted:
+                self._by_code[(kind, enterprise_id)] = {}
+                self._by_name[(kind, enterprise_id)] = {}
             # ``kind`` is one of two literals of this module, never input.
-            cur = await self.conn.execute(
-                f"SELECT code, name FROM {kind} WHERE enterprise_id = %s",  # noqa: S608
-                (enterprise_id,),
+            cur = await conn.execute(
+                f"SELECT enterprise_id, id, code, name FROM {kind}"  # noqa: S608
+                " WHERE enterprise_id = ANY(%s) ORDER BY id",
+                (wanted,),
             )
-            known = {name_key(str(name)): str(code) for code, name in await cur.fetchall()}
-            self._by_name[(kind, enterprise_id)] = known
-        return known
+            for enterprise_id, pk, code, name in await cur.fetchall():
+                place = _Place(kind, int(enterprise_id), str(code), str(name), int(pk))
+                self._by_code[(kind, place.enterprise_id)][place.code] = place
+                self._by_name[(kind, place.enterprise_id)][name_key(place.name)] = place.code
 
-    async def _adopt_derived(
-        self, kind: str, enterprise_id: int, code: str, name: str, names: dict[str, str]
-    ) -> tuple[object, ...] | None:
-        """A line first imported by name alone, now given its code (产线编号 L3): the
-        line takes the code and keeps its identity and its devices."""
-        derived = derived_code(_PLACE_PREFIX[kind], name)
-        if names.get(name_key(name)) != derived:
-            return None
-        cur = await self.conn.execute(
-            f"UPDATE {kind} SET code = %s WHERE enterprise_id = %s AND code = %s"  # noqa: S608
-            " RETURNING id, name",
-            (code, enterprise_id, derived),
-        )
-        row = await cur.fetchone()
-        self._ids.pop((kind, enterprise_id, derived), None)
-        return None if row is None else tuple(row)
-
-    async def id_of(
+    def resolve(
         self, kind: str, enterprise_id: int, credit: str, code: str | None, name: str | None
-    ) -> int | None:
-        names = await self._names(kind, enterprise_id)
+    ) -> _Place | None:
+        names = self._by_name[(kind, enterprise_id)]
+        places = self._by_code[(kind, enterprise_id)]
         derived = False
         if code is None:
             if name is None:
@@ -305,40 +435,80 @@ class _Places:
             code = self._given.get((kind, enterprise_id, key)) or names.get(key)
             if code is None:
                 code, derived = derived_code(_PLACE_PREFIX[kind], name), True
-        cached = self._ids.get((kind, enterprise_id, code))
-        if cached is not None:
-            return cached
-        cur = await self.conn.execute(
-            f"SELECT id, name FROM {kind} WHERE enterprise_id = %s AND code = %s",  # noqa: S608
-            (enterprise_id, code),
-        )
-        row = await cur.fetchone()
-        if row is None and name is not None:
-            row = await self._adopt_derived(kind, enterprise_id, code, name, names)
-        if row is None:
-            cur = await self.conn.execute(
-                f"INSERT INTO {kind} (enterprise_id, code, name) VALUES (%s, %s, %s)"  # noqa: S608
-                " RETURNING id",
-                (enterprise_id, code, name or code),
-            )
-            row = await cur.fetchone()
-            if row is None:  # RETURNING of an INSERT always yields the row
-                raise StorageError(f"{kind} {code!r} was not stored")
+        resolved = self._resolved.get((kind, enterprise_id, code))
+        if resolved is not None:
+            return resolved
+        place = places.get(code)
+        if place is None and name is not None:
+            place = self._adopt_derived(kind, enterprise_id, code, name)
+        if place is None:
+            place = _Place(kind, enterprise_id, code, name or code)
+            places[code] = place
+            self._inserts.append(place)
             self.new.append(NewPlace(kind, credit, code, name or code, derived))
-        elif name is not None and name_key(str(row[1])) != name_key(name):
-            await self.conn.execute(
-                f"UPDATE {kind} SET name = %s WHERE id = %s",  # noqa: S608
-                (name, row[0]),
-            )
-        pk = int(row[0])
-        self._ids[(kind, enterprise_id, code)] = pk
+        elif name is not None and name_key(place.name) != name_key(name):
+            place.name = name
+            place.renamed = place.id is not None
+        self._resolved[(kind, enterprise_id, code)] = place
         names[name_key(name or code)] = code
-        return pk
+        return place
+
+    def _adopt_derived(self, kind: str, enterprise_id: int, code: str, name: str) -> _Place | None:
+        """A line first imported by name alone, now given its code (产线编号 L3): the
+        line takes the code and keeps its identity and its devices."""
+        derived = derived_code(_PLACE_PREFIX[kind], name)
+        if self._by_name[(kind, enterprise_id)].get(name_key(name)) != derived:
+            return None
+        places = self._by_code[(kind, enterprise_id)]
+        place = places.pop(derived, None)
+        if place is None:
+            return None
+        place.code = code
+        place.recoded = place.id is not None
+        places[code] = place
+        self._resolved.pop((kind, enterprise_id, derived), None)
+        return place
+
+    async def flush(self, conn: Conn) -> None:
+        """Write what :meth:`resolve` decided: codes adopted, places created, renamed."""
+        everything = [place for places in self._by_code.values() for place in places.values()]
+        for kind in ("site", "line"):
+            recoded = [p for p in everything if p.kind == kind and p.recoded]
+            if recoded:
+                await conn.cursor().executemany(
+                    f"UPDATE {kind} SET code = %s WHERE id = %s",  # noqa: S608
+                    [(p.code, p.id) for p in recoded],
+                )
+            inserts = [p for p in self._inserts if p.kind == kind]
+            for start in range(0, len(inserts), BATCH_ROWS):
+                batch = inserts[start : start + BATCH_ROWS]
+                cur = await conn.execute(
+                    f"INSERT INTO {kind} (enterprise_id, code, name)"  # noqa: S608
+                    " SELECT * FROM unnest(%s::int[], %s::text[], %s::text[])"
+                    " RETURNING enterprise_id, code, id",
+                    (
+                        [p.enterprise_id for p in batch],
+                        [p.code for p in batch],
+                        [p.name for p in batch],
+                    ),
+                )
+                ids = {(int(e), str(c)): int(pk) for e, c, pk in await cur.fetchall()}
+                for place in batch:
+                    place.id = ids[(place.enterprise_id, place.code)]
+            renamed = [p for p in everything if p.kind == kind and p.renamed]
+            if renamed:
+                await conn.cursor().executemany(
+                    f"UPDATE {kind} SET name = %s WHERE id = %s",  # noqa: S608
+                    [(p.name, p.id) for p in renamed],
+                )
+        self._inserts.clear()
+        for place in everything:
+            place.recoded = place.renamed = False
 
 
 async def enterprise_ids(conn: Conn) -> dict[str, int]:
     cur = await conn.execute("SELECT credit_code, id FROM enterprise")
-    return {str(code): int(pk) for code, pk in await cur.fetchall()}
+    return {str(code).strip(): int(pk) for code, pk in await cur.fetchall()}
 
 
 _DEVICE_COLUMNS = (
@@ -361,62 +531,83 @@ async def upsert_devices(
     devices: Iterable[Device],
     fields_of: Callable[[Device], Set[str] | None] = lambda _: None,
     new_places: list[NewPlace] | None = None,
+    *,
+    refuse: Refuse = _refuse_nothing,
+    progress: Callable[[int], None] | None = None,
 ) -> UpsertCounts:
     """Insert or update devices; an update touches only the columns in ``fields_of``,
     so a file that only sets 停用日期 leaves the rest of each device as it was.
-    Sites and lines created on the way are appended to ``new_places``."""
+    Sites and lines created on the way are appended to ``new_places``.
+
+    Written in batches of :data:`BATCH_ROWS` rows per statement; a device the
+    database refuses goes to ``refuse`` and costs no other row."""
     counts = UpsertCounts()
     ids = await enterprise_ids(conn)
     devices = list(devices)
-    places = _Places(conn, devices, ids)
-    for dev in devices:
-        enterprise_id = ids[dev.enterprise]
-        site_id = await places.id_of(
-            "site", enterprise_id, dev.enterprise, dev.site_code, dev.site_name
+    places = _Places(devices, ids)
+    await places.load(conn, (ids[dev.enterprise] for dev in devices))
+    located = [
+        (
+            dev,
+            places.resolve(
+                "site", ids[dev.enterprise], dev.enterprise, dev.site_code, dev.site_name
+            ),
+            places.resolve(
+                "line", ids[dev.enterprise], dev.enterprise, dev.line_code, dev.line_name
+            ),
         )
-        line_id = await places.id_of(
-            "line", enterprise_id, dev.enterprise, dev.line_code, dev.line_name
-        )
-        columns = _given(_DEVICE_COLUMNS, fields_of(dev), _DEVICE_RENAMES)
-        conflict = (
-            _set_clause("device", columns)
-            if columns
-            else sql.SQL("SET name = device.name WHERE false")
-        )
+        for dev in devices
+    ]
+    await places.flush(conn)
+    done = 0
+    for fields, group in _grouped(located, lambda item: fields_of(item[0])):
+        columns = _given(_DEVICE_COLUMNS, fields, _DEVICE_RENAMES)
         query = sql.SQL(
             """
             INSERT INTO device (enterprise_id, code, name, device_type, site_id, line_id,
                 is_production_equipment, is_nc, key_process, ideal_cycle_time_s,
                 commissioned_on, decommissioned_on)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            SELECT * FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[], %s::int[],
+                %s::int[], %s::boolean[], %s::boolean[], %s::boolean[],
+                %s::double precision[], %s::date[], %s::date[])
             ON CONFLICT (enterprise_id, code) DO UPDATE {conflict}
-            RETURNING (xmax = 0)
+            RETURNING enterprise_id, code, (xmax = 0)
             """
-        ).format(conflict=conflict)
-        result = await _upsert(
-            conn,
-            query,
-            (
-                enterprise_id,
-                dev.code,
-                dev.name,
-                str(dev.device_type),
-                site_id,
-                line_id,
-                dev.is_production_equipment,
-                dev.is_nc,
-                dev.key_process,
-                dev.ideal_cycle_time_s,
-                dev.commissioned_on,
-                dev.decommissioned_on,
-            ),
-        )
-        if result is False:
-            await conn.execute(
-                "UPDATE device SET updated_at = now() WHERE enterprise_id = %s AND code = %s",
-                (enterprise_id, dev.code),
+        ).format(conflict=_set_clause("device", columns, touch=True))
+
+        async def run(
+            batch: Sequence[tuple[Device, _Place | None, _Place | None]],
+            query: sql.Composed = query,
+        ) -> None:
+            cur = await conn.execute(
+                query,
+                (
+                    [ids[d.enterprise] for d, _, _ in batch],
+                    [d.code for d, _, _ in batch],
+                    [d.name for d, _, _ in batch],
+                    [str(d.device_type) for d, _, _ in batch],
+                    [None if s is None else s.id for _, s, _ in batch],
+                    [None if ln is None else ln.id for _, _, ln in batch],
+                    [d.is_production_equipment for d, _, _ in batch],
+                    [d.is_nc for d, _, _ in batch],
+                    [d.key_process for d, _, _ in batch],
+                    [d.ideal_cycle_time_s for d, _, _ in batch],
+                    [d.commissioned_on for d, _, _ in batch],
+                    [d.decommissioned_on for d, _, _ in batch],
+                ),
             )
-        counts.add(result)
+            flags = _changed_flags(await cur.fetchall())
+            _count(counts, flags, ((ids[d.enterprise], d.code) for d, _, _ in batch))
+
+        def refuse_device(item: object, reason: str) -> None:
+            refuse(cast(tuple[Device, object, object], item)[0], reason)
+
+        def step(count: int, base: int = done) -> None:
+            if progress is not None:
+                progress(base + count)
+
+        await _in_batches(conn, group, run, refuse_device, step)
+        done += len(group)
     if new_places is not None:
         new_places.extend(places.new)
     return counts
@@ -426,49 +617,60 @@ async def upsert_edges(
     conn: Conn,
     edges: Iterable[EdgeGateway],
     fields_of: Callable[[EdgeGateway], Set[str] | None] = lambda _: None,
+    refuse: Refuse = _refuse_nothing,
 ) -> UpsertCounts:
     """Insert or update gateways and the devices they serve; a file without the name
-    or device columns leaves those as they were."""
+    or device columns leaves those as they were. Gateways are few (one per factory
+    or line), so each is one upsert and one statement for its devices, each in a
+    savepoint of its own."""
     counts = UpsertCounts()
     ids = await enterprise_ids(conn)
-    for edge in edges:
-        given = fields_of(edge)
-        columns = _given(("enterprise_id", "name"), given, {"enterprise": "enterprise_id"})
-        query = sql.SQL(
-            """
-            INSERT INTO edge_gateway (edge_id, enterprise_id, name) VALUES (%s, %s, %s)
-            ON CONFLICT (edge_id) DO UPDATE {conflict}
-            RETURNING (xmax = 0)
-            """
-        ).format(conflict=_set_clause("edge_gateway", columns))
-        result = await _upsert(conn, query, (edge.edge_id, ids[edge.enterprise], edge.name))
-        if given is not None and "device_codes" not in given:
-            counts.add(result)
-            continue
-        cur = await conn.execute(
-            """
-            WITH gw AS (SELECT id, enterprise_id FROM edge_gateway WHERE edge_id = %(edge)s),
-            wanted AS (
-                SELECT gw.id AS edge_pk, d.id AS device_id FROM gw
-                JOIN device d ON d.enterprise_id = gw.enterprise_id AND d.code = ANY(%(codes)s)
-            ), removed AS (
-                DELETE FROM edge_device ed USING gw
-                WHERE ed.edge_pk = gw.id
-                  AND ed.device_id NOT IN (SELECT device_id FROM wanted)
-                RETURNING 1
-            ), added AS (
-                INSERT INTO edge_device SELECT edge_pk, device_id FROM wanted
-                ON CONFLICT DO NOTHING RETURNING 1
-            )
-            SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM added)
-            """,
-            {"edge": edge.edge_id, "codes": list(edge.device_codes)},
-        )
-        row = await cur.fetchone()
-        if result is None and row and row[0]:
-            result = False
-        counts.add(result)
+
+    async def run(batch: Sequence[EdgeGateway]) -> None:
+        for edge in batch:
+            counts.add(await _upsert_edge(conn, edge, ids, fields_of(edge)))
+
+    await _in_batches(conn, list(edges), run, refuse)
     return counts
+
+
+async def _upsert_edge(
+    conn: Conn, edge: EdgeGateway, ids: Mapping[str, int], given: Set[str] | None
+) -> bool | None:
+    columns = _given(("enterprise_id", "name"), given, {"enterprise": "enterprise_id"})
+    query = sql.SQL(
+        """
+        INSERT INTO edge_gateway (edge_id, enterprise_id, name) VALUES (%s, %s, %s)
+        ON CONFLICT (edge_id) DO UPDATE {conflict}
+        RETURNING (xmax = 0)
+        """
+    ).format(conflict=_set_clause("edge_gateway", columns))
+    result = await _upsert(conn, query, (edge.edge_id, ids[edge.enterprise], edge.name))
+    if given is not None and "device_codes" not in given:
+        return result
+    cur = await conn.execute(
+        """
+        WITH gw AS (SELECT id, enterprise_id FROM edge_gateway WHERE edge_id = %(edge)s),
+        wanted AS (
+            SELECT gw.id AS edge_pk, d.id AS device_id FROM gw
+            JOIN device d ON d.enterprise_id = gw.enterprise_id AND d.code = ANY(%(codes)s)
+        ), removed AS (
+            DELETE FROM edge_device ed USING gw
+            WHERE ed.edge_pk = gw.id
+              AND ed.device_id NOT IN (SELECT device_id FROM wanted)
+            RETURNING 1
+        ), added AS (
+            INSERT INTO edge_device SELECT edge_pk, device_id FROM wanted
+            ON CONFLICT DO NOTHING RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM added)
+        """,
+        {"edge": edge.edge_id, "codes": list(edge.device_codes)},
+    )
+    row = await cur.fetchone()
+    if result is None and row and row[0]:
+        result = False
+    return result
 
 
 @dataclass(frozen=True)
@@ -590,13 +792,37 @@ async def _registered_clusters(
     return kept
 
 
-async def store_ledger(conn: Conn, ledger: Ledger) -> RegistryChanges:
+def _refuser(ledger: Ledger) -> Refuse:
+    """Refused models become row errors at their row, as any other problem of the file."""
+
+    def refuse(model: object, reason: str) -> None:
+        origin = ledger.origin(cast(LedgerModel, model))
+        key = getattr(model, "code", None) or getattr(model, "credit_code", None)
+        ledger.errors.append(
+            RowError(
+                ledger.source,
+                origin.sheet if origin else "",
+                origin.row if origin else 0,
+                "",
+                key or getattr(model, "edge_id", None),
+                f"the database refused this row ({reason}); the other rows are stored",
+            )
+        )
+
+    return refuse
+
+
+async def store_ledger(
+    conn: Conn, ledger: Ledger, progress: Progress = no_progress
+) -> RegistryChanges:
     """Upsert everything valid in a parsed ledger, in the caller's transaction.
 
     Rows the database cannot take (a region not in the registry, a device of an
-    enterprise that was itself rejected, an edge serving devices nobody registered)
-    are added to ``ledger.errors`` with their sheet, row and column; the rest is stored.
+    enterprise that was itself rejected, an edge serving devices nobody registered,
+    a value a constraint refuses) are added to ``ledger.errors`` with their sheet,
+    row and column; the rest is stored, in batches (:data:`BATCH_ROWS`).
     """
+    refuse = _refuser(ledger)
     _, _, regions = await known_codes(conn)
     regions |= {r.code for r in ledger.regions}
 
@@ -606,11 +832,13 @@ async def store_ledger(conn: Conn, ledger: Ledger) -> RegistryChanges:
         return ("region_code", model.region_code, "region is not in the registry")
 
     changes = RegistryChanges()
-    changes.regions = await upsert_regions(conn, ledger.regions)
-    changes.clusters = await upsert_clusters(conn, _keep(ledger, ledger.clusters, region_problem))
+    changes.regions = await upsert_regions(conn, ledger.regions, refuse)
+    changes.clusters = await upsert_clusters(
+        conn, _keep(ledger, ledger.clusters, region_problem), refuse
+    )
     enterprises = _keep(ledger, ledger.enterprises, region_problem)
     changes.enterprises = await upsert_enterprises(
-        conn, await _registered_clusters(conn, ledger, enterprises), ledger.fields_of
+        conn, await _registered_clusters(conn, ledger, enterprises), ledger.fields_of, refuse
     )
     stored = set(await enterprise_ids(conn))
 
@@ -619,15 +847,22 @@ async def store_ledger(conn: Conn, ledger: Ledger) -> RegistryChanges:
             return None
         return ("enterprise", model.enterprise, "enterprise was not stored (see its row)")
 
+    devices = _keep(ledger, ledger.devices, owner_problem)
+    progress("devices", 0, len(devices))
     changes.devices = await upsert_devices(
-        conn, _keep(ledger, ledger.devices, owner_problem), ledger.fields_of, changes.new_places
+        conn,
+        devices,
+        ledger.fields_of,
+        changes.new_places,
+        refuse=refuse,
+        progress=lambda done: progress("devices", done, len(devices)),
     )
     cur = await conn.execute(
         "SELECT e.credit_code, d.code FROM device d JOIN enterprise e ON e.id = d.enterprise_id"
     )
     registered: dict[str, set[str]] = {}
     for credit, code in await cur.fetchall():
-        registered.setdefault(str(credit), set()).add(str(code))
+        registered.setdefault(str(credit).strip(), set()).add(str(code))
 
     def edge_problem(edge: EdgeGateway) -> Problem:
         if (owner := owner_problem(edge)) is not None:
@@ -638,7 +873,7 @@ async def store_ledger(conn: Conn, ledger: Ledger) -> RegistryChanges:
         return None
 
     changes.edges = await upsert_edges(
-        conn, _keep(ledger, ledger.edges, edge_problem), ledger.fields_of
+        conn, _keep(ledger, ledger.edges, edge_problem), ledger.fields_of, refuse
     )
     return changes
 
