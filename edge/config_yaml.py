@@ -133,8 +133,11 @@ class _BoundedLoader(yaml.SafeLoader):
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except (ValueError, OverflowError) as exc:
-            # int("9" * 5000) passes Python's digit limit; 2026-13-45 is no date.
+        except (ValueError, OverflowError, AttributeError, IndexError, TypeError) as exc:
+            # int("9" * 5000) passes Python's digit limit; 2026-13-45 is no date; and
+            # PyYAML's constructors fail with AttributeError or IndexError on an explicit
+            # tag over a value it does not fit (!!timestamp '', !!int '') (found by
+            # tests/edge/test_fuzz_config.py).
             raise _Refused(
                 f"cannot read the value {_preview(node)}: {exc}",
                 node.start_mark,
@@ -180,7 +183,17 @@ def compose(text: str, source: str) -> tuple[Any, dict[Path_, int]]:
 
     Raises ConfigError naming ``source``, the line and, where one applies, the key.
     """
-    loader = _BoundedLoader(text)
+    try:
+        # The reader checks every character when it is built (no control characters).
+        loader = _BoundedLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(
+            f"{source}:{line}",
+            "",
+            f"contains the character U+{exc.character:04X} at line {line}, which YAML does not "
+            "allow (a control character); delete it",
+        ) from exc
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

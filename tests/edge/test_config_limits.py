@@ -244,3 +244,26 @@ def test_an_environment_port_is_applied_within_its_range(
     config = apply_settings(load_config(write(tmp_path, GOOD)), edge_settings())
     assert config.http.port == 9200
     assert os.environ["ZHIZAO_EDGE_HTTP_PORT"] == "9200"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "expected"),
+    [
+        ("  max_age: 2d", "  max_age: !!timestamp ''", "spool.max_age", "cannot read the value"),
+        ("  max_age: 2d", "  max_age: !!int ''", "spool.max_age", "cannot read the value"),
+    ],
+)
+def test_explicit_tags_over_values_they_do_not_fit_name_the_key(
+    tmp_path: Path, old: str, new: str, key: str, expected: str
+) -> None:
+    """PyYAML itself fails with AttributeError or IndexError here (found by fuzzing)."""
+    error = refused(tmp_path, GOOD.replace(old, new))
+    assert error.key == key
+    assert expected in error.problem
+    assert error.source.endswith(":10")
+
+
+def test_a_control_character_in_the_file_names_its_line(tmp_path: Path) -> None:
+    error = refused(tmp_path, GOOD.replace("  max_age: 2d", "  max_age: 2d\x1f"))
+    assert error.source.endswith(":10")
+    assert "U+001F" in error.problem
