@@ -39,6 +39,7 @@ import io
 import posixpath
 import re
 import zipfile
+import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -67,6 +68,18 @@ _LOCALE_DATE_FORMATS = frozenset((*range(27, 37), *range(50, 59)))
 _ESCAPE_RE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 
 Row = tuple[int, tuple[object, ...]]
+
+#: What zipfile and zlib raise for a damaged archive (found by tests/test_fuzz_ledger.py:
+#: a flipped byte gives anything from "negative seek value" to "zip file version 18.8").
+_DAMAGED = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +125,13 @@ _LOCAL_NAMES: dict[str, str] = {}
 
 
 def _local(name: str) -> str:
-    """``namespace local`` (expat's namespace mode) → local name, cached: a sheet has a
-    handful of distinct element names and millions of elements."""
+    """``x:c`` → ``c``, cached: a sheet has a handful of distinct element names and
+    millions of elements. (Prefixes are compared away rather than resolved: expat's
+    namespace mode costs a third of the parse, and the parts of a workbook use one
+    namespace for their elements.)"""
     local = _LOCAL_NAMES.get(name)
     if local is None:
-        local = name.rpartition(" ")[2]
+        local = name.rpartition(":")[2]
         if len(_LOCAL_NAMES) < 1000:
             _LOCAL_NAMES[name] = local
     return local
@@ -127,7 +142,7 @@ def _no_dtd(*_: object) -> None:
 
 
 def _parser() -> Any:
-    parser = expat.ParserCreate(namespace_separator=" ")
+    parser = expat.ParserCreate()
     parser.StartDoctypeDeclHandler = _no_dtd
     parser.EntityDeclHandler = _no_dtd
     parser.buffer_text = True
@@ -151,6 +166,10 @@ def _parse(
         parser.ParseFile(source)
     except expat.ExpatError as exc:
         raise LedgerError(f"a part of the workbook is not well-formed XML ({exc})") from exc
+    except _DAMAGED as exc:
+        # A damaged or truncated file fails while a part is decompressed (bad CRC,
+        # bad deflate data), which is while it is parsed.
+        raise LedgerError(f"a part of the workbook is damaged ({exc})") from exc
 
 
 class Workbook:
@@ -159,7 +178,7 @@ class Workbook:
     def __init__(self, data: bytes) -> None:
         try:
             self._zip = zipfile.ZipFile(io.BytesIO(data))
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        except _DAMAGED as exc:
             raise LedgerError(f"not a readable .xlsx workbook ({exc})") from exc
         self._names = set(self._zip.namelist())
         self.epoch = CALENDAR_WINDOWS_1900
@@ -189,7 +208,7 @@ class Workbook:
             )
         try:
             return self._zip.open(info)
-        except (zipfile.BadZipFile, NotImplementedError, RuntimeError) as exc:
+        except _DAMAGED as exc:
             raise LedgerError(f"the workbook part {part} cannot be read ({exc})") from exc
 
     def _office_document(self) -> str:
@@ -228,7 +247,7 @@ class Workbook:
             local = _local(tag)
             if local == "sheet":
                 # r:id, in the transitional or the strict relationships namespace
-                rid = next((v for k, v in attrs.items() if k.endswith(" id")), "")
+                rid = next((v for k, v in attrs.items() if k.endswith(":id")), "")
                 kind, target = rels.get(rid, ("", ""))
                 if kind.endswith("/worksheet"):  # chart sheets hold no rows
                     self.worksheets.append((attrs.get("name", target), target))
@@ -367,7 +386,7 @@ class _SheetReader:
         self.shared_formulas: dict[str, tuple[str, str]] = {}  # si → (origin, text)
 
     def start(self, tag: str, attrs: dict[str, str]) -> None:
-        local = _local(tag)
+        local = _LOCAL_NAMES.get(tag) or _local(tag)
         if local == "c":
             ref = attrs.get("r")
             self.column = _column(ref) if ref else self.column + 1
@@ -405,7 +424,7 @@ class _SheetReader:
             self.capture.append(data)
 
     def end(self, tag: str) -> None:
-        local = _local(tag)
+        local = _LOCAL_NAMES.get(tag) or _local(tag)
         if local == "v":
             self.value = "".join(self.capture or ())
             self.capture = None

@@ -63,7 +63,7 @@ class ImportProgress:
     tenth of a step (for a log file or a CI job). Imports of fewer than
     :attr:`min_rows` rows say nothing: they are over before anyone looks."""
 
-    min_rows = 20_000
+    min_rows = 10_000
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # reading runs in a worker thread
