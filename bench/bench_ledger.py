@@ -28,6 +28,7 @@ import asyncio
 import csv
 import datetime
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -204,6 +205,8 @@ def main() -> None:
     server = args.server_url
     db = "zhizao_bench_ledger"
     with tempfile.TemporaryDirectory() as folder:
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"load average (1, 5, 15 min) at the start: {load}", flush=True)
         started = time.perf_counter()
         xlsx, enterprises_csv, devices_csv = write_files(Path(folder), args.devices)
         print(f"generated {args.devices:,} devices of {ENTERPRISES} enterprises in "
@@ -226,6 +229,8 @@ def main() -> None:
         url = _fresh(server, db, enterprises_csv)
         run("import device csv (enterprises registered)", "import", devices_csv, url)
         _drop(server, db)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nload average (1, 5, 15 min) at the end: {load}")
     print(f"\n{'what':<48} {'rows':>9} {'seconds':>8} {'peak RSS MB':>12}")
     for label, result in results:
         print(f"{label:<48} {int(result['rows']):>9,} {result['seconds']:>8.2f} "

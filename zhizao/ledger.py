@@ -270,6 +270,41 @@ def _readable(value: object) -> object:
     return value
 
 
+_Converted: TypeAlias = tuple[object, tuple[object, str] | None]
+"""A cell converted by its column: (value, None) or (None, (value shown, reason))."""
+#: Distinct cells remembered per column: a ledger repeats its credit codes, types,
+#: workshops, flags and dates on every row, and converts each once.
+_MEMO_CELLS = 4096
+_MEMO_TYPES = frozenset({str, int, float, bool, date, datetime, type(None)})
+
+
+def _convert(
+    col: _Column, value: object, memo: dict[tuple[type, object], _Converted]
+) -> _Converted:
+    """``value`` through :func:`_readable` and the column's parser, remembered in ``memo``
+    (keyed by type too: True == 1 and 1 == 1.0, yet they are different cells)."""
+    kind = type(value)
+    key = (kind, value)
+    if kind in _MEMO_TYPES:
+        found = memo.get(key)
+        if found is not None:
+            return found
+    try:
+        cell = _readable(value)
+    except InvalidValue as exc:
+        # No text, a formula or an error value: shown as the check saw it (<U+0000>,
+        # the formula text).
+        result: _Converted = (None, (exc.value, exc.rule))
+    else:
+        try:
+            result = (col.parse(cell), None)
+        except InvalidValue as exc:
+            result = (None, (value, exc.rule))
+    if kind in _MEMO_TYPES and len(memo) < _MEMO_CELLS:
+        memo[key] = result
+    return result
+
+
 def _nfkc(text: str) -> str:
     return unicodedata.normalize("NFKC", text)
 
@@ -1121,15 +1156,19 @@ def _read_csv(data: bytes, source: str) -> _RawSheet:
     # field the file can hold. The limit is process-wide and only ever raised.
     if len(text) >= csv.field_size_limit():
         csv.field_size_limit(len(text) + 1)
+    # One object per distinct short cell: a ledger repeats its credit codes, types,
+    # workshops and flags on every row (an .xlsx shares them in its string table).
+    shared: dict[str, str] = {}
+    rows: list[_Row] = []
     try:
-        records = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+        records = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        for number, record in enumerate(records, start=1):
+            if not all(_is_blank(cell) for cell in record):
+                cells = tuple(shared.setdefault(c, c) if len(c) <= 32 else c for c in record)
+                rows.append((number, cells))
     except csv.Error as exc:
         raise LedgerError(f"{source}: not a readable CSV file ({exc})") from exc
-    rows: list[_Row] = [
-        (number, tuple(record))
-        for number, record in enumerate(records, start=1)
-        if not all(_is_blank(cell) for cell in record)
-    ]
+    del text
     name = Path(source).name
     return _RawSheet(name=name, rows=rows, hint=Path(source).stem)
 
@@ -1361,6 +1400,7 @@ class _Reader:
         unnamed = [index for index, cell in enumerate(header_cells) if _is_blank(cell)]
         unnamed_warned: set[int] = set()
         field_index = {col.field: index for index, col, _ in columns}
+        memos: dict[int, dict[tuple[type, object], _Converted]] = {i: {} for i, _, _ in columns}
         model_headers = _model_headers(headers)
         parsed: list[_ParsedRow] = []
         total = len(raw.rows)
@@ -1373,19 +1413,11 @@ class _Reader:
             row = _ParsedRow(raw.name, number, _RawCells(cells, field_index), {})
             for index, col, text in columns:
                 value = cells[index] if index < len(cells) else None
-                try:
-                    cell = _readable(value)
-                except InvalidValue as exc:
-                    # No text, a formula or an error value: shown as the check saw it
-                    # (<U+0000>, the formula text).
-                    self._cell_error(row, col, text, exc.value, exc.rule)
-                    continue
-                try:
-                    converted = col.parse(cell)
-                except InvalidValue as exc:
-                    self._cell_error(row, col, text, value, exc.rule)
-                    continue
-                if converted is not None:
+                converted, problem = _convert(col, value, memos[index])
+                if problem is not None:
+                    shown, reason = problem
+                    self._cell_error(row, col, text, shown, reason)
+                elif converted is not None:
                     row.values[col.field] = converted
             if len(cells) > len(header_cells) or unnamed:
                 self._unnamed_cells(row, cells, len(header_cells), unnamed, unnamed_warned)
