@@ -370,3 +370,4 @@ async def test_a_value_the_database_refuses_costs_only_that_point(
     )
     assert listed.exit_code == 0, listed.output
     assert " ".join(listed.output.split()).count("database:") == 5
+
