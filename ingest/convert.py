@@ -60,6 +60,7 @@ from zhizao.wire import (
     decode_batch,
     decode_status,
     parse_topic,
+    read_json,
 )
 
 _INT4_MAX = 2**31 - 1
@@ -136,8 +137,8 @@ def _now_ms() -> int:
 def _seq_hint(payload: bytes) -> tuple[str | None, str | None, int | None]:
     """Enterprise, edge and seq of a payload that failed validation, if readable."""
     try:
-        document = json.loads(payload)
-    except (ValueError, RecursionError):
+        document = read_json(payload)
+    except ContractError:
         return None, None, None
     if not isinstance(document, dict):
         return None, None, None

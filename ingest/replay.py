@@ -25,7 +25,7 @@ from typing import TypeVar
 from ingest.convert import Converted, Converter, Inbound
 from ingest.directory import Directory
 from ingest.writer import WRITE_ERRORS, caused_by_data, database_reason, failure_of
-from zhizao.errors import DataRefused
+from zhizao.errors import ContractError, DataRefused
 from zhizao.storage.connection import Conn, connect
 from zhizao.storage.deadletters import (
     StoredDeadLetter,
@@ -34,7 +34,7 @@ from zhizao.storage.deadletters import (
     write_dead_letters,
 )
 from zhizao.storage.facts import reset_session, write_facts, write_missed_deaths
-from zhizao.wire import CONTRACT_VERSION
+from zhizao.wire import CONTRACT_VERSION, read_json
 
 T = TypeVar("T")
 
@@ -75,7 +75,7 @@ def _as_message(letter: StoredDeadLetter) -> Inbound:
         "edge": letter.edge_id,
         "seq": letter.seq or 0,
         "sent_at": received_ms,
-        "points": [json.loads(letter.payload)],
+        "points": [read_json(letter.payload)],
     }
     return Inbound(topic=letter.topic, payload=json.dumps(envelope).encode(), received_ms=0)
 
@@ -114,7 +114,7 @@ async def replay_dead_letters(
                 report.examined += 1
                 try:
                     message = _as_message(letter)
-                except (ValueError, RecursionError) as exc:
+                except ContractError as exc:
                     report.failed.append((letter.id, f"unreadable dead letter: {exc}"))
                     continue
                 converted = await converter.convert(message)

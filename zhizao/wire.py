@@ -33,6 +33,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic_core import from_json
 
 from zhizao.errors import ContractError, TopicError
 
@@ -63,6 +64,11 @@ _CONTROL_PATTERNS = frozenset((_NAME_PATTERN, _TEXT_PATTERN))
 #: Characters a reason quotes escaped: control characters and lone surrogates, which
 #: a terminal would act on or PostgreSQL cannot store.
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+#: For :func:`json_nests_deeper`: JSON strings (whose brackets do not nest), and a
+#: translation keeping only brackets, as ( and ).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_AS_PARENS = bytes.maketrans(b"[{]}", b"(())")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class Quality(StrEnum):
@@ -202,8 +208,8 @@ def counter_anomaly_problem(name: str, value: object) -> str | None:
     if counter not in _COUNT_NAMES:
         return f"a counter anomaly is named {COUNTER_ANOMALY_EVENT}.good or .reject"
     try:
-        document = json.loads(value) if isinstance(value, str) else None
-    except ValueError:
+        document = read_json(value) if isinstance(value, str) else None
+    except ContractError:
         document = None
     if not isinstance(document, dict):
         return "a counter anomaly's value must be a JSON object as text"
@@ -385,6 +391,26 @@ def _describe(error: ValidationError, prefix: str = "") -> str:
     return f"{loc or 'payload'}: {_message(first)}{tail}"
 
 
+def json_nests_deeper(text: bytes | str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests deeper than ``limit``, found without parsing it.
+
+    Python's json parser recurses once per level. 100,000 levels down it meets the
+    recursion limit, and the RecursionError it raises there is best effort: with code
+    running in between (a gc callback, say) the interpreter may abort the whole process
+    ("Cannot recover from stack overflow"), which the fuzz suite met. So the depth is
+    measured first, on the text: strings removed, brackets kept, and the innermost pairs
+    taken away one level per pass (C speed, at most ``limit`` passes). Brackets that
+    never pair (truncated JSON) count too, since a parser descends into each of them.
+    """
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    skeleton = _JSON_STRING.sub(b"", raw).translate(_AS_PARENS, _NOT_BRACKETS)
+    for _ in range(limit):
+        if b"()" not in skeleton:
+            break
+        skeleton = skeleton.replace(b"()", b"")
+    return b"()" in skeleton or skeleton.count(b"(") > limit
+
+
 def _nests_deeper(document: Any, limit: int) -> bool:
     """Whether a parsed JSON document nests deeper than ``limit`` (without recursion)."""
     stack: list[tuple[Any, int]] = [(document, 1)]
@@ -402,14 +428,27 @@ def _nests_deeper(document: Any, limit: int) -> bool:
     return False
 
 
-def _parse_json(payload: bytes, failure: ValidationError) -> Any:
+def read_json(text: bytes | str) -> Any:
+    """JSON text as Python values; ContractError if it is not JSON or nests deeper than
+    :data:`MAX_JSON_DEPTH` levels.
+
+    pydantic-core's parser (the fast path's) goes first: it never recurses in Python
+    and stops at 200 levels. It refuses lone surrogates, which the contract refuses per
+    field (so that such a point costs only itself): for those, Python's parser, after
+    :func:`json_nests_deeper` has measured the depth it would recurse to.
+    """
     too_deep = ContractError(f"payload: JSON nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        document = json.loads(payload)
-    except RecursionError:
-        raise too_deep from None
+        document = from_json(text)
     except ValueError as exc:
-        raise ContractError(f"payload is not a JSON object: {exc}") from failure
+        if "recursion limit" in str(exc):
+            raise too_deep from None
+        if json_nests_deeper(text):
+            raise too_deep from None
+        try:
+            document = json.loads(text)
+        except ValueError as again:
+            raise ContractError(f"payload is not a JSON object: {again}") from again
     if _nests_deeper(document, MAX_JSON_DEPTH):
         raise too_deep
     return document
@@ -430,7 +469,7 @@ def decode_batch(payload: bytes) -> DecodedBatch:
         failure = whole
     # Slow path: find out whether the envelope or only some points are wrong.
     try:
-        document = _ENVELOPE.validate_python(_parse_json(payload, failure))
+        document = _ENVELOPE.validate_python(read_json(payload))
     except ValidationError as exc:
         raise ContractError(f"payload is not a JSON object: {exc}") from failure
     version = document.get("v")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
@@ -15,6 +17,7 @@ from zhizao.errors import ContractError, TopicError
 from zhizao.wire import (
     MAX_TIMESTAMP_MS,
     MIN_TIMESTAMP_MS,
+    DecodedBatch,
     EdgeStatus,
     Point,
     PointKind,
@@ -278,3 +281,53 @@ def test_the_published_schema_refuses_control_characters_and_huge_numbers() -> N
     document = json.loads(_envelope([GOOD])) | {"seq": 2**63}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(document, schema)
+
+
+def _with_little_stack(work: Callable[[], object], frames_left: int = 40) -> object:
+    """Run ``work`` this many frames below the recursion limit, as deep in a call stack
+    as a worker's conversion might be."""
+    depth, frame = 0, sys._getframe()
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+
+    def down(n: int) -> object:
+        return work() if n <= 0 else down(n - 1)
+
+    return down(sys.getrecursionlimit() - depth - frames_left)
+
+
+_DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _DEEP,
+        b"[" * 100_000,  # truncated: never closed
+        # A lone surrogate sends the slow path to Python's parser, which recurses.
+        _envelope([{**GOOD, "name": "\ud800"}, {**GOOD, "value": "X"}])
+        .replace(b'"X"', _DEEP),
+    ],
+)
+def test_deep_nesting_is_measured_before_any_parser_recurses(payload: bytes) -> None:
+    # Python's json parser would recurse 100,000 levels here and raise RecursionError
+    # (or, with a gc callback running meanwhile, abort the process).
+    def decode() -> object:
+        with pytest.raises(ContractError, match="JSON nests deeper than 32 levels"):
+            decode_batch(payload)
+        return None
+
+    _with_little_stack(decode)
+
+
+def test_a_counter_anomaly_nested_deep_costs_only_its_point() -> None:
+    anomaly = {**GOOD, "kind": "event", "name": "counter_anomaly.good",
+               "value": "[" * 100_000 + "]" * 100_000}
+
+    def decode() -> object:
+        return decode_batch(_envelope([GOOD, anomaly]))
+
+    decoded = _with_little_stack(decode)
+    assert isinstance(decoded, DecodedBatch)
+    assert [r.index for r in decoded.rejected] == [1]
+    assert "counter anomaly's value must be a JSON object" in decoded.rejected[0].reason
