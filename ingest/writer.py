@@ -85,6 +85,10 @@ T = TypeVar("T")
 
 Failure = Literal["outage", "schema", "data", "unexpected"]
 
+#: The backoff's own generator: the process-wide one belongs to whoever seeds it (a
+#: test framework replaying examples, say), and a reconnect must not disturb it.
+_JITTER = random.Random()  # noqa: S311 - jitter, not cryptography
+
 #: What a write may raise: the database's errors, and the driver's for a value it
 #: cannot send (UnicodeEncodeError for a lone surrogate, OverflowError, TypeError).
 WRITE_ERRORS = (psycopg.Error, DatabaseUnavailable, ValueError, OverflowError, TypeError)
@@ -139,7 +143,7 @@ class Backoff:
         delay = min(self.maximum, self.initial * 2**self.attempt)
         self.attempt += 1
         # Jitter, so that several workers do not hammer a recovering server in step.
-        return float(delay * random.uniform(0.5, 1.0))  # noqa: S311 - not cryptographic
+        return float(delay * _JITTER.uniform(0.5, 1.0))
 
     def reset(self) -> None:
         self.attempt = 0
