@@ -14,19 +14,27 @@ Checks, in order, each failure naming exactly what was wrong:
 
 A failure of 1-4 dead-letters the message; 5-7 dead-letter the point and keep the
 others. Nothing here raises for bad input: one bad message must never stop the
-worker.
+worker. Every dead letter carries the enterprise and edge of its topic when the topic
+could be read, so an operator finds it by enterprise.
+
+A data message also gets a digest of its bytes: the writer compares it with the
+digest stored for the same sequence number to tell a replay (the same batch again)
+from a conflict (another batch under a number already used). An edge re-sends a batch
+with the very bytes it sent first (the spool keeps ``sent_at``), so bytes are the
+content.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, NamedTuple, cast
 
 from ingest.directory import Directory, EdgeRef
-from zhizao.errors import ContractError
+from zhizao.errors import ContractError, DataRefused
 from zhizao.storage.deadletters import DeadLetterRow
 from zhizao.storage.facts import (
     COUNTER_CODES,
@@ -41,6 +49,7 @@ from zhizao.storage.facts import (
 )
 from zhizao.wire import (
     CONNECTIVITY_EVENT,
+    MAX_SEQ,
     Connectivity,
     DecodedBatch,
     EdgeStatus,
@@ -51,6 +60,7 @@ from zhizao.wire import (
     decode_batch,
     decode_status,
     parse_topic,
+    read_json,
 )
 
 _INT4_MAX = 2**31 - 1
@@ -81,6 +91,43 @@ class Converted:
     #: (see :func:`zhizao.storage.facts.write_missed_deaths`).
     missed_deaths: list[EdgeStatusRow] = field(default_factory=list)
     message_dead: bool = False
+    #: From the topic, for dead letters the writer makes of this message.
+    enterprise: str | None = None
+    edge_id: str | None = None
+    #: Of the payload's bytes, for data messages of a known edge (see module doc).
+    digest: bytes | None = None
+
+    def message_letter(self, msg: Inbound, reason: str) -> DeadLetterRow:
+        """This message as one dead letter, with its topic's enterprise and edge."""
+        return DeadLetterRow(
+            msg.topic,
+            reason,
+            msg.payload,
+            msg.received_ms,
+            self.enterprise,
+            self.edge_id,
+            self.seq,
+        )
+
+
+class PointRows(NamedTuple):
+    """The fact rows of one point of a message, with its index and JSON."""
+
+    point_index: int
+    facts: FactBatch
+    raw: bytes
+
+
+def point_json(raw: Any) -> bytes:
+    """A point (as parsed, or rejected) as JSON for its dead letter.
+
+    Readable text where it can be (Chinese names stay Chinese); escaped where it
+    cannot, since a lone surrogate has no UTF-8 form. Either way replay reads it back.
+    """
+    try:
+        return json.dumps(raw, ensure_ascii=False, default=str).encode()
+    except UnicodeEncodeError:
+        return json.dumps(raw, default=str).encode()
 
 
 def _now_ms() -> int:
@@ -90,8 +137,8 @@ def _now_ms() -> int:
 def _seq_hint(payload: bytes) -> tuple[str | None, str | None, int | None]:
     """Enterprise, edge and seq of a payload that failed validation, if readable."""
     try:
-        document = json.loads(payload)
-    except ValueError:
+        document = read_json(payload)
+    except ContractError:
         return None, None, None
     if not isinstance(document, dict):
         return None, None, None
@@ -101,7 +148,7 @@ def _seq_hint(payload: bytes) -> tuple[str | None, str | None, int | None]:
     return (
         ent if isinstance(ent, str) else None,
         edge if isinstance(edge, str) else None,
-        seq if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq < 2**63 else None,
+        seq if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq <= MAX_SEQ else None,
     )
 
 
@@ -170,6 +217,7 @@ class Converter:
             topic = parse_topic(msg.topic)
         except ContractError as exc:
             return reject_message(f"topic: {exc.reason}")
+        out.enterprise, out.edge_id = topic.enterprise, topic.edge
         if topic.channel == "status":
             if not msg.payload:
                 # An empty retained message clears the retained status: nothing to store.
@@ -192,12 +240,52 @@ class Converter:
             return reject_message(problem or "sender", topic.enterprise, topic.edge, batch.seq)
         out.edge_pk = edge.pk
         out.seq = batch.seq
+        out.digest = hashlib.blake2b(msg.payload, digest_size=16).digest()
         out.points = len(batch.points) + len(decoded.rejected)
         await self._points(msg.topic, decoded, edge, received, out)
         return out
 
+    async def rows_by_point(self, msg: Inbound) -> list[PointRows]:
+        """The fact rows of each good point of a data message, one point at a time.
+
+        For the writer, when the database refuses a message it took as a whole: it
+        then looks for the points to blame. Empty for a status message or one that is
+        dead as a whole.
+        """
+        try:
+            topic = parse_topic(msg.topic)
+            decoded = decode_batch(msg.payload)
+        except ContractError:
+            return []
+        batch = decoded.batch
+        if topic.channel != "data":
+            return []
+        edge, _ = await self._sender_problem(
+            topic.enterprise, topic.edge, batch.enterprise, batch.edge
+        )
+        if edge is None:
+            return []
+        received = msg.received_ms or self._clock_ms()
+        pieces: list[PointRows] = []
+        for index, point in zip(_good_indexes(decoded), batch.points, strict=True):
+            one = Converted()
+            single = DecodedBatch(batch.model_copy(update={"points": [point]}))
+            await self._points(msg.topic, single, edge, received, one, indexes=[index])
+            if one.facts:
+                pieces.append(
+                    PointRows(index, one.facts, point.model_dump_json(exclude_none=True).encode())
+                )
+        return pieces
+
     async def _points(  # noqa: PLR0912, PLR0915 - one branch per point kind and check
-        self, topic: str, decoded: DecodedBatch, edge: EdgeRef, received: int, out: Converted
+        self,
+        topic: str,
+        decoded: DecodedBatch,
+        edge: EdgeRef,
+        received: int,
+        out: Converted,
+        *,
+        indexes: list[int] | None = None,
     ) -> None:
         batch = decoded.batch
         enterprise = batch.enterprise
@@ -210,18 +298,8 @@ class Converter:
             )
 
         for rejected in decoded.rejected:
-            reject_point(
-                rejected.index,
-                f"contract: {rejected.reason}",
-                json.dumps(rejected.raw, ensure_ascii=False, default=str).encode(),
-            )
-        # Indexes of the good points in the original payload, skipping rejected ones.
-        bad_indexes = {r.index for r in decoded.rejected}
-        original_index = (
-            range(len(batch.points))
-            if not bad_indexes
-            else [i for i in range(out.points) if i not in bad_indexes]
-        )
+            reject_point(rejected.index, f"contract: {rejected.reason}", point_json(rejected.raw))
+        original_index = _good_indexes(decoded) if indexes is None else indexes
         devices = await self._directory.devices(enterprise)
         newest = 0
         limit = received + self._max_future_ms
@@ -257,7 +335,15 @@ class Converter:
             if kind is metric_kind:
                 mid = metric_ids.get(point.name)
                 if mid is None:
-                    await self._directory.intern_metrics([point.name])
+                    try:
+                        await self._directory.intern_metrics([point.name])
+                    except DataRefused as exc:
+                        reject_point(
+                            index,
+                            f"database: {exc}",
+                            point.model_dump_json(exclude_none=True).encode(),
+                        )
+                        continue
                     mid = metric_ids[point.name]
                 # A plain tuple: a NamedTuple's Python-level __new__ costs more than the
                 # rest of the loop body. Same shape, so the writer cannot tell.
@@ -327,6 +413,15 @@ class Converter:
         else:
             out.facts.edge_status.append(row)
         return out
+
+
+def _good_indexes(decoded: DecodedBatch) -> range | list[int]:
+    """Indexes of the good points in the original payload, skipping rejected ones."""
+    points = len(decoded.batch.points)
+    if not decoded.rejected:
+        return range(points)
+    bad = {r.index for r in decoded.rejected}
+    return [i for i in range(points + len(bad)) if i not in bad]
 
 
 def _event_value(point: Point) -> str:

@@ -54,6 +54,11 @@ class IngestMetrics:
             "Messages whose sequence number was already received (redelivery or resend)",
             registry=r,
         )
+        self.sequence_conflicts = Counter(
+            "zhizao_ingest_sequence_conflict_messages",
+            "Messages whose sequence number was already stored with other content (dead-lettered)",
+            registry=r,
+        )
         self.batch_points = Histogram(
             "zhizao_ingest_batch_points",
             "Fact rows per committed batch",

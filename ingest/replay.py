@@ -9,6 +9,10 @@ as a whole stays pending, untouched, and the report says why.
 A dead point is replayed as a one-point batch with the topic, enterprise, edge and
 sequence number it came with. Sequence tracking is not applied to replays: the
 sequence number was already counted when the message first arrived.
+
+A dead letter that cannot be replayed at all (its payload unreadable, or the database
+refusing what it now holds) is reported with its id and why, and the run goes on with
+the next one; it stays pending. Only a database outage ends the run early.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ingest.convert import Converter, Inbound
+from ingest.convert import Converted, Converter, Inbound
 from ingest.directory import Directory
+from ingest.writer import WRITE_ERRORS, caused_by_data, database_reason, failure_of
+from zhizao.errors import ContractError, DataRefused
 from zhizao.storage.connection import Conn, connect
 from zhizao.storage.deadletters import (
     StoredDeadLetter,
@@ -27,8 +33,8 @@ from zhizao.storage.deadletters import (
     mark_replayed,
     write_dead_letters,
 )
-from zhizao.storage.facts import write_facts, write_missed_deaths
-from zhizao.wire import CONTRACT_VERSION
+from zhizao.storage.facts import reset_session, write_facts, write_missed_deaths
+from zhizao.wire import CONTRACT_VERSION, read_json
 
 T = TypeVar("T")
 
@@ -40,6 +46,8 @@ class ReplayReport:
     rows_new: int = 0
     still_dead_points: int = 0
     still_failing: list[tuple[int, str]] = field(default_factory=list)
+    #: Letters that could not be replayed: unreadable, or refused by the database.
+    failed: list[tuple[int, str]] = field(default_factory=list)
 
 
 class _OneConnection:
@@ -49,7 +57,12 @@ class _OneConnection:
         self._conn = conn
 
     async def run_lookup(self, stage: str, work: Callable[[Conn], Awaitable[T]]) -> T:
-        return await work(self._conn)
+        try:
+            return await work(self._conn)
+        except WRITE_ERRORS as exc:
+            if failure_of(exc) == "data":
+                raise DataRefused(database_reason(exc).removeprefix("database: ")) from exc
+            raise
 
 
 def _as_message(letter: StoredDeadLetter) -> Inbound:
@@ -62,7 +75,7 @@ def _as_message(letter: StoredDeadLetter) -> Inbound:
         "edge": letter.edge_id,
         "seq": letter.seq or 0,
         "sent_at": received_ms,
-        "points": [json.loads(letter.payload)],
+        "points": [read_json(letter.payload)],
     }
     return Inbound(topic=letter.topic, payload=json.dumps(envelope).encode(), received_ms=0)
 
@@ -101,20 +114,32 @@ async def replay_dead_letters(
                 report.examined += 1
                 try:
                     message = _as_message(letter)
-                except ValueError as exc:
-                    report.still_failing.append((letter.id, f"unreadable dead letter: {exc}"))
+                except ContractError as exc:
+                    report.failed.append((letter.id, f"unreadable dead letter: {exc}"))
                     continue
                 converted = await converter.convert(message)
                 if converted.message_dead or not (converted.facts or converted.missed_deaths):
                     reason = converted.dead[0].reason if converted.dead else "nothing to store"
                     report.still_failing.append((letter.id, reason))
                     continue
-                async with writes.transaction():
-                    counts = await write_facts(writes, converted.facts)
-                    missed = await write_missed_deaths(writes, converted.missed_deaths)
-                    await write_dead_letters(writes, converted.dead)
-                    await mark_replayed(writes, [letter.id])
-                report.replayed += 1
-                report.rows_new += counts.new + missed
-                report.still_dead_points += len(converted.dead)
+                try:
+                    await _write(writes, letter, converted, report)
+                except WRITE_ERRORS as exc:
+                    if not caused_by_data(exc):
+                        raise  # the database is gone: the rest cannot be written either
+                    reset_session(writes)
+                    report.failed.append((letter.id, database_reason(exc)))
     return report
+
+
+async def _write(
+    writes: Conn, letter: StoredDeadLetter, converted: Converted, report: ReplayReport
+) -> None:
+    async with writes.transaction():
+        counts = await write_facts(writes, converted.facts)
+        missed = await write_missed_deaths(writes, converted.missed_deaths)
+        await write_dead_letters(writes, converted.dead)
+        await mark_replayed(writes, [letter.id])
+    report.replayed += 1
+    report.rows_new += counts.new + missed
+    report.still_dead_points += len(converted.dead)

@@ -10,7 +10,9 @@ edge, the numbers a batch brings are taken in ascending order:
   out of order);
 * any other number at or below the highest is a replay: a broker redelivery after
   a lost acknowledgement, or an edge sending the same batch again. Replays are
-  harmless for the facts (idempotent keys) but worth counting.
+  harmless for the facts (idempotent keys) but worth counting. (A number received
+  again with other content is a conflict; the writer tells the two apart by digest
+  before classifying, see :mod:`ingest.writer`.)
 
 Runs of consecutive numbers of one kind are reported as one event.
 """
@@ -60,3 +62,10 @@ def classify(edge_pk: int, state: EdgeSequenceState, seqs: Iterable[int]) -> lis
         else:
             events.append(SequenceEvent(edge_pk, kind, first, last))
     return events
+
+
+def received_before(state: EdgeSequenceState, seq: int) -> bool:
+    """Whether ``seq`` was received already, as far as ``state`` tells."""
+    if state.high is None or seq > state.high:
+        return False
+    return not any(first <= seq <= last for first, last in state.gaps)

@@ -20,6 +20,7 @@ unacknowledged in the broker's session and come back on the next start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import signal
 import time
@@ -41,9 +42,10 @@ from ingest.writer import (
     PendingBatch,
     ShutdownWhileUnavailable,
 )
+from zhizao.errors import ContractError
 from zhizao.storage.connection import connect
-from zhizao.storage.deadletters import DeadLetterRow
 from zhizao.storage.rollups import run_rollups_periodically
+from zhizao.wire import parse_topic
 
 log = structlog.get_logger("ingest")
 
@@ -97,14 +99,10 @@ class Pipeline:
             # is dead-lettered with the error so it can be replayed once fixed.
             log.exception("conversion failed", topic=msg.topic)
             out = Converted(message_dead=True)
-            out.dead.append(
-                DeadLetterRow(
-                    topic=msg.topic,
-                    reason=f"internal: {type(exc).__name__}: {exc}"[:500],
-                    payload=msg.payload,
-                    received_ms=msg.received_ms,
-                )
-            )
+            with contextlib.suppress(ContractError):  # an unreadable topic names no one
+                topic = parse_topic(msg.topic)
+                out.enterprise, out.edge_id = topic.enterprise, topic.edge
+            out.dead.append(out.message_letter(msg, f"internal: {type(exc).__name__}: {exc}"[:500]))
             return out
 
     async def _fill_loop(self, stop: asyncio.Event) -> None:
@@ -220,6 +218,9 @@ class Pipeline:
                 )
             elif event.kind == "late":
                 metrics.sequence_late.inc(size)
+            elif event.kind == "conflict":
+                metrics.sequence_conflicts.inc(size)
+                log.warning("sequence conflict", edge_pk=event.edge_pk, seq=event.first_seq)
             else:
                 metrics.sequence_replays.inc(size)
         log.debug(
@@ -313,7 +314,13 @@ async def run_ingest(
     )
     converter = Converter(directory, max_future_ms=int(settings.max_future_s * 1000))
     broker = Broker(settings, metrics, client_factory=client_factory)
-    pipeline = Pipeline(settings, broker, converter, BatchWriter(db, metrics), metrics)
+    writer = BatchWriter(
+        db,
+        metrics,
+        rows_by_point=converter.rows_by_point,
+        digest_retention_s=settings.sequence_digest_retention_s,
+    )
+    pipeline = Pipeline(settings, broker, converter, writer, metrics)
 
     health = await _start_health(settings, metrics, broker, db)
     metrics.database_ok.set(1)

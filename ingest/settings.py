@@ -60,6 +60,11 @@ class IngestSettings(BaseSettings):
     #: objects per point and makes almost no cycles: at 700, the collector took 40 %
     #: of decoding and converting (docs/benchmarks.md, "Ingest").
     gc_young_threshold: int = Field(default=10_000, ge=0)
+    #: How long the digest of each message is kept, to tell a sequence number re-sent
+    #: with the same content (a replay) from one re-sent with other content (a
+    #: conflict). Beyond it a re-sent number counts as a replay; keep it longer than
+    #: the edges' spool max_age (default 7 days).
+    sequence_digest_retention_s: float = Field(default=8 * 86_400, gt=0)
     #: Points whose source timestamp is further ahead of ingest's clock are rejected.
     max_future_s: float = Field(default=86_400, gt=0)
     #: How long to wait before asking the database again about an unknown edge or device.

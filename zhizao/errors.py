@@ -13,6 +13,7 @@
     │   └── PublishRejected     the broker answered a PUBLISH with an error reason code
     └── StorageError            the database refused or is unreachable
         ├── DatabaseUnavailable the server cannot be reached (retry later)
+        ├── DataRefused         the database refused a value of one message (never retried)
         └── MigrationError      the schema cannot be brought to the current version
 
 Library errors (psycopg, pydantic, openpyxl) are translated at the boundary with
@@ -92,6 +93,11 @@ class StorageError(ZhizaoError):
 
 class DatabaseUnavailable(StorageError):
     """The database cannot be reached; the operation may succeed later."""
+
+
+class DataRefused(StorageError):
+    """The database refused a value that came with a message (a NUL in text, a number
+    out of range, a site's constraint): retrying cannot help, the message can."""
 
 
 class MigrationError(StorageError):

@@ -13,6 +13,13 @@ sound but some of whose points are not yields the good points and a list of
 rejected ones with their index and reason, so one bad point never costs the others.
 The fast path validates the whole batch in one pass (pydantic-core parses the
 JSON); only a batch that fails it is taken apart point by point.
+
+The contract is closed over what storage can hold, so that no valid message can be
+refused by the database (which would cost the message, or worse, stall the stream):
+text carries no control characters (names none at all, free text only tab, line feed
+and carriage return) and no lone surrogates; sequence numbers fit PostgreSQL's
+``bigint``; metric numbers fit double precision; JSON nests at most
+:data:`MAX_JSON_DEPTH` levels (a batch needs four).
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic_core import from_json
 
 from zhizao.errors import ContractError, TopicError
 
@@ -37,8 +46,29 @@ MIN_TIMESTAMP_MS = 946_684_800_000
 MAX_TIMESTAMP_MS = 4_102_444_800_000
 MAX_POINTS_PER_BATCH = 10_000
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+#: The largest sequence number storage holds (PostgreSQL ``bigint``).
+MAX_SEQ = 2**63 - 1
+#: The largest magnitude of a metric value: what double precision holds.
+MAX_METRIC_MAGNITUDE = sys.float_info.max
+#: JSON nesting beyond this is refused as a whole: a batch needs four levels (envelope,
+#: points, point, and a value at most), and a deeper document costs recursion to read.
+MAX_JSON_DEPTH = 32
 
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+#: Names (point names): no control character (Unicode Cc: C0, DEL, C1).
+_NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+#: Free text (raw, reason, event values, software): tab, line feed and carriage return
+#: are kept, as alarm texts and error messages hold them; other control characters not.
+_TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+_CONTROL_PATTERNS = frozenset((_NAME_PATTERN, _TEXT_PATTERN))
+#: Characters a reason quotes escaped: control characters and lone surrogates, which
+#: a terminal would act on or PostgreSQL cannot store.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+#: For :func:`json_nests_deeper`: JSON strings (whose brackets do not nest), and a
+#: translation keeping only brackets, as ( and ).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_AS_PARENS = bytes.maketrans(b"[{]}", b"(())")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class Quality(StrEnum):
@@ -108,7 +138,12 @@ def counter_event_name(event: str, counter: str) -> str:
 
 Timestamp = Annotated[int, Field(ge=MIN_TIMESTAMP_MS, le=MAX_TIMESTAMP_MS, strict=True)]
 DeviceCode = Annotated[str, Field(pattern=_SEGMENT_RE.pattern)]
-PointName = Annotated[str, Field(min_length=1, max_length=128)]
+#: A unified social credit code: 18 digits and capital letters (GB 32100).
+EnterpriseCode = Annotated[str, Field(min_length=18, max_length=18, pattern=r"^[0-9A-Z]{18}$")]
+PointName = Annotated[str, Field(min_length=1, max_length=128, pattern=_NAME_PATTERN)]
+Text = Annotated[str, Field(pattern=_TEXT_PATTERN)]
+ShortText = Annotated[str, Field(max_length=256, pattern=_TEXT_PATTERN)]
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ, strict=True)]
 
 
 class Point(BaseModel):
@@ -126,10 +161,10 @@ class Point(BaseModel):
     ts: Timestamp
     kind: PointKind
     name: PointName
-    value: float | int | str | bool
+    value: float | int | Text | bool
     quality: Quality = Quality.GOOD
-    raw: str | None = Field(default=None, max_length=256)
-    reason: str | None = Field(default=None, max_length=256)
+    raw: ShortText | None = None
+    reason: ShortText | None = None
 
 
 _COUNT_NAMES = frozenset(CountName.__members__.values())
@@ -141,6 +176,10 @@ def _metric_problem(point: Point) -> str | None:
         return "a metric value must be a number or a boolean"
     if isinstance(point.value, float) and not math.isfinite(point.value):
         return "a metric value must be finite (no NaN or infinity)"
+    if isinstance(point.value, int) and not (
+        -MAX_METRIC_MAGNITUDE <= point.value <= MAX_METRIC_MAGNITUDE
+    ):
+        return "a metric value must be within double precision range (±1.8e308)"
     return None
 
 
@@ -169,8 +208,8 @@ def counter_anomaly_problem(name: str, value: object) -> str | None:
     if counter not in _COUNT_NAMES:
         return f"a counter anomaly is named {COUNTER_ANOMALY_EVENT}.good or .reject"
     try:
-        document = json.loads(value) if isinstance(value, str) else None
-    except ValueError:
+        document = read_json(value) if isinstance(value, str) else None
+    except ContractError:
         document = None
     if not isinstance(document, dict):
         return "a counter anomaly's value must be a JSON object as text"
@@ -214,9 +253,9 @@ class UplinkBatch(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     v: Literal[1] = 1
-    enterprise: Annotated[str, Field(min_length=18, max_length=18)]
+    enterprise: EnterpriseCode
     edge: DeviceCode
-    seq: Annotated[int, Field(ge=0, strict=True)]
+    seq: Seq
     sent_at: Timestamp
     points: Annotated[list[Point], Field(min_length=1, max_length=MAX_POINTS_PER_BATCH)]
 
@@ -239,13 +278,13 @@ class EdgeStatus(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     v: Literal[1] = 1
-    enterprise: Annotated[str, Field(min_length=18, max_length=18)]
+    enterprise: EnterpriseCode
     edge: DeviceCode
     status: Connectivity
     ts: Timestamp
-    reason: str | None = Field(default=None, max_length=256)
-    last_seq: Annotated[int, Field(ge=0)] | None = None
-    software: str | None = Field(default=None, max_length=64)
+    reason: ShortText | None = None
+    last_seq: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = None
+    software: Annotated[str, Field(max_length=64, pattern=_TEXT_PATTERN)] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,12 +342,116 @@ def encode_status(status: EdgeStatus) -> bytes:
     return status.model_dump_json(exclude_none=True).encode()
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters and lone surrogates escaped (``\\x00``,
+    ``\\ud800``): for reasons that quote what a sender sent, and for text columns,
+    which PostgreSQL refuses with a NUL or a surrogate in them."""
+    if _UNPRINTABLE.search(text) is None:
+        return text
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def _control_pattern(error: Any) -> str | None:
+    """The control-character pattern an error is about, if it is one of ours."""
+    if error["type"] != "string_pattern_mismatch":
+        return None
+    pattern = (error.get("ctx") or {}).get("pattern")
+    return pattern if pattern in _CONTROL_PATTERNS else None
+
+
+def _message(error: Any) -> str:
+    pattern = _control_pattern(error)
+    if pattern == _NAME_PATTERN:
+        return "must not contain control characters"
+    if pattern == _TEXT_PATTERN:
+        return "must not contain control characters other than tab, line feed, carriage return"
+    ctx = error.get("ctx") or {}
+    if error["type"] == "json_invalid" and "recursion limit" in str(ctx.get("error", "")):
+        return f"JSON nests too deeply ({ctx['error']})"
+    return str(error["msg"])
+
+
 def _describe(error: ValidationError, prefix: str = "") -> str:
-    first = error.errors(include_url=False)[0]
-    loc = ".".join(str(part) for part in (*([prefix] if prefix else []), *first["loc"]))
+    errors = error.errors(include_url=False)
+    # A control character in a value (a union: number, text or boolean) fails every
+    # member; the text member's complaint is the one that says what is wrong.
+    first = next((e for e in errors if _control_pattern(e)), errors[0])
+    path = tuple(first["loc"])
     more = error.error_count() - 1
+    if _control_pattern(first) and path and path[-1] == "constrained-str":
+        path = path[:-1]
+        more = sum(1 for e in errors if tuple(e["loc"])[: len(path)] != path)
+    loc = ".".join(printable(str(part)) for part in (*([prefix] if prefix else []), *path))
     tail = f" (and {more} more)" if more else ""
-    return f"{loc or 'payload'}: {first['msg']}{tail}"
+    return f"{loc or 'payload'}: {_message(first)}{tail}"
+
+
+def json_nests_deeper(text: bytes | str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests deeper than ``limit``, found without parsing it.
+
+    Python's json parser recurses once per level. 100,000 levels down it meets the
+    recursion limit, and the RecursionError it raises there is best effort: with code
+    running in between (a gc callback, say) the interpreter may abort the whole process
+    ("Cannot recover from stack overflow"), which the fuzz suite met. So the depth is
+    measured first, on the text: strings removed, brackets kept, and the innermost pairs
+    taken away one level per pass (C speed, at most ``limit`` passes). Brackets that
+    never pair (truncated JSON) count too, since a parser descends into each of them.
+    """
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    skeleton = _JSON_STRING.sub(b"", raw).translate(_AS_PARENS, _NOT_BRACKETS)
+    for _ in range(limit):
+        if b"()" not in skeleton:
+            break
+        skeleton = skeleton.replace(b"()", b"")
+    return b"()" in skeleton or skeleton.count(b"(") > limit
+
+
+def _nests_deeper(document: Any, limit: int) -> bool:
+    """Whether a parsed JSON document nests deeper than ``limit`` (without recursion)."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def read_json(text: bytes | str) -> Any:
+    """JSON text as Python values; ContractError if it is not JSON or nests deeper than
+    :data:`MAX_JSON_DEPTH` levels.
+
+    pydantic-core's parser (the fast path's) goes first: it never recurses in Python
+    and stops at 200 levels. It refuses lone surrogates, which the contract refuses per
+    field (so that such a point costs only itself): for those, Python's parser, after
+    :func:`json_nests_deeper` has measured the depth it would recurse to.
+    """
+    too_deep = ContractError(f"payload: JSON nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        document = from_json(text)
+    except ValueError as exc:
+        if "recursion limit" in str(exc):
+            raise too_deep from None
+        if json_nests_deeper(text):
+            raise too_deep from None
+        try:
+            document = json.loads(text)
+        except ValueError as again:
+            raise ContractError(f"payload is not a JSON object: {again}") from again
+    if _nests_deeper(document, MAX_JSON_DEPTH):
+        raise too_deep
+    return document
 
 
 _ENVELOPE = TypeAdapter(dict[str, Any])
@@ -326,8 +469,8 @@ def decode_batch(payload: bytes) -> DecodedBatch:
         failure = whole
     # Slow path: find out whether the envelope or only some points are wrong.
     try:
-        document = _ENVELOPE.validate_python(json.loads(payload))
-    except (ValueError, ValidationError) as exc:
+        document = _ENVELOPE.validate_python(read_json(payload))
+    except ValidationError as exc:
         raise ContractError(f"payload is not a JSON object: {exc}") from failure
     version = document.get("v")
     if version != CONTRACT_VERSION:

@@ -301,3 +301,38 @@ class Worker:
     async def close(self) -> None:
         self.stop.set()
         await asyncio.wait_for(self.task, timeout=60)
+
+
+@dataclass(frozen=True)
+class Letter:
+    """A dead letter as an operator sees it in ``zhizao ingest dead-letters list``."""
+
+    id: int
+    topic: str
+    enterprise: str | None
+    edge: str | None
+    seq: int | None
+    point_index: int | None
+    reason: str
+    payload: bytes
+
+
+async def letters(db_url: str) -> list[Letter]:
+    conn = await connect(db_url, autocommit=True)
+    async with conn:
+        cur = await conn.execute(
+            "SELECT id, topic, enterprise, edge_id, seq, point_index, reason, payload"
+            " FROM dead_letter ORDER BY id"
+        )
+        return [Letter(*row[:7], bytes(row[7])) for row in await cur.fetchall()]
+
+
+async def get_health(port: int) -> tuple[int, dict[str, Any]]:
+    """GET /healthz of a worker: the status code and the JSON body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)

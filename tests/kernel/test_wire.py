@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
@@ -15,6 +17,7 @@ from zhizao.errors import ContractError, TopicError
 from zhizao.wire import (
     MAX_TIMESTAMP_MS,
     MIN_TIMESTAMP_MS,
+    DecodedBatch,
     EdgeStatus,
     Point,
     PointKind,
@@ -37,12 +40,14 @@ T0 = 1_767_225_600_000
 codes = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,20}", fullmatch=True)
 timestamps = st.integers(min_value=MIN_TIMESTAMP_MS, max_value=MAX_TIMESTAMP_MS)
 qualities = st.sampled_from(["good", "uncertain", "bad"])
+#: Text the contract accepts: no control characters (nor lone surrogates).
+texts = st.characters(exclude_categories=("Cc", "Cs"))
 metric_points = st.builds(
     Point,
     device=codes,
     ts=timestamps,
     kind=st.just(PointKind.METRIC),
-    name=st.text(min_size=1, max_size=30),
+    name=st.text(texts, min_size=1, max_size=30),
     value=st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**53), 2**53)),
     quality=qualities,
 )
@@ -53,8 +58,8 @@ state_points = st.builds(
     kind=st.just(PointKind.STATE),
     name=st.just("state"),
     value=st.sampled_from([s.value for s in StateClass]),
-    raw=st.none() | st.text(max_size=20),
-    reason=st.none() | st.text(max_size=20),
+    raw=st.none() | st.text(texts, max_size=20),
+    reason=st.none() | st.text(texts, max_size=20),
 )
 count_points = st.builds(
     Point,
@@ -71,13 +76,13 @@ event_points = st.builds(
     kind=st.just(PointKind.EVENT),
     name=st.just("connectivity"),
     value=st.sampled_from(["online", "offline"]),
-    reason=st.none() | st.text(max_size=20),
+    reason=st.none() | st.text(texts, max_size=20),
 )
 batches = st.builds(
     UplinkBatch,
     enterprise=st.just(ENTERPRISE),
     edge=codes,
-    seq=st.integers(0, 2**62),
+    seq=st.integers(0, 2**63 - 1),
     sent_at=timestamps,
     points=st.lists(
         st.one_of(metric_points, state_points, count_points, event_points), min_size=1, max_size=20
@@ -203,3 +208,126 @@ def test_status_round_trip_and_topics() -> None:
 def test_foreign_topics_are_refused(topic: str) -> None:
     with pytest.raises(TopicError):
         parse_topic(topic)
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ({**GOOD, "name": "speed\x00"}, "points.1.name: must not contain control characters"),
+        ({**GOOD, "name": "speed\x1b[2J"}, "points.1.name: must not contain control characters"),
+        ({**GOOD, "kind": "state", "name": "state", "value": "IDLE", "raw": "a\x00"},
+         "points.1.raw: must not contain control characters other than tab"),
+        ({**GOOD, "kind": "event", "name": "alarm", "value": "E\x07"},
+         "points.1.value: must not contain control characters other than tab"),
+        ({**GOOD, "value": 10**400}, "points.1.value: a metric value must be within double"),
+        ({**GOOD, "value": -(10**309)}, "points.1.value: a metric value must be within double"),
+        ({**GOOD, "note\x00": 1}, "points.1.note\\x00: Extra inputs are not permitted"),
+    ],
+)
+def test_what_storage_cannot_hold_costs_only_its_point(bad: dict[str, object], reason: str) -> None:
+    decoded = decode_batch(_envelope([GOOD, bad]))
+    assert [p.ts for p in decoded.batch.points] == [T0]
+    assert decoded.rejected[0].reason.startswith(reason), decoded.rejected[0].reason
+
+
+def test_text_keeps_tabs_and_line_breaks_and_any_script() -> None:
+    point = {**GOOD, "kind": "state", "name": "状态", "value": "IDLE",
+             "reason": "line 1\nline 2\tcol\r", "raw": "Ausführung"}
+    assert decode_batch(_envelope([point])).batch.points[0].reason == "line 1\nline 2\tcol\r"
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (json.dumps({"v": 1, "enterprise": ENTERPRISE, "edge": "e1", "seq": 2**63,
+                     "sent_at": T0, "points": [GOOD]}).encode(),
+         "seq: Input should be less than or equal to 9223372036854775807"),
+        (json.dumps({"v": 1, "enterprise": ENTERPRISE[:17] + "\x00", "edge": "e1", "seq": 1,
+                     "sent_at": T0, "points": [GOOD]}).encode(), "enterprise: String should match"),
+        (b"[" * 100_000 + b"]" * 100_000, "payload: JSON nests deeper than 32 levels"),
+        (_envelope([GOOD, {**GOOD, "value": json.loads("[" * 40 + "]" * 40)}]),
+         "payload: JSON nests deeper than 32 levels"),
+    ],
+)
+def test_envelopes_storage_cannot_hold_are_refused(payload: bytes, reason: str) -> None:
+    with pytest.raises(ContractError) as refused:
+        decode_batch(payload)
+    assert str(refused.value).startswith(reason), str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"last_seq": 2**63}, "last_seq: Input should be less than or equal to"),
+        ({"reason": "boot\x00"}, "reason: must not contain control characters"),
+        ({"software": "zhizao\x1b"}, "software: must not contain control characters"),
+    ],
+)
+def test_statuses_storage_cannot_hold_are_refused(fields: dict[str, object], reason: str) -> None:
+    status = {"v": 1, "enterprise": ENTERPRISE, "edge": "e1", "status": "online", "ts": T0}
+    with pytest.raises(ContractError, match=f"^{reason}"):
+        decode_status(json.dumps(status | fields).encode())
+    deep = json.dumps(status | {"reason": "X"}).encode().replace(b'"X"', b"[" * 10_000)
+    with pytest.raises(ContractError, match="JSON nests too deeply"):
+        decode_status(deep)
+
+
+def test_the_published_schema_refuses_control_characters_and_huge_numbers() -> None:
+    schema = json.loads((SCHEMA_DIR / "uplink-batch.schema.json").read_text())
+    for bad in ({**GOOD, "name": "a\x00"}, {**GOOD, "kind": "event", "value": "a\x00"}):
+        document = json.loads(_envelope([bad]))
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(document, schema)
+    document = json.loads(_envelope([GOOD])) | {"seq": 2**63}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(document, schema)
+
+
+def _with_little_stack(work: Callable[[], object], frames_left: int = 40) -> object:
+    """Run ``work`` this many frames below the recursion limit, as deep in a call stack
+    as a worker's conversion might be."""
+    depth, frame = 0, sys._getframe()
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+
+    def down(n: int) -> object:
+        return work() if n <= 0 else down(n - 1)
+
+    return down(sys.getrecursionlimit() - depth - frames_left)
+
+
+_DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _DEEP,
+        b"[" * 100_000,  # truncated: never closed
+        # A lone surrogate sends the slow path to Python's parser, which recurses.
+        _envelope([{**GOOD, "name": "\ud800"}, {**GOOD, "value": "X"}])
+        .replace(b'"X"', _DEEP),
+    ],
+)
+def test_deep_nesting_is_measured_before_any_parser_recurses(payload: bytes) -> None:
+    # Python's json parser would recurse 100,000 levels here and raise RecursionError
+    # (or, with a gc callback running meanwhile, abort the process).
+    def decode() -> object:
+        with pytest.raises(ContractError, match="JSON nests deeper than 32 levels"):
+            decode_batch(payload)
+        return None
+
+    _with_little_stack(decode)
+
+
+def test_a_counter_anomaly_nested_deep_costs_only_its_point() -> None:
+    anomaly = {**GOOD, "kind": "event", "name": "counter_anomaly.good",
+               "value": "[" * 100_000 + "]" * 100_000}
+
+    def decode() -> object:
+        return decode_batch(_envelope([GOOD, anomaly]))
+
+    decoded = _with_little_stack(decode)
+    assert isinstance(decoded, DecodedBatch)
+    assert [r.index for r in decoded.rejected] == [1]
+    assert "counter anomaly's value must be a JSON object" in decoded.rejected[0].reason

@@ -107,7 +107,11 @@ def replay_command(
     reason: Annotated[str | None, typer.Option(help="Reason contains this text.")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 10_000,
 ) -> None:
-    """Run pending dead letters through validation again; store what now passes."""
+    """Run pending dead letters through validation again; store what now passes.
+
+    Exits 1 if some letter could not be replayed (unreadable, or refused by the
+    database); each is listed with its id and why, and stays pending.
+    """
     try:
         report = asyncio.run(
             replay_dead_letters(
@@ -123,7 +127,13 @@ def replay_command(
     console.print(
         f"examined {report.examined}, replayed {report.replayed} ({report.rows_new} new rows,"
         f" {report.still_dead_points} points dead-lettered again),"
-        f" still failing {len(report.still_failing)}"
+        f" still failing {len(report.still_failing)}, could not replay {len(report.failed)}"
     )
     for pk, why in report.still_failing[:20]:
-        console.print(f"  {pk}: {why}")
+        console.print(f"  {pk}: {why}", markup=False)
+    if report.failed:
+        # Every one of them: each needs a look, unlike letters that still fail validation.
+        console.print("could not replay (still pending):")
+        for pk, why in report.failed:
+            console.print(f"  {pk}: {why}", markup=False)
+        raise typer.Exit(1)

@@ -4,6 +4,12 @@ A message whose envelope, topic or sender is wrong is one row without
 ``point_index`` holding the raw payload as received. A bad point inside an otherwise
 good batch is one row with ``point_index`` set and the point's own JSON as payload,
 so a 200-point batch with one unknown device does not store the batch 200 times.
+
+Writing a dead letter must never be refused for what the letter holds: that would
+leave ingest no place to put the message, and it would retry it forever. So the
+payload is ``bytea`` (any bytes), text columns are stored with control characters
+and lone surrogates escaped (:func:`zhizao.wire.printable`), and numbers outside
+their column's range are left out (the payload still has them).
 """
 
 from __future__ import annotations
@@ -14,10 +20,23 @@ from datetime import datetime
 from typing import NamedTuple
 
 from zhizao.storage.connection import Conn
+from zhizao.wire import printable
 
 #: Payloads above this size are stored truncated: such a message was rejected for its
 #: size and cannot be replayed anyway, and the table must not balloon.
 MAX_STORED_PAYLOAD = 64 * 1024
+#: A reason is a sentence; anything longer is cut here.
+MAX_REASON_CHARS = 1000
+_INT8 = (-(2**63), 2**63 - 1)
+_INT4 = (-(2**31), 2**31 - 1)
+
+
+def _within(value: int | None, bounds: tuple[int, int]) -> int | None:
+    return value if value is not None and bounds[0] <= value <= bounds[1] else None
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else printable(value)
 
 
 class DeadLetterRow(NamedTuple):
@@ -56,12 +75,12 @@ async def write_dead_letters(conn: Conn, rows: Sequence[DeadLetterRow]) -> int:
             payload = payload[:MAX_STORED_PAYLOAD]
         values = (
             row.received_ms,
-            row.topic,
-            row.enterprise,
-            row.edge_id,
-            row.seq,
-            row.point_index,
-            row.reason,
+            printable(row.topic),
+            _text(row.enterprise),
+            _text(row.edge_id),
+            _within(row.seq, _INT8),
+            _within(row.point_index, _INT4),
+            printable(row.reason[:MAX_REASON_CHARS]),
             payload,
         )
         for column, value in zip(columns, values, strict=True):

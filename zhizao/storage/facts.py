@@ -266,6 +266,16 @@ async def write_metrics_staged(conn: Conn, block: bytes) -> int:
     return max(cur.rowcount, 0)
 
 
+def reset_session(conn: Conn) -> None:
+    """Forget what this module knows of a connection's session, after a rollback.
+
+    A rolled-back (sub)transaction takes a staging table created in it along; the
+    next write then creates it again instead of meeting "relation does not exist".
+    """
+    _staged.discard(conn)
+    _replaying.discard(conn)
+
+
 async def write_metrics(conn: Conn, rows: Sequence[MetricRow]) -> int:
     """Write a large batch of metric rows idempotently; returns how many were new.
 

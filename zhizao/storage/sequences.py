@@ -4,6 +4,10 @@ The state of the edges of a batch is read with ``FOR UPDATE`` in edge order insi
 the batch's transaction, so workers sharing a subscription serialise per edge and
 never deadlock on each other; the caller classifies the new sequence numbers and
 writes the state back in the same transaction.
+
+Migration 0009 adds a digest of each message per (edge, seq), so that a number
+received again can be told a replay (same bytes) or a conflict (other bytes).
+Digests are read and written under the same row locks, and pruned by age.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Literal, NamedTuple
 
 from zhizao.storage.connection import Conn
 
-SequenceKind = Literal["gap", "late", "replay"]
+SequenceKind = Literal["gap", "late", "replay", "conflict"]
 
 
 class SequenceEvent(NamedTuple):
@@ -98,3 +102,41 @@ async def save_sequence_state(
             " SELECT * FROM unnest(%s::int4[], %s::text[], %s::int8[], %s::int8[])",
             (epk, kind, efirst, elast),
         )
+
+
+async def stored_digests(
+    conn: Conn, keys: Iterable[tuple[int, int]]
+) -> dict[tuple[int, int], bytes]:
+    """Digests stored for these (edge, seq), where there is one."""
+    pairs = sorted(set(keys))
+    if not pairs:
+        return {}
+    cur = await conn.execute(
+        "SELECT d.edge_pk, d.seq, d.digest FROM sequence_digest d"
+        " JOIN unnest(%s::int4[], %s::int8[]) AS k(e, s) ON d.edge_pk = k.e AND d.seq = k.s",
+        ([pk for pk, _ in pairs], [seq for _, seq in pairs]),
+    )
+    return {(int(pk), int(seq)): bytes(digest) for pk, seq, digest in await cur.fetchall()}
+
+
+async def save_digests(conn: Conn, rows: Sequence[tuple[int, int, bytes]]) -> None:
+    """Record the digest of each (edge, seq, digest); a digest stored already stays."""
+    if not rows:
+        return
+    pks, seqs, digests = (list(c) for c in zip(*rows, strict=True))
+    await conn.execute(
+        "INSERT INTO sequence_digest (edge_pk, seq, digest)"
+        " SELECT * FROM unnest(%s::int4[], %s::int8[], %s::bytea[]) ON CONFLICT DO NOTHING",
+        (pks, seqs, digests),
+    )
+
+
+async def prune_digests(conn: Conn, older_than_s: float, *, limit: int = 100_000) -> int:
+    """Delete up to ``limit`` digests received more than ``older_than_s`` ago."""
+    cur = await conn.execute(
+        "DELETE FROM sequence_digest WHERE ctid = ANY(ARRAY("
+        "SELECT ctid FROM sequence_digest"
+        " WHERE received_at < now() - make_interval(secs => %s) LIMIT %s))",
+        (older_than_s, limit),
+    )
+    return max(cur.rowcount, 0)
