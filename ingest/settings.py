@@ -26,7 +26,7 @@ from zhizao.wire import MAX_PAYLOAD_BYTES
 #: Room for the topic, the properties and the fixed header of a PUBLISH.
 _PACKET_OVERHEAD = 64 * 1024
 MIN_PACKET_BYTES = MAX_PAYLOAD_BYTES + _PACKET_OVERHEAD
-#: deploy/mosquitto/mosquitto.conf: message_size_limit 5 MiB (payload).
+#: deploy/mosquitto/mosquitto.conf's max_packet_size.
 MAX_PACKET_BYTES = 5 * 2**20 + _PACKET_OVERHEAD
 
 
@@ -66,8 +66,8 @@ class IngestSettings(BaseSettings):
     #: (Mosquitto logs "Dropping too large outgoing PUBLISH"); 3.1.1 cannot say so, so a
     #: bigger message is acknowledged and dropped on arrival, logged and counted. The
     #: floor is the contract's payload limit plus room for topic and headers, so that no
-    #: valid batch is refused; the default is above the shipped broker's
-    #: message_size_limit, so that what the broker accepts reaches the dead letters.
+    #: valid batch is refused; the default is the shipped broker's max_packet_size, so
+    #: that whatever the broker accepts reaches ingest (oversize: the dead letters).
     max_packet_bytes: int = Field(default=MAX_PACKET_BYTES, ge=MIN_PACKET_BYTES, le=268_435_460)
     #: A batch is committed when it holds this many points ...
     batch_max_points: int = Field(default=50_000, ge=1)
