@@ -9,7 +9,8 @@ committing, acknowledging nothing stale, and answering health checks. The socket
 callbacks paho fires in that thread hop onto the loop. Reconnecting is an explicit
 task with backoff.
 
-Flow control, the reason memory stays flat however fast the broker pushes:
+Flow control, the reason memory stays bounded however fast the broker pushes and
+however large its messages:
 
 * messages are acknowledged manually (``manual_ack=True``) and only after their
   batch is committed;
@@ -17,7 +18,18 @@ Flow control, the reason memory stays flat however fast the broker pushes:
   keeps at most that many unacknowledged messages in flight to this worker and
   holds the rest in the session queue;
 * MQTT 3.1.1 has no such property, so the adapter stops reading the socket when
-  ``max_inflight`` messages are buffered and resumes at half (TCP backpressure).
+  ``max_inflight`` messages are buffered and resumes at half (TCP backpressure);
+* whatever the protocol, it also stops reading when the payloads received and not yet
+  acknowledged reach ``inflight_max_bytes``, and resumes when acknowledgements bring
+  them down to half: a count alone would let 4000 messages of 4 MiB in;
+* no packet above ``max_packet_bytes`` is taken: with MQTT 5 the CONNECT's Maximum
+  Packet Size makes the broker drop it for this worker; with 3.1.1 it is dropped (and
+  acknowledged, or it would come back after every reconnect) as it arrives;
+* after a burst, once the window has drained, freed memory is handed back to the
+  system (:mod:`ingest.memory`).
+
+So at most ``inflight_max_bytes`` plus one message (the one that crossed the bound)
+plus one partly read packet are held, the broker keeping the rest.
 
 After a disconnect, message ids of the old connection mean nothing to the new one:
 each connection has a generation number and acknowledgements for an older
@@ -43,6 +55,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.convert import Inbound
+from ingest.memory import TrimAfterBurst, trim
 from ingest.metrics import IngestMetrics
 from ingest.settings import IngestSettings
 from ingest.writer import Backoff
@@ -138,33 +151,69 @@ class Broker:
         self._paused = False
         self._lost = asyncio.Event()
         self._unacked = 0
+        self._unacked_bytes = 0
+        self._held = False  # paused for good (shutdown): acknowledgements do not resume
+        self._trim = TrimAfterBurst(settings.inflight_max_bytes)
+        # Read when scraped: setting gauges per message would cost more than the count.
+        metrics.inflight.set_function(lambda: self._unacked)
+        metrics.inflight_bytes.set_function(lambda: self._unacked_bytes)
         self._closing = False
 
     # -- acknowledgements and flow control -------------------------------------------
 
+    @property
+    def inflight_bytes(self) -> int:
+        """Payload bytes received and not yet acknowledged (or forgotten)."""
+        return self._unacked_bytes
+
     def ack(self, msg: Inbound) -> bool:
         """Acknowledge a committed message; False if its connection is gone."""
-        self._unacked -= 1
-        self.metrics.inflight.set(self._unacked)
+        self._release(1, len(msg.payload))
         client = self._client
         if client is None or msg.generation != self.generation or msg.qos == 0:
             return False
         rc = client.ack(msg.mid, msg.qos)
         return rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
-    def forget(self, count: int) -> None:
-        """Messages dropped without acknowledgement (shutdown): only the gauge changes."""
+    def forget(self, messages: list[Inbound]) -> None:
+        """Messages dropped without acknowledgement (shutdown): only the gauges change."""
+        self._release(len(messages), sum(len(m.payload) for m in messages))
+
+    def _release(self, count: int, size: int) -> None:
         self._unacked -= count
-        self.metrics.inflight.set(self._unacked)
+        self._unacked_bytes -= size
+        if self._paused:
+            self.resume_if_drained()
+        if self._trim.released(self._unacked_bytes, size):
+            # Later, not now: the committer still holds the batch being acknowledged,
+            # and a burst's drain comes in waves.
+            self._loop.call_later(self._trim.delay_s, self._trim_memory)
+
+    def _trim_memory(self) -> None:
+        if self._trim.due(self._unacked_bytes) and trim():
+            self.metrics.memory_trims.inc()
+
+    def _full(self) -> bool:
+        return (
+            len(self.inbox) >= self.settings.max_inflight
+            or self._unacked_bytes >= self.settings.inflight_max_bytes
+        )
 
     def _maybe_pause(self) -> None:
-        if not self._paused and len(self.inbox) >= self.settings.max_inflight:
+        if not self._paused and self._full():
             self._paused = True
+            self.metrics.paused.set(1)
             self._stop_reading()
 
     def resume_if_drained(self) -> None:
-        if self._paused and len(self.inbox) <= self.settings.max_inflight // 2:
+        if (
+            self._paused
+            and not self._held
+            and len(self.inbox) <= self.settings.max_inflight // 2
+            and self._unacked_bytes <= self.settings.inflight_max_bytes // 2
+        ):
             self._paused = False
+            self.metrics.paused.set(0)
             self._start_reading()
             if self._client is not None and _buffered(self._client):
                 self._loop.call_soon(self._on_readable)
@@ -172,6 +221,8 @@ class Broker:
     def pause(self) -> None:
         """Stop taking messages (shutdown): what the broker holds stays queued there."""
         self._paused = True
+        self._held = True
+        self.metrics.paused.set(1)
         self._stop_reading()
 
     # -- socket plumbing ------------------------------------------------------------
@@ -311,11 +362,16 @@ class Broker:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self.metrics.messages_received_count += 1
+        payload = bytes(message.payload)
+        if len(payload) + len(message.topic) > self.settings.max_packet_bytes:
+            self._drop_oversize(client, message, len(payload))
+            return
         self._unacked += 1
+        self._unacked_bytes += len(payload)
         self.inbox.append(
             Inbound(
                 topic=message.topic,
-                payload=bytes(message.payload),
+                payload=payload,
                 mid=message.mid,
                 qos=message.qos,
                 retain=bool(message.retain),
@@ -325,6 +381,22 @@ class Broker:
         )
         self.arrived.set()
         self._maybe_pause()
+
+    def _drop_oversize(self, client: mqtt.Client, message: mqtt.MQTTMessage, size: int) -> None:
+        # Only MQTT 3.1.1 gets here (an MQTT 5 broker honours the Maximum Packet Size).
+        # Kept, it would cost its size until committed; unacknowledged, the broker would
+        # send it again after every reconnect. Acknowledged out of order: Mosquitto and
+        # amqtt do not mind. No dead letter, as with MQTT 5 where the broker drops it:
+        # the log and zhizao_ingest_oversize_dropped_total say it happened.
+        self.metrics.oversize_dropped.inc()
+        log.warning(
+            "message above max_packet_bytes dropped",
+            topic=message.topic,
+            payload_bytes=size,
+            max_packet_bytes=self.settings.max_packet_bytes,
+        )
+        if message.qos > 0:
+            client.ack(message.mid, message.qos)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -344,6 +416,7 @@ class Broker:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.settings.session_expiry_s
             props.ReceiveMaximum = self.settings.max_inflight
+            props.MaximumPacketSize = self.settings.max_packet_bytes
             if first:
                 client.connect(
                     self.settings.mqtt_host,

@@ -7,7 +7,8 @@ Checks, in order, each failure naming exactly what was wrong:
    sound batch are rejected one by one (:func:`zhizao.wire.decode_batch`);
 3. the enterprise and edge in the payload are those of the topic;
 4. the edge is registered, to that enterprise;
-5. every point's device is in that enterprise's ledger;
+5. every point's device is in that enterprise's ledger and, when the ledger lists the
+   devices the edge serves (服务设备), on that list;
 6. every point's timestamp is not further ahead of ingest's clock than allowed
    (the contract itself rejects anything before 2000);
 7. values fit their columns (a count above 2^31 - 1 cannot be stored).
@@ -300,7 +301,7 @@ class Converter:
         for rejected in decoded.rejected:
             reject_point(rejected.index, f"contract: {rejected.reason}", point_json(rejected.raw))
         original_index = _good_indexes(decoded) if indexes is None else indexes
-        devices = await self._directory.devices(enterprise)
+        devices, edge = await self._publishable(enterprise, edge, batch.edge)
         newest = 0
         limit = received + self._max_future_ms
         facts = out.facts
@@ -313,12 +314,12 @@ class Converter:
         for index, point in zip(original_index, batch.points, strict=True):
             device_id = devices.get(point.device)
             if device_id is None:
-                devices = await self._directory.refresh_devices(enterprise)
+                devices, edge = await self._publishable(enterprise, edge, batch.edge, refresh=True)
                 device_id = devices.get(point.device)
                 if device_id is None:
                     reject_point(
                         index,
-                        f"device: {point.device!r} is not in the ledger of enterprise {enterprise}",
+                        await self._unpublishable(point.device, enterprise, batch.edge),
                         point.model_dump_json(exclude_none=True).encode(),
                     )
                     continue
@@ -383,6 +384,39 @@ class Converter:
             if ts > newest:  # noqa: PLR1730 - cheaper than a call to max() per point
                 newest = ts
         out.newest_ts_ms = newest or None
+
+    # -- the devices an edge may publish for (check 5) --------------------------------
+    # A separate block, so that the per-point loop stays one dict look-up: the ids of
+    # the devices the edge serves are picked once per message.
+
+    async def _publishable(
+        self, enterprise: str, edge: EdgeRef, edge_id: str, *, refresh: bool = False
+    ) -> tuple[dict[str, int], EdgeRef]:
+        """Device ids by code that ``edge`` may publish for, and the edge as now known.
+
+        ``refresh`` (after a miss) re-reads the enterprise's devices and the edge's list,
+        each at most every ``registry_miss_retry_s``: a device just added to the ledger
+        or to the edge's 服务设备 is accepted without a restart.
+        """
+        directory = self._directory
+        if refresh:
+            ids = await directory.refresh_devices(enterprise)
+            again = await directory.refresh_edge(edge_id)
+            if again is not None and again.enterprise == enterprise:
+                edge = again
+        else:
+            ids = await directory.devices(enterprise)
+        if edge.serves is None:
+            return ids, edge
+        return {code: ids[code] for code in edge.serves if code in ids}, edge
+
+    async def _unpublishable(self, device: str, enterprise: str, edge_id: str) -> str:
+        if device in await self._directory.devices(enterprise):
+            return (
+                f"device: {device!r} is not served by edge {edge_id!r}"
+                f" (not in its 服务设备 list in the ledger of enterprise {enterprise})"
+            )
+        return f"device: {device!r} is not in the ledger of enterprise {enterprise}"
 
     def _status(
         self, msg: Inbound, status: EdgeStatus, edge: EdgeRef, received: int, out: Converted

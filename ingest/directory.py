@@ -2,10 +2,11 @@
 
 Every point needs its edge's owner, its device's id and its metric's id; asking the
 database per point would cost more than writing the point. The caches are filled
-on first use. A miss (an edge or device not registered yet) is asked again at most
-every ``registry_miss_retry_s``, so a device added to the ledger is picked up
-without a restart, while a flood of unknown devices costs one query per interval.
-Known entries are re-read after ``registry_ttl_s`` in case an edge moved.
+on first use. A miss (an edge or device not registered yet, or a device not on its
+edge's list) is asked again at most every ``registry_miss_retry_s``, so a device added
+to the ledger or to an edge's 服务设备 is picked up without a restart, while a flood of
+unknown devices costs one query per interval. Known entries are re-read after
+``registry_ttl_s`` in case an edge moved or stopped serving a device.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from typing import Protocol, TypeVar
 
 from zhizao.storage.connection import Conn
 from zhizao.storage.facts import metric_ids
-from zhizao.storage.registry import device_refs, edge_owner
+from zhizao.storage.registry import device_refs, edge_owner, served_device_codes
 
 
 @dataclass(frozen=True)
 class EdgeRef:
     pk: int
     enterprise: str
+    #: Codes of the devices the edge serves (the ledger's 服务设备); None when the
+    #: ledger gives it no list, and then it may publish for any device of its enterprise.
+    serves: frozenset[str] | None = None
 
 
 T = TypeVar("T")
@@ -61,12 +65,24 @@ class Directory:
             age = now - at
             if age < (self._ttl_s if ref is not None else self._miss_retry_s):
                 return ref
+        return await self._load_edge(edge_id)
 
-        async def fetch(conn: Conn) -> tuple[int, str] | None:
-            return await edge_owner(conn, edge_id)
+    async def refresh_edge(self, edge_id: str) -> EdgeRef | None:
+        """Re-read after a device the edge does not serve, unless done < miss_retry_s ago."""
+        cached = self._edges.get(edge_id)
+        if cached is not None and time.monotonic() - cached[1] < self._miss_retry_s:
+            return cached[0]
+        return await self._load_edge(edge_id)
 
-        owner = await self._db.run_lookup("lookup_edge", fetch)
-        ref = None if owner is None else EdgeRef(owner[0], owner[1])
+    async def _load_edge(self, edge_id: str) -> EdgeRef | None:
+        async def fetch(conn: Conn) -> EdgeRef | None:
+            owner = await edge_owner(conn, edge_id)
+            if owner is None:
+                return None
+            serves = await served_device_codes(conn, owner[0])
+            return EdgeRef(owner[0], owner[1], serves or None)
+
+        ref = await self._db.run_lookup("lookup_edge", fetch)
         self._edges[edge_id] = (ref, time.monotonic())
         return ref
 

@@ -99,6 +99,26 @@ class IngestMetrics:
         self.inflight = Gauge(
             "zhizao_ingest_inflight_messages", "Received messages not yet acknowledged", registry=r
         )
+        self.inflight_bytes = Gauge(
+            "zhizao_ingest_inflight_bytes",
+            "Payload bytes of received messages not yet acknowledged",
+            registry=r,
+        )
+        self.paused = Gauge(
+            "zhizao_ingest_reading_paused",
+            "1 while the worker does not read from the broker (in-flight window full)",
+            registry=r,
+        )
+        self.oversize_dropped = Counter(
+            "zhizao_ingest_oversize_dropped",
+            "Messages above max_packet_bytes, acknowledged and dropped on arrival (MQTT 3.1.1)",
+            registry=r,
+        )
+        self.memory_trims = Counter(
+            "zhizao_ingest_memory_trims",
+            "Times freed memory was handed back to the system after a burst",
+            registry=r,
+        )
         # Raw lag samples (seconds) for benchmarks; bounded, so memory stays flat.
         self.lag_samples: deque[float] = deque(maxlen=200_000)
         #: Port the health endpoint listens on (when enabled), for embedding processes.

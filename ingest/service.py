@@ -138,7 +138,7 @@ class Pipeline:
                 # Stopping with the database gone: nothing more can be committed; all
                 # that is not acknowledged comes back from the broker next time.
                 log.warning("database unavailable at shutdown; leaving messages for redelivery")
-                broker.forget(len(batch) + 1 + len(inbox))
+                broker.forget([*(m for m, _ in batch.entries), msg, *inbox])
                 inbox.clear()
                 return
             channel = "status" if msg.topic.endswith("/status") else "data"
@@ -164,7 +164,7 @@ class Pipeline:
             await self._queue.put(batch)
         if inbox:
             log.info("leaving messages unacknowledged for redelivery", messages=len(inbox))
-            broker.forget(len(inbox))
+            broker.forget(list(inbox))
             inbox.clear()
 
     async def _commit_loop(self) -> None:
@@ -179,9 +179,12 @@ class Pipeline:
                     "database still unavailable at shutdown; batch left for redelivery",
                     messages=len(batch),
                 )
-                self._broker.forget(len(batch))
+                self._broker.forget([m for m, _ in batch.entries])
                 continue
             self._acknowledge(batch, result)
+            # Not kept while waiting for the next one: after a burst, the payloads and
+            # rows of the last batch would stay in memory until traffic resumed.
+            del batch, result
 
     def _acknowledge(self, batch: PendingBatch, result: CommitResult) -> None:
         metrics = self._metrics
@@ -276,6 +279,7 @@ async def _start_health(
             "broker_connected": broker_ok,
             "database_ok": db_ok,
             "inflight": len(broker.inbox),
+            "inflight_bytes": broker.inflight_bytes,
             "messages_acked": metrics.messages_acked,
             "rows_committed": metrics.points_committed,
         }

@@ -21,6 +21,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from zhizao.settings import DatabaseSettings
 from zhizao.storage.rollups import RollupSettings
+from zhizao.wire import MAX_PAYLOAD_BYTES
+
+#: Room for the topic, the properties and the fixed header of a PUBLISH.
+_PACKET_OVERHEAD = 64 * 1024
+MIN_PACKET_BYTES = MAX_PAYLOAD_BYTES + _PACKET_OVERHEAD
+#: deploy/mosquitto/mosquitto.conf's max_packet_size.
+MAX_PACKET_BYTES = 5 * 2**20 + _PACKET_OVERHEAD
 
 
 def _default_client_id() -> str:
@@ -49,6 +56,19 @@ class IngestSettings(BaseSettings):
     #: until commits acknowledge. With 3.1.1 the worker stops reading the socket at
     #: this many buffered messages instead.
     max_inflight: int = Field(default=4000, ge=1, le=65535)
+    #: Payload bytes received and not yet acknowledged (the inbox and the batches in
+    #: hand): the worker stops reading at this many, as at ``max_inflight`` messages,
+    #: and resumes at half. Bounds memory whatever the message size (docs/ingest.md,
+    #: "Memory"); a window of ``max_inflight`` 4 MiB messages would be 16 GiB.
+    inflight_max_bytes: int = Field(default=64 * 2**20, ge=2**20)
+    #: Largest MQTT packet taken from the broker. MQTT 5: announced as the CONNECT's
+    #: Maximum Packet Size, and the broker drops bigger messages for this worker
+    #: (Mosquitto logs "Dropping too large outgoing PUBLISH"); 3.1.1 cannot say so, so a
+    #: bigger message is acknowledged and dropped on arrival, logged and counted. The
+    #: floor is the contract's payload limit plus room for topic and headers, so that no
+    #: valid batch is refused; the default is the shipped broker's max_packet_size, so
+    #: that whatever the broker accepts reaches ingest (oversize: the dead letters).
+    max_packet_bytes: int = Field(default=MAX_PACKET_BYTES, ge=MIN_PACKET_BYTES, le=268_435_460)
     #: A batch is committed when it holds this many points ...
     batch_max_points: int = Field(default=50_000, ge=1)
     #: ... or this many messages ...

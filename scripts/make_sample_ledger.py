@@ -191,7 +191,8 @@ _TYPES = {
 # E served by the enterprise's edge gateway (networked).
 _DEVICE_TABLES = {
     # 1 宁波瑞驰, the demo factory: L1 machines housings, L2 turns shafts; robots
-    # load and deburr; a CMM beside the lines and a compressor nobody networks.
+    # load and deburr; a CMM beside the lines; the compressor reports over MQTT through
+    # the same edge (auxiliary: in no rate, but its edge must serve it to send its data).
     RUICHI: """
     CNC-101 | 立式加工中心 VMC850 #1 | cnc      | BL1 | L1 | PNKE | 180 | 2019-04-15 |
     CNC-102 | 立式加工中心 VMC850 #2 | cnc      | BL1 | L1 | PNKE | 180 | 2019-04-15 |
@@ -204,7 +205,7 @@ _DEVICE_TABLES = {
     RB-201  | 六轴上下料机器人 L2    | robot    | BL1 | L2 | PN-E |  75 | 2020-09-01 |
     RB-202  | 去毛刺机器人           | robot    | BL1 | L2 | PN-E |  60 | 2023-05-18 |
     CMM-01  | 三坐标测量机           | test     | BL1 |    | PN-E |     | 2019-08-01 |
-    AC-01   | 螺杆空压机 37kW        | air      | BL1 |    | ---- |     | 2019-03-01 |
+    AC-01   | 螺杆空压机 37kW        | air      | BL1 |    | ---E |     | 2019-03-01 |
     """,
     # 2 慈溪宏拓: turned parts; the old manual lathe left service at the end of 2025.
     HONGTUO: """

@@ -5,12 +5,23 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.settings import EdgeSettings
 from ingest import ingest_settings
+from tests.fix_mqtt import INGEST_USER, Mosquitto, edge_user, shipped_mosquitto
+from tests.ingest.support import ENT_A
+from zhizao.wire import data_topic, subscription_filter
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
 ZHIZAO = Path(sys.executable).parent / "zhizao"
@@ -71,3 +82,134 @@ def test_ingest_env_example_is_read_by_the_ingest_settings(monkeypatch: pytest.M
     assert settings.health_port == 9109
     assert settings.rollups is True
     assert settings.rollup.interval_s == 60
+
+
+# -- the shipped broker config ------------------------------------------------------
+
+
+class _Client:
+    """A paho MQTT 5 client in its own thread, recording what happens to it."""
+
+    def __init__(self, broker: Mosquitto, user: str | None, password: str | None = None,
+                 *, client_id: str, tls_ca: Path | None = None,
+                 session_expiry_s: int = 0) -> None:  # fmt: skip
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+        )
+        self.connack: ReasonCode | None = None
+        self.connected = threading.Event()
+        self.disconnected = threading.Event()
+        self.messages: list[bytes] = []
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *args: self.disconnected.set()
+        self.client.on_message = lambda c, u, m: self.messages.append(bytes(m.payload))
+        if user is not None:
+            self.client.username_pw_set(user, password)
+        port = broker.port
+        if tls_ca is not None:
+            self.client.tls_set(ca_certs=str(tls_ca))
+            port = broker.tls_port or 0
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = session_expiry_s
+        self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: ReasonCode,
+                    properties: Any) -> None:  # fmt: skip
+        self.connack = reason
+        self.connected.set()
+
+    def accepted(self) -> bool:
+        """Whether the broker accepted the connection (its CONNACK)."""
+        if not self.connected.wait(10) or self.connack is None:
+            raise AssertionError("no CONNACK within 10 s")
+        return not self.connack.is_failure
+
+    def publish(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(topic, payload, qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _puback_reason(broker: Mosquitto, client: _Client, topic: str, payload: bytes) -> ReasonCode:
+    codes: list[ReasonCode] = []
+    published = threading.Event()
+
+    def on_publish(c: Any, u: Any, mid: int, reason: ReasonCode, props: Any) -> None:
+        codes.append(reason)
+        published.set()
+
+    client.client.on_publish = on_publish
+    client.publish(topic, payload)
+    assert published.wait(30)
+    return codes[0]
+
+
+def test_the_shipped_broker_config_runs_with_the_real_mosquitto(tmp_path: Path) -> None:
+    """deploy/mosquitto/mosquitto.conf as shipped (ports and paths of the test's own):
+    authentication, the TLS listener, the size limits and persistence do what it says."""
+    enterprise, edge = ENT_A, "edge-a"
+    edge_name = edge_user(enterprise, edge)
+    users = {edge_name: "secret-edge", INGEST_USER: "secret-ingest"}
+    broker = shipped_mosquitto(tmp_path / "broker", users)
+    broker.start()
+    clients: list[_Client] = []
+    try:
+        log = (tmp_path / "broker" / "mosquitto.log").read_text()
+        assert "Error" not in log
+        anonymous = _Client(broker, None, client_id="anonymous")
+        clients.append(anonymous)
+        assert not anonymous.accepted()
+        # Ingest subscribes with a persistent session, then goes away.
+        ingest = _Client(broker, INGEST_USER, "secret-ingest", client_id="ingest-1",
+                         session_expiry_s=3600)  # fmt: skip
+        assert ingest.accepted()
+        ingest.client.subscribe(subscription_filter("data"), qos=1)
+        ingest.client.loop_stop()
+        ingest.client.disconnect()
+        # The edge publishes over TLS, checked against the test's CA.
+        sender = _Client(broker, edge_name, "secret-edge", client_id="edge-a",
+                         tls_ca=tmp_path / "broker" / "ca.pem")  # fmt: skip
+        clients.append(sender)
+        assert sender.accepted()
+        topic = data_topic(enterprise, edge)
+        assert not _puback_reason(broker, sender, topic, b'{"queued": 1}').is_failure
+        # A payload above the contract's 4 MiB is taken (ingest dead-letters it) ...
+        assert not _puback_reason(broker, sender, topic, b"x" * (5 * 2**20)).is_failure
+        assert not sender.disconnected.is_set()
+        # ... a packet above max_packet_size is not even read: the sender is disconnected.
+        sender.publish(topic, b"x" * (5 * 2**20 + 128 * 1024))
+        assert sender.disconnected.wait(30)
+        # Persistence: the queued message survives a restart (saved on SIGTERM).
+        broker.stop()
+        assert (tmp_path / "broker" / "data" / "mosquitto.db").stat().st_size > 0
+        broker.start()
+        back = _Client(broker, INGEST_USER, "secret-ingest", client_id="ingest-1",
+                       session_expiry_s=3600)  # fmt: skip
+        clients.append(back)
+        assert back.accepted()
+        deadline = time.monotonic() + 30
+        while len(back.messages) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert back.messages == [b'{"queued": 1}', b"x" * (5 * 2**20)]
+    finally:
+        for client in clients:
+            client.close()
+        broker.kill()
+
+
+def test_the_broker_config_is_the_whole_file_debian_starts() -> None:
+    """Debian's mosquitto.service runs ``-c /etc/mosquitto/mosquitto.conf``, whose default
+    includes conf.d and sets persistence_location itself: a second persistence_location
+    is an error that stops the broker. The shipped file replaces it, includes nothing,
+    and keeps the package's data directory (created, owned by mosquitto)."""
+    text = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text(encoding="utf-8")
+    lines = [line.split() for line in text.splitlines() if line and not line.startswith("#")]
+    settings = {words[0]: words[1:] for words in lines}
+    assert "include_dir" not in settings
+    assert settings["persistence"] == ["true"]
+    assert settings["persistence_location"] == ["/var/lib/mosquitto/"]
+    assert "user" not in settings  # the default, mosquitto: the owner of /var/lib/mosquitto
+    assert "/etc/mosquitto/mosquitto.conf" in text  # where it goes

@@ -7,16 +7,16 @@ import json
 
 from typer.testing import CliRunner
 
-from tests.ingest.support import T0, register
+from tests.ingest.support import T0, Factory, register
 from zhizao.cli.ingest import app
-from zhizao.registry import Device, DeviceType
+from zhizao.registry import Device, DeviceType, EdgeGateway
 from zhizao.storage.connection import connect
 from zhizao.storage.deadletters import DeadLetterRow, write_dead_letters
-from zhizao.storage.registry import upsert_devices
+from zhizao.storage.registry import upsert_devices, upsert_edges
 from zhizao.wire import data_topic
 
 
-async def _setup(db_url: str) -> str:
+async def _setup(db_url: str) -> Factory:
     a, _ = await register(db_url)
     point = {"device": "LATE-1", "ts": T0, "kind": "metric", "name": "t", "value": 1.0}
     conn = await connect(db_url)
@@ -36,18 +36,21 @@ async def _setup(db_url: str) -> str:
                 )
             ],
         )
-    return a.enterprise
+    return a
 
 
-async def _add_device(db_url: str, enterprise: str) -> None:
+async def _add_device(db_url: str, factory: Factory) -> None:
+    """The ledger's fix: the device, served by the edge that sent it (服务设备)."""
     conn = await connect(db_url)
     async with conn, conn.transaction():
-        await upsert_devices(conn, [Device(enterprise=enterprise, code="LATE-1", name="late",
-                                           device_type=DeviceType.PRESS)])
+        await upsert_devices(conn, [Device(enterprise=factory.enterprise, code="LATE-1",
+                                           name="late", device_type=DeviceType.PRESS)])
+        await upsert_edges(conn, [EdgeGateway(enterprise=factory.enterprise, edge_id=factory.edge,
+                                              device_codes=(*factory.devices, "LATE-1"))])
 
 
 def test_list_and_replay(db_url: str) -> None:
-    enterprise = asyncio.run(_setup(db_url))
+    factory = asyncio.run(_setup(db_url))
     runner = CliRunner()
     listed = runner.invoke(app, ["dead-letters", "list", "--db-url", db_url])
     assert listed.exit_code == 0, listed.output
@@ -57,7 +60,7 @@ def test_list_and_replay(db_url: str) -> None:
     text = " ".join(still.output.split())  # rich wraps lines at the terminal width
     assert "replayed 0" in text
     assert "still failing 1" in text
-    asyncio.run(_add_device(db_url, enterprise))
+    asyncio.run(_add_device(db_url, factory))
     done = runner.invoke(app, ["dead-letters", "replay", "--db-url", db_url])
     assert done.exit_code == 0, done.output
     assert "replayed 1 (1 new rows" in " ".join(done.output.split())

@@ -56,7 +56,12 @@ async def test_replay_after_the_ledger_is_fixed(db_url: str, own_mosquitto: Mosq
             new_device = Device(enterprise=a.enterprise, code="NEW-01", name="new",
                                 device_type=DeviceType.INDUSTRIAL_ROBOT)
             await upsert_devices(conn, [new_device])
-            await upsert_edges(conn, [EdgeGateway(enterprise=a.enterprise, edge_id="edge-new")])
+            # The fix is the ledger's: the device, and edge-a serving it (服务设备).
+            await upsert_edges(conn, [
+                EdgeGateway(enterprise=a.enterprise, edge_id="edge-new"),
+                EdgeGateway(enterprise=a.enterprise, edge_id=a.edge,
+                            device_codes=(*a.devices, "NEW-01")),
+            ])  # fmt: skip
         report = await replay_dead_letters(db_url)
         assert (report.examined, report.replayed, report.rows_new) == (3, 3, 3)
         assert await scalar(db_url, "SELECT count(*) FROM metric_point") == 3

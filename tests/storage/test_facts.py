@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from zhizao.storage.connection import Conn
 from zhizao.storage.facts import (
+    STATEMENT_MAX_BYTES,
     ConnectivityRow,
     CountRow,
     EdgeStatusRow,
@@ -92,3 +93,22 @@ async def test_metric_names_are_interned_once(conn: Conn) -> None:
     assert first["a"] == second["a"]
     assert first["b"] == second["b"]
     assert len({*first.values(), *second.values()}) == 3
+
+
+async def test_long_texts_go_in_several_statements_and_stay_idempotent(conn: Conn) -> None:
+    # 12 MiB of event texts and 2 MiB of state reasons: more than one statement each
+    # (STATEMENT_MAX_BYTES), all of it stored once, all of it absorbed when replayed.
+    text = "报警 spindle overload " * 150  # ~3.7 KB as UTF-8
+    events = [EventRow(1 + i % 7, T0 + i, "alarm_log", f"{i} {text}") for i in range(3500)]
+    states = [
+        StateRow(2, T0 + i, StateClass.IDLE, raw="x" * 256, reason=f"{i} " + "r" * 250)
+        for i in range(5000)
+    ]
+    assert sum(len(e.value.encode()) for e in events) > 3 * STATEMENT_MAX_BYTES
+    batch = FactBatch(events=events, states=states)
+    first = await write_facts(conn, batch)
+    second = await write_facts(conn, batch)
+    assert first.inserted == {"device_event": 3500, "state_change": 5000}
+    assert second.new == 0
+    cur = await conn.execute("SELECT count(DISTINCT value), min(length(value)) FROM device_event")
+    assert await cur.fetchone() == (3500, len(text) + 2)

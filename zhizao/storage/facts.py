@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import struct
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -326,9 +326,44 @@ async def write_facts(conn: Conn, batch: FactBatch) -> WriteCounts:
     for table, rows, width in tables:
         if not rows:
             continue
-        cur = await conn.execute(_INSERTS[table].encode(), _columns(rows, width))
-        inserted[table] = max(cur.rowcount, 0)
+        inserted[table] = 0
+        for part in _statements(table, rows):
+            cur = await conn.execute(_INSERTS[table].encode(), _columns(part, width))
+            inserted[table] += max(cur.rowcount, 0)
     return WriteCounts(offered=len(batch), inserted=inserted)
+
+
+#: Rows of texts go into statements of about this many bytes. A statement's parameters
+#: are built in memory whole, and libpq keeps its output buffer at the size of the
+#: largest statement a connection has sent, for as long as the connection lives: one
+#: batch of long event texts (50,000 rows of kilobytes) would otherwise leave each
+#: ingest connection holding tens of MiB after a burst (docs/ingest.md, "Memory").
+STATEMENT_MAX_BYTES = 4 * 2**20
+#: Bytes of a row besides its texts, roughly, as sent.
+_ROW_BYTES = 48
+#: Text sizes of the rows whose texts are unbounded (events) or long (states: raw and
+#: reason up to 256 characters each); the other tables' rows are small and fixed.
+_TEXT_SIZE: dict[str, Callable[[tuple[Any, ...]], int]] = {
+    "device_event": lambda r: len(r[2]) + len(r[3]),
+    "state_change": lambda r: len(r[3] or "") + len(r[4] or ""),
+}
+
+
+def _statements(
+    table: str, rows: Sequence[tuple[object, ...]]
+) -> Iterator[Sequence[tuple[object, ...]]]:
+    size_of = _TEXT_SIZE.get(table)
+    if size_of is None:
+        yield rows
+        return
+    start = size = 0
+    for i, row in enumerate(rows):
+        row_size = _ROW_BYTES + size_of(row)
+        if size + row_size > STATEMENT_MAX_BYTES and i > start:
+            yield rows[start:i]
+            start, size = i, 0
+        size += row_size
+    yield rows[start:]
 
 
 async def metric_ids(conn: Conn, names: Iterable[str]) -> dict[str, int]:

@@ -711,6 +711,18 @@ async def edge_owner(conn: Conn, edge_id: str) -> tuple[int, str] | None:
     return None if row is None else (int(row[0]), str(row[1]))
 
 
+async def served_device_codes(conn: Conn, edge_pk: int) -> frozenset[str]:
+    """Codes of the devices an edge serves (服务设备); empty when it has no list."""
+    cur = await conn.execute(
+        """
+        SELECT d.code FROM edge_device ed JOIN device d ON d.id = ed.device_id
+        WHERE ed.edge_pk = %s
+        """,
+        (edge_pk,),
+    )
+    return frozenset(str(row[0]) for row in await cur.fetchall())
+
+
 async def known_codes(conn: Conn) -> tuple[set[str], set[str], set[str]]:
     """Credit codes, cluster codes and region codes the registry already holds."""
     cur = await conn.execute("SELECT credit_code FROM enterprise")
