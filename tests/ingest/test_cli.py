@@ -68,7 +68,7 @@ def test_list_and_replay(db_url: str) -> None:
     assert "LATE-1" not in empty.output
 
 
-async def _letters_for_replay(db_url: str) -> tuple[str, list[int]]:
+async def _letters_for_replay(db_url: str) -> tuple[Factory, list[int]]:
     """Three dead points of device LATE-1; the database will refuse the first one's value."""
     a, _ = await register(db_url)
     conn = await connect(db_url)
@@ -94,7 +94,7 @@ async def _letters_for_replay(db_url: str) -> tuple[str, list[int]]:
                            " CHECK (value < 1e9)")
         cur = await conn.execute("SELECT id FROM dead_letter ORDER BY id")
         ids = [int(r[0]) for r in await cur.fetchall()]
-    return a.enterprise, ids
+    return a, ids
 
 
 async def _drop_constraint(db_url: str) -> None:
@@ -104,8 +104,8 @@ async def _drop_constraint(db_url: str) -> None:
 
 
 def test_replay_goes_on_past_a_letter_it_cannot_write(db_url: str) -> None:
-    enterprise, (refused, *fine) = asyncio.run(_letters_for_replay(db_url))
-    asyncio.run(_add_device(db_url, enterprise))
+    factory, (refused, *fine) = asyncio.run(_letters_for_replay(db_url))
+    asyncio.run(_add_device(db_url, factory))
     runner = CliRunner()
     first = runner.invoke(app, ["dead-letters", "replay", "--db-url", db_url])
     text = " ".join(first.output.split())
