@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
 import structlog
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -51,6 +53,51 @@ async def _housekeeping(pool: AsyncConnectionPool, settings: ApiSettings) -> Non
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("audit retention did not run", error=str(exc)[:200])
         await asyncio.sleep(_HOUR_S)
+
+
+_PROBLEM_CONTENT = {problems.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI document with every error as a problem detail.
+
+    FastAPI documents validation errors as its own ``HTTPValidationError``; this API
+    answers them (and every other error) as RFC 9457 problems, so the document says
+    so: each 4xx/5xx response refers to ``Problem`` under ``application/problem+json``,
+    every authenticated operation lists 401, and every operation under /api/v1 lists
+    503 (database unreachable).
+    """
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        schemas["Problem"] = problems.Problem.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        schemas["FieldProblem"] = problems.FieldProblem.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        schemas["Problem"].pop("$defs", None)
+        for path, item in doc.get("paths", {}).items():
+            for operation in item.values():
+                responses = operation.setdefault("responses", {})
+                if operation.get("security"):
+                    responses.setdefault("401", {"description": "未登录 Not authenticated"})
+                if path.startswith("/api/"):
+                    responses.setdefault("503", {"description": "数据库不可用 Database unavailable"})
+                for status, response in responses.items():
+                    if status[:1] in ("4", "5"):
+                        response["content"] = _PROBLEM_CONTENT
+        app.openapi_schema = doc
+        return doc
+
+    return openapi
 
 
 def create_app(settings: ApiSettings, *, metrics: ApiMetrics | None = None) -> FastAPI:
@@ -111,4 +158,5 @@ def create_app(settings: ApiSettings, *, metrics: ApiMetrics | None = None) -> F
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.openapi = _problem_openapi(app)  # type: ignore[method-assign]
     return app
