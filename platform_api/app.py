@@ -90,7 +90,8 @@ def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                 if operation.get("security"):
                     responses.setdefault("401", {"description": "未登录 Not authenticated"})
                 if path.startswith("/api/"):
-                    responses.setdefault("503", {"description": "数据库不可用 Database unavailable"})
+                    unavailable = {"description": "数据库不可用 Database unavailable"}
+                    responses.setdefault("503", unavailable)
                 for status, response in responses.items():
                     if status[:1] in ("4", "5"):
                         response["content"] = _PROBLEM_CONTENT
