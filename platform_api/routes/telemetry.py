@@ -136,12 +136,12 @@ class DeviceLatest(BaseModel):
 
 
 class DeviceMetrics(DeviceLatest):
-    enterprise: str = Field(examples=["91330203MA2NB00014"])
+    enterprise: str = Field(examples=["91330206MA2AGQ1E35"])
     time_zone: str = Field(examples=["Asia/Shanghai"])
 
 
 class EnterpriseLatest(BaseModel):
-    enterprise: str = Field(examples=["91330203MA2NB00014"])
+    enterprise: str = Field(examples=["91330206MA2AGQ1E35"])
     time_zone: str = Field(examples=["Asia/Shanghai"])
     total: int = Field(description="devices matching (line)", examples=[42])
     limit: int = Field(examples=[50])
@@ -152,7 +152,7 @@ class EnterpriseLatest(BaseModel):
 
 
 class _Ranged(BaseModel):
-    enterprise: str = Field(examples=["91330203MA2NB00014"])
+    enterprise: str = Field(examples=["91330206MA2AGQ1E35"])
     device: str = Field(examples=["M01"])
     time_zone: str = Field(examples=["Asia/Shanghai"])
     start: datetime = Field(examples=["2026-03-02T08:00:00+08:00"])
@@ -287,7 +287,7 @@ _STATUS_EXAMPLE = {"time": "2026-03-02T07:58:00+08:00", "online": True,
 
 
 class EdgeStatus(BaseModel):
-    enterprise: str = Field(examples=["91330203MA2NB00014"])
+    enterprise: str = Field(examples=["91330206MA2AGQ1E35"])
     edge_id: str = Field(examples=["edge-nb1"])
     name: str | None = Field(examples=["一号线网关"])
     time_zone: str = Field(examples=["Asia/Shanghai"])
@@ -333,7 +333,7 @@ class SequenceEvent(BaseModel):
 
 
 class SequenceGaps(BaseModel):
-    enterprise: str = Field(examples=["91330203MA2NB00014"])
+    enterprise: str = Field(examples=["91330206MA2AGQ1E35"])
     edge_id: str = Field(examples=["edge-nb1"])
     time_zone: str = Field(examples=["Asia/Shanghai"])
     high_seq: int | None = Field(examples=[18341])
