@@ -23,7 +23,6 @@ from tests.api.world import NB1, NB2, WZ
 from zhizao import telemetry as tel
 from zhizao.access import Grant, Role, visibility
 from zhizao.storage import telemetry as store
-from zhizao.storage.kpi import Level, OeeScope, oee_from_facts
 from zhizao.storage.connection import Conn, connect
 from zhizao.storage.facts import (
     ConnectivityRow,
@@ -35,6 +34,7 @@ from zhizao.storage.facts import (
     metric_ids,
     write_facts,
 )
+from zhizao.storage.kpi import Level, OeeScope, oee_from_facts
 from zhizao.wire import StateClass
 
 _DEVICE = {NB1: "M01", NB2: "P01", WZ: "S01"}
@@ -440,7 +440,8 @@ async def test_a_lost_device_or_a_dead_edge_is_offline_until_the_next_state(
     )
     url = _states_url(NB1, "M01", "2026-03-02T08:00:00+08:00", "2026-03-02T09:00:00+08:00")
     body = (await api.as_("eng_nb1").get(url)).json()
-    assert [(i["start"][11:16], i["state"], i["source"], i["reason"]) for i in body["intervals"]] == [
+    got = [(i["start"][11:16], i["state"], i["source"], i["reason"]) for i in body["intervals"]]
+    assert got == [
         ("08:00", "OFFLINE", "connectivity", "BadConnectionClosed"),  # since 07:30
         ("08:20", "IDLE", "state", None),
         ("08:30", "OFFLINE", "state", None),
