@@ -25,7 +25,18 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from platform_api import problems
 from platform_api.metrics import ApiMetrics, MetricsMiddleware
-from platform_api.routes import audit, auth, health, users
+from platform_api.routes import (
+    audit,
+    auth,
+    health,
+    ledger_import,
+    registry,
+    registry_calendars,
+    registry_devices,
+    registry_edges,
+    registry_places,
+    users,
+)
 from platform_api.settings import ApiSettings
 from zhizao import __version__
 from zhizao.storage.connection import APPLICATION_NAME, redact
@@ -34,7 +45,18 @@ from zhizao.storage.users import prune_audit, prune_login_attempts
 log = structlog.get_logger("platform_api")
 
 #: Routers in the order the OpenAPI document lists them.
-ROUTERS = (health.router, auth.router, users.router, audit.router)
+ROUTERS = (
+    health.router,
+    auth.router,
+    users.router,
+    audit.router,
+    registry.router,
+    registry_places.router,
+    registry_devices.router,
+    registry_edges.router,
+    registry_calendars.router,
+    ledger_import.router,
+)
 
 _HOUR_S = 3600.0
 
