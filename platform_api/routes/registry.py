@@ -32,7 +32,7 @@ from platform_api.problems import (
     problem_responses,
     validation_problem,
 )
-from platform_api.schemas import Limit, Offset, Page
+from platform_api.schemas import Limit, Offset, Page, RequestBody
 from platform_api.scope import CreditCodePath, readable_enterprise
 from zhizao import codes
 from zhizao.errors import InvalidValue
@@ -82,12 +82,12 @@ def contains(value: str) -> str:
 # --- regions ---------------------------------------------------------------------------
 
 
-class RegionCreate(BaseModel):
+class RegionCreate(RequestBody):
     code: str = Field(description="GB/T 2260 six-digit code", examples=["320000"])
     name: str = Field(min_length=1, max_length=200, examples=["江苏省"])
 
 
-class RegionUpdate(BaseModel):
+class RegionUpdate(RequestBody):
     name: str = Field(min_length=1, max_length=200, examples=["鄞州区"])
 
 
@@ -280,14 +280,14 @@ async def update_region(
 # --- clusters --------------------------------------------------------------------------
 
 
-class ClusterCreate(BaseModel):
+class ClusterCreate(RequestBody):
     code: str = Field(examples=["NB-MOLD"])
     name: str = Field(min_length=1, max_length=200, examples=["宁波模具产业集群"])
     region_code: str = Field(examples=["330203"])
     industry_code: str = Field(description="GB/T 4754", examples=["C35"])
 
 
-class ClusterUpdate(BaseModel):
+class ClusterUpdate(RequestBody):
     name: str | None = Field(
         default=None, min_length=1, max_length=200, examples=["宁波模具产业集群"]
     )
@@ -476,7 +476,7 @@ async def update_cluster(
 # --- enterprises -----------------------------------------------------------------------
 
 
-class EnterpriseCreate(BaseModel):
+class EnterpriseCreate(RequestBody):
     credit_code: str = Field(
         description="统一社会信用代码, GB 32100 check character verified",
         examples=["91330203MA2NB0003L"],
@@ -490,7 +490,7 @@ class EnterpriseCreate(BaseModel):
     time_zone: str = Field(default="Asia/Shanghai", examples=["Asia/Shanghai"])
 
 
-class EnterpriseUpdate(BaseModel):
+class EnterpriseUpdate(RequestBody):
     name: str | None = Field(
         default=None, min_length=1, max_length=200, examples=["宁波丁精密机械有限公司"]
     )

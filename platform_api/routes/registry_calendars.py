@@ -27,7 +27,7 @@ from platform_api.deps import ClientAddr, ConnDep, CurrentPrincipal, Principal
 from platform_api.listing import SortParam, fetch_page, order_by
 from platform_api.problems import not_found, problem_responses, validation_problem
 from platform_api.routes.registry_places import line_id
-from platform_api.schemas import Limit, Offset, Page
+from platform_api.schemas import Limit, Offset, Page, RequestBody
 from platform_api.scope import (
     CodePath,
     CreditCodePath,
@@ -45,13 +45,13 @@ router = APIRouter(prefix="/api/v1", tags=["registry 台账"])
 ClockField = Annotated[Clock, Field(description="local time, HH:MM", examples=["08:00"])]
 
 
-class BreakBody(BaseModel):
+class BreakBody(RequestBody):
     start: ClockField
     end: ClockField
     name: str | None = Field(default=None, examples=["午休"])
 
 
-class ShiftBody(BaseModel):
+class ShiftBody(RequestBody):
     name: str = Field(min_length=1, max_length=64, examples=["白班"])
     start: ClockField
     end: Annotated[Clock, Field(description="at or before start: the next day", examples=["17:00"])]
@@ -65,7 +65,7 @@ class ShiftBody(BaseModel):
     )
 
 
-class HolidayBody(BaseModel):
+class HolidayBody(RequestBody):
     """One day (``date``) or a range (``from`` … ``to``, inclusive) without shifts."""
 
     model_config = ConfigDict(populate_by_name=True)
@@ -76,7 +76,7 @@ class HolidayBody(BaseModel):
     last: date | None = Field(default=None, alias="to", examples=["2026-10-07"])
 
 
-class WorkdayBody(BaseModel):
+class WorkdayBody(RequestBody):
     """A make-up working day (调休) worked with the shifts of weekday ``as``."""
 
     model_config = ConfigDict(populate_by_name=True)
@@ -86,7 +86,7 @@ class WorkdayBody(BaseModel):
     name: str | None = Field(default=None, examples=["国庆调休"])
 
 
-class CalendarIn(BaseModel):
+class CalendarIn(RequestBody):
     name: str = Field(min_length=1, max_length=200, examples=["两班制 2026"])
     shifts: list[ShiftBody] = Field(min_length=1, max_length=50)
     holidays: list[HolidayBody] = Field(default_factory=list, max_length=1000)

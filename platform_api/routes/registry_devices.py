@@ -41,7 +41,7 @@ from platform_api.problems import (
 )
 from platform_api.routes.registry import contains, region_query
 from platform_api.routes.registry_places import line_id, site_id
-from platform_api.schemas import Limit, Offset, Page
+from platform_api.schemas import Limit, Offset, Page, RequestBody
 from platform_api.scope import (
     CodePath,
     CreditCodePath,
@@ -60,7 +60,7 @@ from zhizao.storage.registry import upsert_devices
 router = APIRouter(prefix="/api/v1", tags=["registry 台账"])
 
 
-class DeviceCreate(BaseModel):
+class DeviceCreate(RequestBody):
     code: str = Field(description="unique in the enterprise", examples=["M04"])
     name: str = Field(min_length=1, max_length=200, examples=["立式加工中心"])
     device_type: DeviceType = Field(examples=["cnc_machine_tool"])
@@ -78,7 +78,7 @@ class DeviceCreate(BaseModel):
     decommissioned_on: date | None = Field(default=None, examples=[None])
 
 
-class DeviceUpdate(BaseModel):
+class DeviceUpdate(RequestBody):
     """Only the fields given change; ``null`` clears an optional one."""
 
     enterprise: str | None = Field(

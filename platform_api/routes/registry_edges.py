@@ -27,7 +27,7 @@ from platform_api.problems import (
     problem_responses,
     validation_problem,
 )
-from platform_api.schemas import Limit, Offset, Page
+from platform_api.schemas import Limit, Offset, Page, RequestBody
 from platform_api.scope import (
     CodePath,
     CreditCodePath,
@@ -43,7 +43,7 @@ from zhizao.storage.registry import edge_owner, upsert_edges
 router = APIRouter(prefix="/api/v1", tags=["registry 台账"])
 
 
-class EdgeCreate(BaseModel):
+class EdgeCreate(RequestBody):
     edge_id: str = Field(description="unique platform-wide", examples=["edge-nb1-2"])
     name: str | None = Field(default=None, min_length=1, max_length=200, examples=["二号线网关"])
     device_codes: list[str] = Field(
@@ -51,7 +51,7 @@ class EdgeCreate(BaseModel):
     )
 
 
-class EdgeUpdate(BaseModel):
+class EdgeUpdate(RequestBody):
     name: str | None = Field(default=None, min_length=1, max_length=200, examples=["一号线网关"])
     device_codes: list[str] | None = Field(
         default=None,

@@ -26,7 +26,7 @@ from platform_api.problems import (
     validation_problem,
 )
 from platform_api.routes.registry import contains
-from platform_api.schemas import Limit, Offset, Page
+from platform_api.schemas import Limit, Offset, Page, RequestBody
 from platform_api.scope import (
     CodePath,
     CreditCodePath,
@@ -41,12 +41,12 @@ from zhizao.storage.connection import Conn
 router = APIRouter(prefix="/api/v1", tags=["registry 台账"])
 
 
-class SiteCreate(BaseModel):
+class SiteCreate(RequestBody):
     code: str = Field(examples=["W1"])
     name: str = Field(min_length=1, max_length=200, examples=["一号车间"])
 
 
-class SiteUpdate(BaseModel):
+class SiteUpdate(RequestBody):
     name: str = Field(min_length=1, max_length=200, examples=["冲压车间"])
 
 
@@ -57,13 +57,13 @@ class SitePublic(BaseModel):
     devices: int = Field(description="devices at this site", examples=[12])
 
 
-class LineCreate(BaseModel):
+class LineCreate(RequestBody):
     code: str = Field(examples=["L2"])
     name: str = Field(min_length=1, max_length=200, examples=["二号线"])
     site_code: str | None = Field(default=None, examples=["W1"])
 
 
-class LineUpdate(BaseModel):
+class LineUpdate(RequestBody):
     name: str | None = Field(default=None, min_length=1, max_length=200, examples=["装配二线"])
     site_code: str | None = Field(
         default=None, description="null: the line belongs to no site", examples=["W1"]
