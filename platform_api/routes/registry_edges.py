@@ -38,7 +38,7 @@ from platform_api.scope import (
 )
 from zhizao.registry import EdgeGateway
 from zhizao.storage.connection import Conn
-from zhizao.storage.registry import edge_owner, upsert_edges
+from zhizao.storage.registry import upsert_edges
 
 router = APIRouter(prefix="/api/v1", tags=["registry 台账"])
 
@@ -194,7 +194,14 @@ async def create_edge(
 ) -> EdgePublic:
     ent = await writable_enterprise(conn, principal, credit_code)
     edge = await _domain(conn, ent, body.model_dump())
-    if await edge_owner(conn, edge.edge_id) is not None:
+    # Claim the id first: the store's upsert would hand an id that another request
+    # registered meanwhile over to this enterprise.
+    cur = await conn.execute(
+        "INSERT INTO edge_gateway (edge_id, enterprise_id, name) VALUES (%s, %s, %s)"
+        " ON CONFLICT (edge_id) DO NOTHING RETURNING id",
+        (edge.edge_id, ent.id, edge.name),
+    )
+    if await cur.fetchone() is None:
         raise ProblemError(409, f"edge id {edge.edge_id!r} is registered", kind="conflict")
     await upsert_edges(conn, [edge])
     created = await _edge(conn, ent, edge.edge_id)

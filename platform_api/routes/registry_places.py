@@ -224,12 +224,13 @@ async def create_site(
         site = Site(enterprise=ent.credit_code, code=body.code, name=body.name)
     except ValidationError as exc:
         raise validation_problem(exc) from exc
-    if await site_id(conn, ent, site.code) is not None:
-        raise ProblemError(409, f"site {site.code!r} exists", kind="conflict")
-    await conn.execute(
-        "INSERT INTO site (enterprise_id, code, name) VALUES (%s, %s, %s)",
+    cur = await conn.execute(
+        "INSERT INTO site (enterprise_id, code, name) VALUES (%s, %s, %s)"
+        " ON CONFLICT (enterprise_id, code) DO NOTHING RETURNING id",
         (ent.id, site.code, site.name),
     )
+    if await cur.fetchone() is None:
+        raise ProblemError(409, f"site {site.code!r} exists", kind="conflict")
     created = await _site(conn, ent, site.code)
     assert created is not None  # noqa: S101 - inserted just above
     await audit(
@@ -417,13 +418,14 @@ async def create_line(
         line = Line(enterprise=ent.credit_code, **body.model_dump())
     except ValidationError as exc:
         raise validation_problem(exc) from exc
-    if await line_id(conn, ent, line.code) is not None:
-        raise ProblemError(409, f"line {line.code!r} exists", kind="conflict")
     site_pk = await _site_of(conn, ent, line.site_code)
-    await conn.execute(
-        "INSERT INTO line (enterprise_id, code, name, site_id) VALUES (%s, %s, %s, %s)",
+    cur = await conn.execute(
+        "INSERT INTO line (enterprise_id, code, name, site_id) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (enterprise_id, code) DO NOTHING RETURNING id",
         (ent.id, line.code, line.name, site_pk),
     )
+    if await cur.fetchone() is None:
+        raise ProblemError(409, f"line {line.code!r} exists", kind="conflict")
     created = await line_public(conn, ent, line.code)
     assert created is not None  # noqa: S101 - inserted just above
     await audit(
