@@ -380,9 +380,16 @@ async def create_device(
     if data["is_production_equipment"] is None:
         data["is_production_equipment"] = not body.device_type.is_auxiliary
     device = _domain({**data, "enterprise": ent.credit_code})
-    if await _device(conn, ent, device.code) is not None:
-        raise ProblemError(409, f"device {device.code!r} exists", kind="conflict")
     await _check_places(conn, ent, device)
+    # Claim the code first, so that a concurrent creation of the same code is a 409
+    # rather than an overwrite by the store's upsert; the upsert then fills the row.
+    cur = await conn.execute(
+        "INSERT INTO device (enterprise_id, code, name, device_type) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (enterprise_id, code) DO NOTHING RETURNING id",
+        (ent.id, device.code, device.name, device.device_type.value),
+    )
+    if await cur.fetchone() is None:
+        raise ProblemError(409, f"device {device.code!r} exists", kind="conflict")
     await upsert_devices(conn, [device])
     created = await _device(conn, ent, device.code)
     assert created is not None  # noqa: S101 - stored just above
