@@ -276,8 +276,8 @@ async def delete_calendar(
     """Remove the enterprise's (``line_id`` None) or a line's own calendar; mark the
     rollups it scheduled like :func:`store_calendars`. False if there was none."""
     cur = await conn.execute(
-        "DELETE FROM shift_calendar WHERE enterprise_id = %s AND line_id IS NOT DISTINCT FROM %s::int"
-        " RETURNING id",
+        "DELETE FROM shift_calendar"
+        " WHERE enterprise_id = %s AND line_id IS NOT DISTINCT FROM %s::int RETURNING id",
         (enterprise_id, line_id),
     )
     if await cur.fetchone() is None:
