@@ -8,7 +8,19 @@ from __future__ import annotations
 import typer
 
 from zhizao import __version__
-from zhizao.cli import anomalies, contract, db, edge, ingest, kpi, registry, rollup, sim
+from zhizao.cli import (
+    anomalies,
+    api,
+    contract,
+    db,
+    edge,
+    ingest,
+    kpi,
+    registry,
+    rollup,
+    sim,
+    users,
+)
 from zhizao.cli.demo import demo
 from zhizao.logs import configure_logging
 
@@ -27,6 +39,9 @@ app.add_typer(ingest.app, name="ingest")
 app.add_typer(rollup.app, name="rollup")
 kpi.app.command("anomalies")(anomalies.anomalies_command)
 app.add_typer(kpi.app, name="kpi")
+app.add_typer(api.app, name="api")
+app.add_typer(users.app, name="users")
+app.add_typer(users.tokens_app, name="tokens")
 app.command("demo")(demo)
 
 

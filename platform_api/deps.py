@@ -1,0 +1,180 @@
+"""Dependencies of the routes, with their aliases (``ConnDep``, ``CurrentPrincipal`` ...).
+
+Authentication reads the bearer token: a JWT access token from the login route, or
+a machine token (``zt_...``). Either way the grants come from the database on every
+request (see :mod:`platform_api.security`), and the principal's
+:class:`zhizao.access.Visibility` is made by the kernel's one function.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from psycopg_pool import AsyncConnectionPool
+
+from platform_api import security
+from platform_api.metrics import ApiMetrics
+from platform_api.problems import ProblemError
+from platform_api.settings import ApiSettings
+from zhizao.access import Access, Grant, Role, Visibility, visibility
+from zhizao.storage.connection import Conn
+from zhizao.storage.users import record_token_use, token_by_secret, user_by_id
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+
+def get_settings(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.settings
+    return settings
+
+
+def get_metrics(request: Request) -> ApiMetrics:
+    metrics: ApiMetrics = request.app.state.metrics
+    return metrics
+
+
+def get_pool(request: Request) -> AsyncConnectionPool:
+    pool: AsyncConnectionPool = request.app.state.pool
+    return pool
+
+
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
+
+
+async def get_conn(pool: PoolDep) -> AsyncIterator[Conn]:
+    """A connection for the request, in one transaction committed when the route
+    returns normally (so a change and its audit row commit together)."""
+    async with pool.connection() as conn:
+        yield conn
+
+
+ConnDep = Annotated[Conn, Depends(get_conn)]
+
+
+def client_addr(request: Request, settings: ApiSettings) -> str:
+    """The client's address: the socket's peer, or the last hop a trusted proxy names."""
+    peer = request.client.host if request.client else "unknown"
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded and peer in settings.trusted_proxies:
+        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+        for hop in reversed(hops):
+            try:
+                ipaddress.ip_address(hop)
+            except ValueError:
+                break
+            if hop not in settings.trusted_proxies:
+                return hop
+    return peer
+
+
+def get_client_addr(request: Request, settings: SettingsDep) -> str:
+    return client_addr(request, settings)
+
+
+ClientAddr = Annotated[str, Depends(get_client_addr)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: int
+    username: str
+    grants: tuple[Grant, ...]
+    visibility: Visibility
+    token_id: int | None = None
+    roles: frozenset[Role] = field(default=frozenset())
+
+    @property
+    def is_admin(self) -> bool:
+        return self.visibility.admin
+
+
+_UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
+
+
+def _unauthorised(detail: str) -> ProblemError:
+    return ProblemError(401, detail, kind="unauthenticated", headers=_UNAUTHENTICATED)
+
+
+async def current_principal(
+    conn: ConnDep,
+    settings: SettingsDep,
+    addr: ClientAddr,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+) -> Principal:
+    if not token:
+        raise _unauthorised("a bearer token is required (POST /api/v1/auth/token)")
+    if security.is_machine_token(token):
+        row = await token_by_secret(conn, security.machine_token_digest(token))
+        now = datetime.now(UTC)
+        if row is None or row.revoked_at is not None or row.expires_at <= now:
+            raise _unauthorised("the API token is unknown, revoked or expired")
+        user = await user_by_id(conn, row.user_id)
+        if user is None or user.disabled:
+            raise _unauthorised("the API token's user is disabled")
+        # The token acts with the grants it was made with, as far as the user still
+        # holds them: revoking a user's grant narrows their tokens at once.
+        held = set(user.grants)
+        grants = tuple(g for g in row.grants if g in held)
+        await record_token_use(conn, row.id, addr)
+        return Principal(
+            user.id, user.username, grants, visibility(grants), row.id,
+            frozenset(g.role for g in grants),
+        )  # fmt: skip
+    try:
+        claims = security.decode_access_token(settings.signing_key(), token)
+    except security.InvalidToken as exc:
+        raise _unauthorised(str(exc)) from exc
+    user = await user_by_id(conn, claims.user_id)
+    if user is None or user.disabled:
+        raise _unauthorised("the account is disabled or no longer exists")
+    # iat has one-second resolution: compare at that resolution.
+    if claims.issued_at < user.sessions_valid_from.replace(microsecond=0):
+        raise _unauthorised("the session has ended (password changed or account disabled)")
+    return Principal(
+        user.id, user.username, user.grants, visibility(user.grants), None,
+        frozenset(g.role for g in user.grants),
+    )  # fmt: skip
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def require_admin(principal: CurrentPrincipal) -> Principal:
+    if not principal.is_admin:
+        raise ProblemError(403, "this needs the admin role", kind="forbidden")
+    return principal
+
+
+AdminPrincipal = Annotated[Principal, Depends(require_admin)]
+
+
+def require_raw(principal: Principal) -> None:
+    """Raw process values never leave the enterprise scope (DESIGN §8)."""
+    if not principal.visibility.can_raw_anything():
+        raise ProblemError(
+            403,
+            "raw telemetry is readable only with an enterprise role"
+            " (cluster and regional roles see KPIs and summaries)",
+            kind="forbidden",
+        )
+
+
+__all__ = [
+    "Access",
+    "AdminPrincipal",
+    "ClientAddr",
+    "ConnDep",
+    "CurrentPrincipal",
+    "MetricsDep",
+    "PoolDep",
+    "Principal",
+    "SettingsDep",
+]
