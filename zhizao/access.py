@@ -21,7 +21,10 @@ regional_analyst       region code  the same for the enterprises of a province,
 table that every query, list, page total, export and error message of the API goes
 through. No route builds its own filter, so a route cannot forget a tenant: an
 object outside the fragment does not exist for the caller (404, never 403, so its
-existence is not disclosed either).
+existence is not disclosed either). :meth:`Visibility.cluster_filter` and
+:meth:`Visibility.region_filter` are built on it: the clusters and regions a
+principal may name (a region holding one enterprise it may see can be asked for;
+what comes back is computed over the enterprises it may see, nothing more).
 
 Three levels of access, each a subset of the one before:
 
@@ -188,6 +191,26 @@ class Visibility:
             params["_vis_clusters"] = sorted(self.clusters)
         if self.region_prefixes:
             parts.append(sql.SQL("{}.region_code LIKE ANY(%(_vis_regions)s)").format(col))
+            params["_vis_regions"] = [f"{p}%" for p in sorted(self.region_prefixes)]
+        return sql.SQL("({})").format(sql.SQL(" OR ").join(parts)), params
+
+    def region_filter(self, alias: str = "r") -> tuple[sql.Composable, dict[str, Any]]:
+        """Regions a principal may name (SUMMARY): those inside its regional grants, and
+        those holding an enterprise it may see. A cluster operator may ask for its
+        province; what it gets there is computed over its enterprises only."""
+        if self.admin:
+            return sql.SQL("TRUE"), {}
+        col = sql.Identifier(alias)
+        ent_sql, params = self.enterprise_filter("ve")
+        parts: list[sql.Composable] = [
+            sql.SQL(
+                "EXISTS (SELECT 1 FROM enterprise ve WHERE {ent} AND starts_with(ve.region_code,"
+                " left({r}.code, CASE {r}.level WHEN 'province' THEN 2 WHEN 'city' THEN 4"
+                " ELSE 6 END)))"
+            ).format(ent=ent_sql, r=col)
+        ]
+        if self.region_prefixes:
+            parts.append(sql.SQL("{}.code LIKE ANY(%(_vis_regions)s)").format(col))
             params["_vis_regions"] = [f"{p}%" for p in sorted(self.region_prefixes)]
         return sql.SQL("({})").format(sql.SQL(" OR ").join(parts)), params
 

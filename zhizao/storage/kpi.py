@@ -9,11 +9,19 @@ Periods: a range of the enterprises' local days (day, week, month, custom) reads
 ``rollup_device_hour`` when it is hour-aligned, and is otherwise computed from the raw
 facts with the same pure code the rollup job runs (:func:`oee_from_facts`), so a shift
 from 08:30 to 17:00 is still exact.
+
+Restriction (``within``): every query takes an optional :data:`Within`, a boolean SQL
+expression over the enterprise row ``e`` with its named parameters, exactly what
+:meth:`zhizao.access.Visibility.enterprise_filter` gives. The figures are then
+computed in the database over those enterprises only: a cluster operator's figure of
+the province is its cluster's, never the province's. Without one (the CLI, the demo)
+every enterprise counts, as before. :func:`enterprises_within` makes one from credit
+codes, :func:`area_filter` from a region or cluster, :func:`restrict` ANDs them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -22,6 +30,7 @@ from zoneinfo import ZoneInfo
 
 from psycopg import sql
 
+from zhizao.access import Visibility
 from zhizao.calendar import ShiftCalendar, calendar_for, from_ms, shift_instances, to_ms
 from zhizao.codes import RegionLevel, region_level
 from zhizao.errors import InvalidValue
@@ -92,6 +101,60 @@ class OeeReport:
     devices: tuple[DeviceOee, ...]
 
 
+#: A restriction to some enterprises: a boolean SQL expression over the enterprise row
+#: ``e`` and its named parameters (:meth:`zhizao.access.Visibility.enterprise_filter`).
+Within = tuple[sql.Composable, Mapping[str, Any]]
+
+
+def enterprises_within(credit_codes: Iterable[str]) -> Within:
+    """A restriction to the given enterprises."""
+    return sql.SQL("e.credit_code = ANY(%(_within_codes)s)"), {
+        "_within_codes": sorted(set(credit_codes))
+    }
+
+
+def restrict(first: Within, *more: Within | None) -> Within:
+    """All of the restrictions at once."""
+    given = [first, *(p for p in more if p is not None)]
+    params: dict[str, Any] = {}
+    for _, extra in given:
+        for name, value in extra.items():
+            if name in params and params[name] != value:
+                raise ValueError(f"two restrictions bind parameter {name!r} differently")
+            params[name] = value
+    return sql.SQL("({})").format(sql.SQL(" AND ").join(f for f, _ in given)), params
+
+
+def _within(within: Within | None, params: dict[str, Any]) -> sql.Composable:
+    """The restriction's expression (TRUE without one); its parameters go into ``params``."""
+    if within is None:
+        return sql.SQL("TRUE")
+    fragment, extra = within
+    clash = {k for k in extra if k in params and params[k] != extra[k]}
+    if clash:
+        raise ValueError(f"the restriction rebinds parameters {sorted(clash)}")
+    params.update(extra)
+    return fragment
+
+
+def area_filter(region: str | None = None, cluster: str | None = None) -> Within | None:
+    """A restriction to the enterprises of a region (GB/T 2260 prefix) and/or a cluster."""
+    parts: list[Within] = []
+    if region is not None:
+        width = {RegionLevel.PROVINCE: 2, RegionLevel.CITY: 4, RegionLevel.COUNTY: 6}
+        prefix = region[: width[region_level(region)]] + "%"
+        parts.append((sql.SQL("e.region_code LIKE %(_area_prefix)s"), {"_area_prefix": prefix}))
+    if cluster is not None:
+        parts.append((
+            sql.SQL(
+                "e.id IN (SELECT ec.enterprise_id FROM enterprise_cluster ec"
+                " JOIN cluster c ON c.id = ec.cluster_id WHERE c.code = %(_area_cluster)s)"
+            ),
+            {"_area_cluster": cluster},
+        ))  # fmt: skip
+    return restrict(*parts) if parts else None
+
+
 _SUMS = """
     sum(r.scheduled_s), sum(r.sched_planned_stop_s), sum(r.sched_running_s),
     sum(r.overtime_running_s), sum(r.sched_idle_s), sum(r.sched_setup_s),
@@ -141,44 +204,60 @@ def scope_filter(scope: OeeScope) -> tuple[sql.Composable, dict[str, Any]]:
 DEFAULT_ZONE = "Asia/Shanghai"
 
 
-async def display_zone(conn: Conn, scope: OeeScope | None = None) -> ZoneInfo:
+async def display_zone(
+    conn: Conn, scope: OeeScope | None = None, *, within: Within | None = None
+) -> ZoneInfo:
     """The time zone a person reading figures of ``scope`` thinks in.
 
     The enterprise's for a device, line or enterprise; for a cluster, a region or every
-    enterprise (None), the zone they share, or Asia/Shanghai when they have several.
+    enterprise (None), the zone they share, or Asia/Shanghai when they have several
+    (of the enterprises ``within``, when given).
     """
+    params: dict[str, Any] = {}
     if scope is None:
-        cur = await conn.execute("SELECT DISTINCT time_zone FROM enterprise")
+        where: sql.Composable = sql.SQL("TRUE")
     elif scope.level in (Level.DEVICE, Level.LINE, Level.ENTERPRISE):
         credit = scope.code if scope.level is Level.ENTERPRISE else scope.enterprise
-        cur = await conn.execute(
-            "SELECT time_zone FROM enterprise WHERE credit_code = %s", (credit,)
-        )
+        where, params = sql.SQL("e.credit_code = %(credit)s"), {"credit": credit}
     else:
         where, params = scope_filter(scope)
-        cur = await conn.execute(
-            sql.SQL("SELECT DISTINCT e.time_zone FROM enterprise e WHERE {}").format(where),
-            params,
-        )
+    restricted = _within(within, params)
+    cur = await conn.execute(
+        sql.SQL("SELECT DISTINCT e.time_zone FROM enterprise e WHERE {} AND {}").format(
+            where, restricted
+        ),
+        params,
+    )
     zones = {str(r[0]) for r in await cur.fetchall()}
     return ZoneInfo(zones.pop() if len(zones) == 1 else DEFAULT_ZONE)
 
 
 async def _by_device(
-    conn: Conn, scope: OeeScope, table: str, where: sql.Composable, params: dict[str, Any]
+    conn: Conn,
+    scope: OeeScope,
+    table: str,
+    where: sql.Composable,
+    params: dict[str, Any],
+    *,
+    within: Within | None,
 ) -> list[DeviceOee]:
     scope_sql, scope_params = scope_filter(scope)
+    params = {**scope_params, **params}
+    restricted = _within(within, params)
     query = sql.SQL(
         """
         SELECT e.credit_code, d.code, d.name, {sums}
         FROM {table} r JOIN device d ON d.id = r.device_id
         JOIN enterprise e ON e.id = d.enterprise_id
-        WHERE d.is_production_equipment AND {scope} AND {where}
+        WHERE d.is_production_equipment AND {scope} AND {within} AND {where}
         GROUP BY e.credit_code, d.code, d.name
         ORDER BY e.credit_code, d.code
         """
-    ).format(sums=sql.SQL(_SUMS), table=sql.Identifier(table), scope=scope_sql, where=where)
-    cur = await conn.execute(query, {**scope_params, **params})
+    ).format(
+        sums=sql.SQL(_SUMS), table=sql.Identifier(table), scope=scope_sql, within=restricted,
+        where=where,
+    )  # fmt: skip
+    cur = await conn.execute(query, params)
     return [
         DeviceOee(str(ent), str(code), str(name), _components(row[3:]))
         for row in await cur.fetchall()
@@ -186,28 +265,45 @@ async def _by_device(
     ]
 
 
-async def oee_for_days(conn: Conn, scope: OeeScope, first: date, last: date) -> OeeReport:
+async def oee_for_days(
+    conn: Conn, scope: OeeScope, first: date, last: date, *, within: Within | None = None
+) -> OeeReport:
     """OEE over the local days first..last (inclusive) of each enterprise."""
     devices = await _by_device(
         conn, scope, "rollup_device_day",
         sql.SQL("r.day >= %(first)s AND r.day <= %(last)s"), {"first": first, "last": last},
+        within=within,
     )  # fmt: skip
     total = summed(d.components for d in devices)
     return OeeReport(scope, first, last, "rollup_device_day", compute(total), tuple(devices))
 
 
+def hour_aligned(start: datetime, end: datetime) -> bool:
+    """Whether [start, end) is served by the hour rollups (else by the raw facts)."""
+    return to_ms(start) % HOUR_MS == 0 and to_ms(end) % HOUR_MS == 0
+
+
 async def oee_for_interval(
-    conn: Conn, scope: OeeScope, start: datetime, end: datetime, *, micro_stop_s: float = 120.0
+    conn: Conn,
+    scope: OeeScope,
+    start: datetime,
+    end: datetime,
+    *,
+    micro_stop_s: float = 120.0,
+    within: Within | None = None,
 ) -> OeeReport:
     """OEE over [start, end): hour rollups when hour-aligned, else the raw facts."""
-    if to_ms(start) % HOUR_MS == 0 and to_ms(end) % HOUR_MS == 0:
+    if hour_aligned(start, end):
         devices = await _by_device(
             conn, scope, "rollup_device_hour",
             sql.SQL("r.hour >= %(start)s AND r.hour < %(end)s"), {"start": start, "end": end},
+            within=within,
         )  # fmt: skip
         source = "rollup_device_hour"
     else:
-        devices = await oee_from_facts(conn, scope, start, end, micro_stop_s=micro_stop_s)
+        devices = await oee_from_facts(
+            conn, scope, start, end, micro_stop_s=micro_stop_s, within=within
+        )
         source = "facts"
     total = summed(d.components for d in devices)
     return OeeReport(scope, start, end, source, compute(total), tuple(devices))
@@ -221,6 +317,7 @@ async def oee_from_facts(
     *,
     horizon: datetime | None = None,
     micro_stop_s: float = 120.0,
+    within: Within | None = None,
 ) -> list[DeviceOee]:
     """Components per device straight from the fact tables, bypassing the rollups.
 
@@ -228,12 +325,13 @@ async def oee_from_facts(
     comparisons check the rollups against, and how unaligned periods are served.
     """
     scope_sql, params = scope_filter(scope)
+    restricted = _within(within, params)
     cur = await conn.execute(
         sql.SQL(
             "SELECT d.id, e.credit_code, d.code, d.name FROM device d"
             " JOIN enterprise e ON e.id = d.enterprise_id"
-            " WHERE d.is_production_equipment AND {} ORDER BY e.credit_code, d.code"
-        ).format(scope_sql),
+            " WHERE d.is_production_equipment AND {} AND {} ORDER BY e.credit_code, d.code"
+        ).format(scope_sql, restricted),
         params,
     )
     rows = await cur.fetchall()
@@ -281,20 +379,96 @@ def period_days(kind: str, anchor: date) -> tuple[date, date]:
     raise InvalidValue("period", kind, "must be day, week or month")
 
 
+class Every(StrEnum):
+    """The step of a history series."""
+
+    DAY = "day"
+    WEEK = "week"  # ISO weeks, Monday to Sunday
+    MONTH = "month"
+
+
+def series_buckets(first: date, last: date, every: Every) -> list[tuple[date, date]]:
+    """The days, weeks or months from first to last, each clipped to the range: a
+    series from a Wednesday by week starts with that Wednesday to Sunday."""
+    out: list[tuple[date, date]] = []
+    day = first
+    while day <= last:
+        _, end = period_days(str(every), day)
+        out.append((day, min(end, last)))
+        day = end + timedelta(days=1)
+    return out
+
+
+_BUCKET_SQL = {
+    Every.DAY: sql.SQL("r.day"),
+    Every.WEEK: sql.SQL("greatest(date_trunc('week', r.day)::date, %(first)s::date)"),
+    Every.MONTH: sql.SQL("greatest(date_trunc('month', r.day)::date, %(first)s::date)"),
+}
+
+
+async def oee_series(
+    conn: Conn,
+    scope: OeeScope,
+    first: date,
+    last: date,
+    every: Every,
+    *,
+    within: Within | None = None,
+) -> list[OeeReport]:
+    """One report per day, week or month of first..last (:func:`series_buckets`), each
+    the figure :func:`oee_for_days` gives for its days, from one query."""
+    scope_sql, params = scope_filter(scope)
+    params.update({"first": first, "last": last})
+    restricted = _within(within, params)
+    query = sql.SQL(
+        """
+        SELECT {bucket} AS bucket, e.credit_code, d.code, d.name, {sums}
+        FROM rollup_device_day r JOIN device d ON d.id = r.device_id
+        JOIN enterprise e ON e.id = d.enterprise_id
+        WHERE d.is_production_equipment AND {scope} AND {within}
+          AND r.day >= %(first)s AND r.day <= %(last)s
+        GROUP BY 1, e.credit_code, d.code, d.name
+        ORDER BY 1, e.credit_code, d.code
+        """
+    ).format(bucket=_BUCKET_SQL[every], sums=sql.SQL(_SUMS), scope=scope_sql, within=restricted)
+    cur = await conn.execute(query, params)
+    by_bucket: dict[date, list[DeviceOee]] = {}
+    for row in await cur.fetchall():
+        by_bucket.setdefault(row[0], []).append(
+            DeviceOee(str(row[1]), str(row[2]), str(row[3]), _components(row[4:]))
+        )
+    out: list[OeeReport] = []
+    for b_first, b_last in series_buckets(first, last, every):
+        devices = by_bucket.get(b_first, [])
+        total = summed(d.components for d in devices)
+        out.append(
+            OeeReport(scope, b_first, b_last, "rollup_device_day", compute(total), tuple(devices))
+        )
+    return out
+
+
 # --- networking and NC rates ----------------------------------------------------------
 
 
-async def enterprise_facts(conn: Conn) -> dict[str, EnterpriseFacts]:
+async def enterprise_facts(
+    conn: Conn, *, within: Within | None = None
+) -> dict[str, EnterpriseFacts]:
+    params: dict[str, Any] = {}
+    restricted = _within(within, params)
     cur = await conn.execute(
-        """
-        SELECT e.credit_code, e.name, e.region_code, e.industry_code,
-               array_remove(array_agg(c.code ORDER BY c.code), NULL),
-               e.above_designated_size, e.key_enterprise
-        FROM enterprise e
-        LEFT JOIN enterprise_cluster ec ON ec.enterprise_id = e.id
-        LEFT JOIN cluster c ON c.id = ec.cluster_id
-        GROUP BY e.id
-        """
+        sql.SQL(
+            """
+            SELECT e.credit_code, e.name, e.region_code, e.industry_code,
+                   array_remove(array_agg(c.code ORDER BY c.code), NULL),
+                   e.above_designated_size, e.key_enterprise
+            FROM enterprise e
+            LEFT JOIN enterprise_cluster ec ON ec.enterprise_id = e.id
+            LEFT JOIN cluster c ON c.id = ec.cluster_id
+            WHERE {}
+            GROUP BY e.id
+            """
+        ).format(restricted),
+        params,
     )
     return {
         str(cc): EnterpriseFacts(str(cc), str(n), str(r), str(i), tuple(cl), bool(a), bool(k))
@@ -302,20 +476,27 @@ async def enterprise_facts(conn: Conn) -> dict[str, EnterpriseFacts]:
     }
 
 
-async def networking_parts(conn: Conn, first: date, last: date) -> dict[str, RateParts]:
+async def networking_parts(
+    conn: Conn, first: date, last: date, *, within: Within | None = None
+) -> dict[str, RateParts]:
     """Networked and in-service production device-days per enterprise, first..last."""
-    cur = await conn.execute(
+    params: dict[str, Any] = {"first": first, "last": last}
+    restricted = _within(within, params)
+    # Restricted, the networked days are counted for the enterprises' devices only.
+    own = sql.SQL("") if within is None else sql.SQL("AND r.device_id IN (SELECT id FROM dev)")
+    query = sql.SQL(
         """
         WITH dev AS (
             SELECT d.id, d.enterprise_id,
                    greatest(%(first)s::date, d.commissioned_on) AS s,
                    least(%(last)s::date + 1, d.decommissioned_on) AS e
-            FROM device d WHERE d.is_production_equipment
+            FROM device d JOIN enterprise e ON e.id = d.enterprise_id
+            WHERE d.is_production_equipment AND {within}
         ), networked AS (
             -- Counted per device straight off the partial index of networked days ...
             SELECT r.device_id, count(*) AS n FROM rollup_device_day r
             WHERE r.day >= %(first)s AND r.day <= %(last)s
-              AND (r.good_points > 0 OR r.online_reported)
+              AND (r.good_points > 0 OR r.online_reported) {own}
             GROUP BY 1
         ), outside AS (
             -- ... less the days outside service, for the few devices whose service
@@ -337,18 +518,24 @@ async def networking_parts(conn: Conn, first: date, last: date) -> dict[str, Rat
         LEFT JOIN networked nw ON nw.device_id = dev.id
         LEFT JOIN outside o ON o.device_id = dev.id
         GROUP BY e.credit_code
-        """,
-        {"first": first, "last": last},
-    )
+        """
+    ).format(within=restricted, own=own)
+    cur = await conn.execute(query, params)
     return {str(cc): RateParts(int(n), int(d)) for cc, n, d in await cur.fetchall()}
 
 
 async def current_networking_parts(
-    conn: Conn, now: datetime, window_h: float = DEFAULT_CURRENT_WINDOW_H
+    conn: Conn,
+    now: datetime,
+    window_h: float = DEFAULT_CURRENT_WINDOW_H,
+    *,
+    within: Within | None = None,
 ) -> dict[str, RateParts]:
     """Devices seen within the window before ``now`` / in service on today's local date."""
     since = now - timedelta(hours=window_h)
-    cur = await conn.execute(
+    params: dict[str, Any] = {"since": since, "now": now}
+    restricted = _within(within, params)
+    query = sql.SQL(
         """
         SELECT e.credit_code,
                count(*) FILTER (WHERE
@@ -367,35 +554,119 @@ async def current_networking_parts(
                OR d.commissioned_on <= (%(now)s AT TIME ZONE e.time_zone)::date)
           AND (d.decommissioned_on IS NULL
                OR d.decommissioned_on > (%(now)s AT TIME ZONE e.time_zone)::date)
+          AND {within}
         GROUP BY e.credit_code
-        """,
-        {"since": since, "now": now},
-    )
+        """
+    ).format(within=restricted)
+    cur = await conn.execute(query, params)
     return {str(cc): RateParts(int(n), int(d)) for cc, n, d in await cur.fetchall()}
 
 
-async def nc_parts(conn: Conn, day: date, *, key_process: bool = False) -> dict[str, RateParts]:
+async def nc_parts(
+    conn: Conn, day: date, *, key_process: bool = False, within: Within | None = None
+) -> dict[str, RateParts]:
     """NC (or key-process NC) devices / in-service production devices on ``day``."""
-    cur = await conn.execute(
+    params: dict[str, Any] = {"day": day, "key": key_process}
+    restricted = _within(within, params)
+    query = sql.SQL(
         """
         SELECT e.credit_code, count(*) FILTER (WHERE d.is_nc), count(*)
         FROM device d JOIN enterprise e ON e.id = d.enterprise_id
         WHERE d.is_production_equipment AND (NOT %(key)s OR d.key_process)
           AND (d.commissioned_on IS NULL OR d.commissioned_on <= %(day)s)
           AND (d.decommissioned_on IS NULL OR d.decommissioned_on > %(day)s)
+          AND {within}
         GROUP BY e.credit_code
-        """,
-        {"day": day, "key": key_process},
-    )
+        """
+    ).format(within=restricted)
+    cur = await conn.execute(query, params)
     return {str(cc): RateParts(int(n), int(d)) for cc, n, d in await cur.fetchall()}
 
 
 async def networking_rates(
-    conn: Conn, first: date, last: date, group_by: GroupBy, scope: Scope = Scope.ALL
+    conn: Conn,
+    first: date,
+    last: date,
+    group_by: GroupBy,
+    scope: Scope = Scope.ALL,
+    *,
+    within: Within | None = None,
 ) -> list[RateFigure]:
     """Daily (first == last) or period networking rate per group, both methods."""
-    parts = await networking_parts(conn, first, last)
-    return aggregate(Kind.NETWORKING, parts, await enterprise_facts(conn), group_by, scope)
+    parts = await networking_parts(conn, first, last, within=within)
+    facts = await enterprise_facts(conn, within=within)
+    return aggregate(Kind.NETWORKING, parts, facts, group_by, scope)
+
+
+async def networking_series_parts(
+    conn: Conn, first: date, last: date, every: Every, *, within: Within | None = None
+) -> dict[date, dict[str, RateParts]]:
+    """:func:`networking_parts` of every day, week or month of first..last at once,
+    keyed by the first day of each (:func:`series_buckets`)."""
+    buckets = series_buckets(first, last, every)
+    params: dict[str, Any] = {
+        "first": first,
+        "last": last,
+        "firsts": [b[0] for b in buckets],
+        "lasts": [b[1] for b in buckets],
+    }
+    restricted = _within(within, params)
+    # In-service device-days per bucket from the devices' service windows, grouped
+    # first: most devices share them (none), so the cross join with the buckets is
+    # small. Networked days are counted inside service only.
+    query = sql.SQL(
+        """
+        WITH dev AS (
+            SELECT d.id, d.enterprise_id, d.commissioned_on AS c, d.decommissioned_on AS x
+            FROM device d JOIN enterprise e ON e.id = d.enterprise_id
+            WHERE d.is_production_equipment AND {within}
+        ), b AS (
+            SELECT * FROM unnest(%(firsts)s::date[], %(lasts)s::date[]) AS b(first, last)
+        ), service AS (
+            SELECT b.first AS bucket, svc.enterprise_id,
+                   sum(svc.k * greatest(least(b.last + 1, svc.x) - greatest(b.first, svc.c), 0))
+                       AS days
+            FROM (SELECT enterprise_id, c, x, count(*) AS k FROM dev GROUP BY 1, 2, 3) AS svc
+            CROSS JOIN b
+            GROUP BY 1, 2
+        ), networked AS (
+            SELECT {bucket} AS bucket, dev.enterprise_id, count(*) AS n
+            FROM rollup_device_day r JOIN dev ON dev.id = r.device_id
+            WHERE r.day >= %(first)s AND r.day <= %(last)s
+              AND (r.good_points > 0 OR r.online_reported)
+              AND (dev.c IS NULL OR r.day >= dev.c) AND (dev.x IS NULL OR r.day < dev.x)
+            GROUP BY 1, 2
+        )
+        SELECT s.bucket, e.credit_code, coalesce(nw.n, 0)::int8, s.days::int8
+        FROM service s JOIN enterprise e ON e.id = s.enterprise_id
+        LEFT JOIN networked nw ON nw.bucket = s.bucket AND nw.enterprise_id = s.enterprise_id
+        """
+    ).format(within=restricted, bucket=_BUCKET_SQL[every])
+    cur = await conn.execute(query, params)
+    out: dict[date, dict[str, RateParts]] = {b[0]: {} for b in buckets}
+    for bucket, cc, n, d in await cur.fetchall():
+        out[bucket][str(cc)] = RateParts(int(n), int(d))
+    return out
+
+
+async def networking_series(
+    conn: Conn,
+    first: date,
+    last: date,
+    every: Every,
+    group_by: GroupBy,
+    *,
+    scope: Scope = Scope.ALL,
+    within: Within | None = None,
+) -> list[tuple[date, date, list[RateFigure]]]:
+    """The period networking rate of every day, week or month of first..last, per group:
+    each the figures :func:`networking_rates` gives for its days."""
+    parts = await networking_series_parts(conn, first, last, every, within=within)
+    facts = await enterprise_facts(conn, within=within)
+    return [
+        (b_first, b_last, aggregate(Kind.NETWORKING, parts[b_first], facts, group_by, scope))
+        for b_first, b_last in series_buckets(first, last, every)
+    ]
 
 
 async def current_networking_rates(
@@ -404,31 +675,49 @@ async def current_networking_rates(
     group_by: GroupBy,
     scope: Scope = Scope.ALL,
     window_h: float = DEFAULT_CURRENT_WINDOW_H,
+    *,
+    within: Within | None = None,
 ) -> list[RateFigure]:
-    parts = await current_networking_parts(conn, now, window_h)
-    return aggregate(Kind.NETWORKING, parts, await enterprise_facts(conn), group_by, scope)
+    parts = await current_networking_parts(conn, now, window_h, within=within)
+    facts = await enterprise_facts(conn, within=within)
+    return aggregate(Kind.NETWORKING, parts, facts, group_by, scope)
 
 
 async def nc_rates(
-    conn: Conn, day: date, group_by: GroupBy, scope: Scope = Scope.ALL, *, key_process: bool = False
+    conn: Conn,
+    day: date,
+    group_by: GroupBy,
+    scope: Scope = Scope.ALL,
+    *,
+    key_process: bool = False,
+    within: Within | None = None,
 ) -> list[RateFigure]:
-    parts = await nc_parts(conn, day, key_process=key_process)
+    parts = await nc_parts(conn, day, key_process=key_process, within=within)
     kind = Kind.NC_KEY_PROCESS if key_process else Kind.NC
-    return aggregate(kind, parts, await enterprise_facts(conn), group_by, scope)
+    return aggregate(kind, parts, await enterprise_facts(conn, within=within), group_by, scope)
 
 
 async def networking_evidence(
-    conn: Conn, day: date, group_by: GroupBy, group: str, scope: Scope = Scope.ALL
+    conn: Conn,
+    day: date,
+    group_by: GroupBy,
+    group: str | None,
+    scope: Scope = Scope.ALL,
+    *,
+    within: Within | None = None,
 ) -> list[Evidence]:
-    """Every device of the group and scope in the ledger on ``day``, in natural order:
-    counted, not counted, or excluded from the denominator (not production equipment,
-    not yet commissioned, decommissioned), each with its reason and last-seen time."""
-    enterprises = await enterprise_facts(conn)
+    """Every device of the group (every group: None) and scope in the ledger on ``day``,
+    in natural order: counted, not counted, or excluded from the denominator (not
+    production equipment, not yet commissioned, decommissioned), each with its reason
+    and last-seen time."""
+    enterprises = await enterprise_facts(conn, within=within)
     members = [
         cc for cc, ent in enterprises.items()
-        if ent.in_scope(scope) and group in group_keys(ent, group_by)
+        if ent.in_scope(scope) and (group is None or group in group_keys(ent, group_by))
     ]  # fmt: skip
-    cur = await conn.execute(
+    params: dict[str, Any] = {"day": day, "members": members}
+    restricted = _within(within, params)
+    query = sql.SQL(
         """
         SELECT e.credit_code, d.code, d.name, coalesce(r.good_points, 0),
                coalesce(r.online_reported, false),
@@ -447,10 +736,10 @@ async def networking_evidence(
                d.is_production_equipment, d.commissioned_on, d.decommissioned_on, e.time_zone
         FROM device d JOIN enterprise e ON e.id = d.enterprise_id
         LEFT JOIN rollup_device_day r ON r.device_id = d.id AND r.day = %(day)s
-        WHERE e.credit_code = ANY(%(members)s)
-        """,
-        {"day": day, "members": members},
-    )
+        WHERE e.credit_code = ANY(%(members)s) AND {within}
+        """
+    ).format(within=restricted)
+    cur = await conn.execute(query, params)
     out: list[Evidence] = []
     for cc, code, name, good, online, last_seen, prod, comm, decomm, tz in await cur.fetchall():
         reason = evidence_reason(
@@ -505,12 +794,11 @@ async def shift_interval(
     raise InvalidValue("shift", shift, f"has no shift of that name on {day.isoformat()}")
 
 
-async def oee_by_shift(conn: Conn, scope: OeeScope, day: date) -> list[tuple[str, OeeReport]]:
-    """OEE of each shift starting on ``day`` ("why did OEE drop on night shift?").
-
-    For a device, line or enterprise: the calendar is the line's (a device's line) or
-    the enterprise's.
-    """
+async def scope_shift_windows(
+    conn: Conn, scope: OeeScope, day: date
+) -> list[tuple[str, datetime, datetime]]:
+    """The shifts starting on local ``day`` of a device, line or enterprise: under the
+    line's calendar (a device's line) or the enterprise's; empty without a calendar."""
     if scope.level in (Level.CLUSTER, Level.REGION):
         raise InvalidValue("level", str(scope.level), "shifts belong to one enterprise")
     enterprise = scope.code if scope.level is Level.ENTERPRISE else scope.enterprise
@@ -525,20 +813,72 @@ async def oee_by_shift(conn: Conn, scope: OeeScope, day: date) -> list[tuple[str
         )
         row = await cur.fetchone()
         line = None if row is None or row[0] is None else str(row[0])
+    return await shift_windows(conn, enterprise, line, day)
+
+
+async def oee_by_shift(
+    conn: Conn, scope: OeeScope, day: date, *, within: Within | None = None
+) -> list[tuple[str, OeeReport]]:
+    """OEE of each shift starting on ``day`` ("why did OEE drop on night shift?").
+
+    For a device, line or enterprise: the calendar is the line's (a device's line) or
+    the enterprise's.
+    """
     return [
-        (name, await oee_for_interval(conn, scope, start, end))
-        for name, start, end in await shift_windows(conn, enterprise, line, day)
+        (name, await oee_for_interval(conn, scope, start, end, within=within))
+        for name, start, end in await scope_shift_windows(conn, scope, day)
     ]
 
 
-async def group_names(conn: Conn, group_by: GroupBy) -> dict[str, str]:
-    """Display names of the groups (regions, clusters, enterprises); none for industries."""
+async def group_names(
+    conn: Conn, group_by: GroupBy, *, only: Collection[str] | None = None
+) -> dict[str, str]:
+    """Display names of the groups (regions, clusters, enterprises); none for industries.
+
+    ``only``: just these groups (the ones a list of figures holds)."""
+    query: sql.Composable
     if group_by in (GroupBy.PROVINCE, GroupBy.CITY, GroupBy.COUNTY):
-        cur = await conn.execute("SELECT code, name FROM region WHERE level = %s", (str(group_by),))
+        query = sql.SQL("SELECT code, name FROM region WHERE level = %(level)s")
     elif group_by is GroupBy.CLUSTER:
-        cur = await conn.execute("SELECT code, name FROM cluster")
+        query = sql.SQL("SELECT code, name FROM cluster WHERE TRUE")
     elif group_by is GroupBy.ENTERPRISE:
-        cur = await conn.execute("SELECT credit_code, name FROM enterprise")
+        query = sql.SQL("SELECT credit_code AS code, name FROM enterprise WHERE TRUE")
     else:
         return {}
+    if only is not None:
+        key = "credit_code" if group_by is GroupBy.ENTERPRISE else "code"
+        query = sql.SQL("{} AND {} = ANY(%(only)s)").format(query, sql.Identifier(key))
+    params = {"level": str(group_by), "only": sorted(only or ())}
+    cur = await conn.execute(query, params)
     return {str(code).strip(): str(name) for code, name in await cur.fetchall()}
+
+
+async def in_reach(conn: Conn, scope: OeeScope, visibility: Visibility | None = None) -> bool:
+    """Whether ``scope`` names something of the registry that ``visibility`` reaches at
+    SUMMARY access (everything when None): a device, line or enterprise of an
+    enterprise it may see, a cluster or region it may see
+    (:meth:`~zhizao.access.Visibility.cluster_filter`,
+    :meth:`~zhizao.access.Visibility.region_filter`). Outside is the same as missing."""
+    params: dict[str, Any] = {"code": scope.code, "ent": scope.enterprise}
+    if scope.level in (Level.DEVICE, Level.LINE, Level.ENTERPRISE):
+        vis, extra = (sql.SQL("TRUE"), {}) if visibility is None else visibility.enterprise_filter()
+        if scope.level is Level.DEVICE:
+            query = sql.SQL(
+                "SELECT 1 FROM device d JOIN enterprise e ON e.id = d.enterprise_id"
+                " WHERE e.credit_code = %(ent)s AND d.code = %(code)s AND {}"
+            )
+        elif scope.level is Level.LINE:
+            query = sql.SQL(
+                "SELECT 1 FROM line l JOIN enterprise e ON e.id = l.enterprise_id"
+                " WHERE e.credit_code = %(ent)s AND l.code = %(code)s AND {}"
+            )
+        else:
+            query = sql.SQL("SELECT 1 FROM enterprise e WHERE e.credit_code = %(code)s AND {}")
+    elif scope.level is Level.CLUSTER:
+        vis, extra = (sql.SQL("TRUE"), {}) if visibility is None else visibility.cluster_filter()
+        query = sql.SQL("SELECT 1 FROM cluster c WHERE c.code = %(code)s AND {}")
+    else:
+        vis, extra = (sql.SQL("TRUE"), {}) if visibility is None else visibility.region_filter()
+        query = sql.SQL("SELECT 1 FROM region r WHERE r.code = %(code)s AND {}")
+    cur = await conn.execute(query.format(vis), {**params, **extra})
+    return await cur.fetchone() is not None
