@@ -8,7 +8,8 @@
 //   /cluster/CODE               产业集群
 //   /enterprise/CREDIT_CODE     企业
 //   /line/CREDIT_CODE/LINE      产线
-// Query (after ?): day=YYYY-MM-DD (default: the latest day with data), shift=NAME|day,
+// Query (after ?): day=YYYY-MM-DD (default, or day=auto: the latest day with data; a
+// day chosen stays while the user drills down: a link without one keeps it), shift=NAME|day,
 // refresh=S (poll every S seconds, default 10), stale=N (stale after N minutes without
 // new data, default 5), tv=1 (大屏), cycle=S (TV: next page or panel every S s, 20).
 //
@@ -46,7 +47,10 @@ const state = {
   dataDayAt: 0,
   tvPanel: 0,
   tvSpec: null,
+  pinnedDay: null,
 };
+
+const DAY = /^\d{4}-\d{2}-\d{2}$/;
 
 function parseHash() {
   const raw = location.hash.replace(/^#/, "") || "/";
@@ -85,7 +89,7 @@ async function latestDataDay() {
 
 async function resolveDay(query) {
   const asked = query.get("day");
-  if (asked && /^\d{4}-\d{2}-\d{2}$/.test(asked)) return { day: asked, auto: false };
+  if (asked && DAY.test(asked)) return { day: asked, auto: false };
   // Looked up again every 5 minutes, and at every refresh while no day has data yet
   // (the demo's first facts arrive after the board is opened).
   const due = !state.dataDay || Date.now() - state.dataDayAt > 300e3;
@@ -189,7 +193,11 @@ $("tv").addEventListener("click", async () => {
 
 $("day").addEventListener("change", (event) => {
   const value = event.target.value;
-  location.hash = hashWith({ day: value || null });
+  location.hash = hashWith({ day: value || "auto" });
+});
+
+$("latest").addEventListener("click", () => {
+  location.hash = hashWith({ day: "auto" });
 });
 
 $("logout").addEventListener("click", () => {
@@ -249,6 +257,7 @@ async function show(generation, found, path, query, first) {
   showPanel();
 
   $("day").value = day.day;
+  $("latest").hidden = day.auto;
   $("day-note").textContent = day.auto
     ? (day.found ? "最新有数据的一天 latest day with data" : "今天 today (暂无数据 no data yet)")
     : "";
@@ -265,6 +274,14 @@ async function route(options = {}) {
   clearTimeout(state.timer);
   clearTimeout(state.cycleTimer);
   const { path, query } = parseHash();
+  // A chosen day stays while the user drills down: a link without one keeps it.
+  const asked = query.get("day");
+  if (asked && DAY.test(asked)) state.pinnedDay = asked;
+  else if (asked === "auto") state.pinnedDay = null;
+  else if (!asked && state.pinnedDay && path !== "/login") {
+    location.replace(hashWith({ day: state.pinnedDay }));
+    return;
+  }
   document.body.classList.toggle("tv", tvOn(query));
   const view = $("view");
   if (path === "/login" || !session()) {

@@ -12,6 +12,7 @@ import { h, label } from "./dom.js";
 import { clock, dateTime, duration, int, localDay, pct } from "./format.js";
 import { caveat, figure, notice, section, staleBadge, staleness, table, tile } from "./common.js";
 import { latestByLine, lineKey } from "./enterprise.js";
+import { enterpriseInfo } from "./registry.js";
 
 function pickShift(shifts, wanted, pivot) {
   if (wanted === "day") return null;
@@ -28,10 +29,11 @@ export async function loadLine(ctx) {
   const code = decodeURIComponent(ctx.params[1]);
   const day = ctx.day;
   const scope = { level: "line", code, enterprise: cc, date: day };
-  const [oee, shifts, latest] = await Promise.all([
+  const [oee, shifts, latest, info] = await Promise.all([
     getOrNull("/kpi/oee", scope),
     getOrNull("/kpi/oee/shifts", scope),
     getOrNull(`/enterprises/${cc}/latest`, { line: code, limit: 500 }),
+    enterpriseInfo(cc),
   ]);
   if (oee === null) return { missing: `${cc} / ${code}` };
   const newest = latestByLine(latest).get(code) ?? null;
@@ -54,12 +56,12 @@ export async function loadLine(ctx) {
     Promise.all(devices.map((d) => getOrNull(
       `/enterprises/${cc}/devices/${encodeURIComponent(d.device)}/counts`, { start, end, bucket: "PT1H" }))),
   ]) : [[], []];
-  return { cc, code, oee, shown, shifts, shift, start, end, latest, newest, raw, devices, states, countsPerHour };
+  return { cc, code, info, oee, shown, shifts, shift, start, end, latest, newest, raw, devices, states, countsPerHour };
 }
 
 function lossRows(result) {
   return [...(result?.losses ?? [])]
-    .filter((l) => l.seconds > 0)
+    .filter((l) => l.seconds > 0 && l.loss !== "valuable")
     .sort((a, b) => b.seconds - a.seconds)
     .slice(0, 5)
     .map((l) => ({
@@ -95,7 +97,7 @@ export function renderLine(model, ctx) {
   const zone = oee.period.time_zone;
   ctx.setZone(zone);
   const today = localDay(new Date(), zone);
-  ctx.crumb([["企业", "enterprise", `#/enterprise/${cc}`], cc], [["产线", "line"], code]);
+  ctx.crumb([["企业", "enterprise", `#/enterprise/${cc}`], model.info?.name || cc], [["产线", "line"], code]);
   ctx.tv({ kind: "line", enterprise: cc, line: code });
   const r = model.shown.result;
   const state = model.raw ? staleness(lineKey(cc, code), model.newest?.iso ?? null, ctx.staleMinutes) : null;

@@ -62,7 +62,7 @@ function groupRows(kind, net, nc, { href }) {
         href: href ? href(g.group) : null,
         data: { group: g.group, groupBy: kind },
         cells: [
-          h("span", {}, g.name || g.group, h("small", { class: "code" }, g.group)),
+          g.name ? h("span", {}, g.name, h("small", { class: "code" }, g.group)) : g.group,
           rateCell("networking", g.ratio?.rate ?? null, { group: g.group }),
           counts(g.ratio),
           h("span", { class: "muted" }, pct(g.mean?.rate ?? null)),
