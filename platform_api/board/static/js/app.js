@@ -146,7 +146,7 @@ function tvTarget(spec) {
 function scheduleCycle(query, path) {
   clearTimeout(state.cycleTimer);
   if (!tvOn(query)) return;
-  const seconds = number(query, "cycle", 20, 5);
+  const seconds = number(query, "cycle", 20, 2);
   state.cycleTimer = setTimeout(() => {
     const spec = state.tvSpec;
     if (!spec) return;
