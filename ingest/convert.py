@@ -316,12 +316,16 @@ class Converter:
                 out.message_dead = True
                 return out
             out.facts.edge_status.append(
-                EdgeStatusRow(edge.pk, status.ts, True, status.reason, status.last_seq)
+                EdgeStatusRow(
+                    edge.pk, status.ts, True, status.reason, status.last_seq, status.software
+                )
             )
             return out
         # A Will carries the connect time; the death happened when it was sent, which
         # is (within the broker's delay) when it is received.
-        row = EdgeStatusRow(edge.pk, received, False, status.reason, status.last_seq)
+        row = EdgeStatusRow(
+            edge.pk, received, False, status.reason, status.last_seq, status.software
+        )
         if msg.retain:
             out.missed_deaths.append(row)
         else:

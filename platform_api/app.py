@@ -29,7 +29,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from platform_api import problems
 from platform_api.board import mount_board
 from platform_api.metrics import ApiMetrics, MetricsMiddleware
-from platform_api.routes import audit, auth, health, kpi, users
+from platform_api.routes import audit, auth, health, kpi, telemetry, users
 from platform_api.settings import ApiSettings
 from zhizao import __version__
 from zhizao.storage.connection import APPLICATION_NAME, redact
@@ -38,7 +38,14 @@ from zhizao.storage.users import prune_audit, prune_login_attempts
 log = structlog.get_logger("platform_api")
 
 #: Routers in the order the OpenAPI document lists them.
-ROUTERS = (health.router, auth.router, users.router, audit.router, kpi.router)
+ROUTERS = (
+    health.router,
+    auth.router,
+    users.router,
+    audit.router,
+    telemetry.router,
+    kpi.router,
+)
 
 _HOUR_S = 3600.0
 

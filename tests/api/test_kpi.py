@@ -307,9 +307,7 @@ async def test_a_cluster_operator_s_province_oee_is_its_cluster_s(
     assert whole["restricted"] is False
     # The analyst of Ningbo: NB1 and NB2 over the province, nothing of Wenzhou.
     ningbo = await _get(api, "analyst_ningbo", f"{_K}/oee?level=region&code=330000&date={DAY}")
-    both = await kpi.oee_for_days(
-        day_conn, OeeScope(Level.REGION, "330200"), DAY, DAY
-    )
+    both = await kpi.oee_for_days(day_conn, OeeScope(Level.REGION, "330200"), DAY, DAY)
     assert _said_oee(ningbo["result"]) == _expect_oee(both.result)
 
 
@@ -339,9 +337,7 @@ async def test_a_scope_out_of_reach_is_the_same_404_as_a_missing_one(api: ApiCli
         assert (await api.as_("op_nb_mold").get(f"{_K}/oee?{url}&date={DAY}")).status_code == 200
 
 
-async def test_errors_name_the_field_the_rule_and_the_value(
-    api: ApiClient, day_conn: Conn
-) -> None:
+async def test_errors_name_the_field_the_rule_and_the_value(api: ApiClient, day_conn: Conn) -> None:
     client = api.as_("eng_nb1")
     line = f"{_K}/oee?level=line&code=L1&enterprise={NB1}"
     cases = [
@@ -469,9 +465,7 @@ async def test_rates_equal_the_kernel_over_each_persona_s_enterprises(
             nc = await _get(
                 api, persona, f"{_K}/nc?date={DAY}&group_by=county&key_process={str(key).lower()}"
             )
-            want = await kpi.nc_rates(
-                day_conn, DAY, GroupBy.COUNTY, key_process=key, within=within
-            )
+            want = await kpi.nc_rates(day_conn, DAY, GroupBy.COUNTY, key_process=key, within=within)
             assert _items(nc["items"]) == _figures(want), (persona, key)
             assert nc["kind"] == ("nc_key_process" if key else "nc")
         current = await _get(
@@ -556,8 +550,12 @@ async def test_a_cluster_operator_s_province_by_city_is_nb1_alone(
     assert true["items"][0]["rate"] == 5 / 6
     assert mine["items"][0]["rate"] == 1.0
     # A region or cluster out of reach is a 404; a region narrows an analyst too.
-    for persona, query in (("op_nb_mold", "region=330300"), ("op_nb_mold", f"cluster={WZ_SHOE}"),
-                           ("analyst_lucheng", "region=330200"), ("nobody", "region=330000")):
+    for persona, query in (
+        ("op_nb_mold", "region=330300"),
+        ("op_nb_mold", f"cluster={WZ_SHOE}"),
+        ("analyst_lucheng", "region=330200"),
+        ("nobody", "region=330000"),
+    ):
         answer = await api.as_(persona).get(f"{_K}/networking?date={DAY}&{query}")
         assert answer.status_code == 404, (persona, query, answer.text)  # fmt: skip
     county = await _get(

@@ -51,7 +51,7 @@ async def test_points_of_every_kind_are_stored(db_url: str, own_mosquitto: Mosqu
         batch = {"v": 1, "enterprise": a.enterprise, "edge": a.edge, "seq": 0, "sent_at": T0,
                  "points": points}
         birth = {"v": 1, "enterprise": a.enterprise, "edge": a.edge, "status": "online",
-                 "ts": T0 - 10}
+                 "ts": T0 - 10, "software": "zhizao-edge 0.1.0"}
         death = {"v": 1, "enterprise": a.enterprise, "edge": a.edge, "status": "offline",
                  "ts": T0 - 10, "reason": "will"}
         publisher.publish_all(
@@ -75,6 +75,9 @@ async def test_points_of_every_kind_are_stored(db_url: str, own_mosquitto: Mosqu
         assert await scalar(
             db_url, "SELECT string_agg(online::text, ',' ORDER BY time) FROM edge_status"
         ) == "true,false"
+        assert await scalar(
+            db_url, "SELECT software FROM edge_status WHERE online"
+        ) == "zhizao-edge 0.1.0"
         assert await scalar(db_url, "SELECT count(*) FROM dead_letter") == 0
     finally:
         publisher.close()

@@ -71,6 +71,7 @@ class EdgeStatusRow(NamedTuple):
     online: bool
     reason: str | None = None
     last_seq: int | None = None
+    software: str | None = None
 
 
 class EventRow(NamedTuple):
@@ -151,10 +152,10 @@ _INSERTS: dict[str, str] = {
             AS u(d, t, o, e, why)
         ON CONFLICT DO NOTHING""",
     "edge_status": """
-        INSERT INTO edge_status (edge_pk, time, online, reason, last_seq)
-        SELECT u.e, 'epoch'::timestamptz + u.t * interval '1 ms', u.o, u.why, u.s
-        FROM unnest(%s::int4[], %s::int8[], %s::bool[], %s::text[], %s::int8[])
-            AS u(e, t, o, why, s)
+        INSERT INTO edge_status (edge_pk, time, online, reason, last_seq, software)
+        SELECT u.e, 'epoch'::timestamptz + u.t * interval '1 ms', u.o, u.why, u.s, u.sw
+        FROM unnest(%s::int4[], %s::int8[], %s::bool[], %s::text[], %s::int8[], %s::text[])
+            AS u(e, t, o, why, s, sw)
         ON CONFLICT DO NOTHING""",
     "device_event": """
         INSERT INTO device_event (device_id, time, name, value)
@@ -310,7 +311,7 @@ async def write_facts(conn: Conn, batch: FactBatch) -> WriteCounts:
         ),
         ("production_count", batch.counts, 4),
         ("device_connectivity", batch.connectivity, 5),
-        ("edge_status", batch.edge_status, 5),
+        ("edge_status", batch.edge_status, 6),
         ("device_event", batch.events, 4),
     )
     for table, rows, width in tables:
@@ -345,9 +346,10 @@ async def write_missed_deaths(conn: Conn, rows: Sequence[EdgeStatusRow]) -> int:
         return 0
     cur = await conn.execute(
         """
-        INSERT INTO edge_status (edge_pk, time, online, reason, last_seq)
-        SELECT u.e, 'epoch'::timestamptz + u.t * interval '1 ms', false, u.why, u.s
-        FROM unnest(%s::int4[], %s::int8[], %s::text[], %s::int8[]) AS u(e, t, why, s)
+        INSERT INTO edge_status (edge_pk, time, online, reason, last_seq, software)
+        SELECT u.e, 'epoch'::timestamptz + u.t * interval '1 ms', false, u.why, u.s, u.sw
+        FROM unnest(%s::int4[], %s::int8[], %s::text[], %s::int8[], %s::text[])
+            AS u(e, t, why, s, sw)
         WHERE coalesce((SELECT s.online FROM edge_status s WHERE s.edge_pk = u.e
                         ORDER BY s.time DESC LIMIT 1), false)
         ON CONFLICT DO NOTHING
@@ -357,6 +359,7 @@ async def write_missed_deaths(conn: Conn, rows: Sequence[EdgeStatusRow]) -> int:
             [r.ts_ms for r in rows],
             [r.reason for r in rows],
             [r.last_seq for r in rows],
+            [r.software for r in rows],
         ),
     )
     return max(cur.rowcount, 0)
