@@ -163,15 +163,17 @@ def run_async(work: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, work).result()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright(board_template: str) -> Iterator[Playwright]:
-    # After the template: fixtures that call asyncio.run (template_db) must run before
-    # Playwright's sync API takes the main thread's event loop.
+    # Playwright's sync API keeps an event loop running in the main thread while it
+    # lives: per module, so that no test elsewhere finds that loop (asyncio.run and
+    # pytest-asyncio refuse to run inside one), and after the template, whose fixtures
+    # call asyncio.run.
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     assert Path(CHROMIUM).exists(), (
         f"{CHROMIUM} is missing: apt-get install chromium fonts-noto-cjk (.ci/run does)"
