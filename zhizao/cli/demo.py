@@ -65,7 +65,6 @@ from zhizao.cli.demo_board import (
     LOGIN_FILE,
     BoardServer,
     DemoLogin,
-    board_settings,
     board_url,
     demo_login,
     ensure_demo_user,
@@ -90,6 +89,7 @@ from zhizao.storage.kpi import (
 from zhizao.storage.rollups import (
     rollup_settings,
     run_rollups,
+    run_rollups_periodically,
     store_calendars,
 )
 from zhizao.wire import StateClass
@@ -313,7 +313,7 @@ async def _start_board(
     conn = await connect(db_url)
     async with conn, conn.transaction():
         await ensure_demo_user(conn, login, DEMO_ENTERPRISE)
-    server = BoardServer(board_settings(db_url, login), listen(host, port))
+    server = BoardServer(db_url, demo_home(), listen(host, port), log_path())
     stack.push_async_callback(server.stop)
     await server.start()
     url = board_url(host, server.port, DEMO_ENTERPRISE, day)
@@ -470,6 +470,9 @@ async def _count_facts(url: str, device_ids: list[int], start: datetime, end: da
     return int(row[0]) if row else 0
 
 
+#: The demo's rollups: every 5 s, no empty history for devices without data.
+DEMO_ROLLUPS = rollup_settings(interval_s=5, history_days=0)
+
 #: Wall seconds the simulator keeps serving after the day (see run_simulator).
 SIM_LINGER_S = 2.0
 
@@ -559,7 +562,9 @@ async def _report(url: str, scenario: Scenario, factory: str) -> None:
     period = period_label(start, end)
     conn = await connect(url)
     async with conn:
-        await run_rollups(conn)
+        # Up to the window's end, as the periodic runs did (`zhizao rollup run` carries
+        # the demo's days forward to today when it is asked to).
+        await run_rollups(conn, until=end, history_days=DEMO_ROLLUPS.history_days)
         # Headings above the tables, not table titles: a title wraps at the table's
         # width and would cut the period in two.
         _heading(f"OEE 按产线 by line — {period} — {factory} {DEMO_ENTERPRISE}")
@@ -651,6 +656,26 @@ def _where(endpoints: Endpoints, scenario: Scenario, board: Board, *, keep_runni
     for line in suggested_commands(endpoints, scenario):
         # Never wrapped: a line broken at the terminal's width would not paste.
         console.print(f"  {line}", soft_wrap=True, markup=False, highlight=False)
+
+
+@dataclass
+class SimClock:
+    """Where the simulated day is: its start plus the wall time since the simulator
+    began, times the speed; never past the day's end (nor before its start)."""
+
+    start: datetime
+    duration_s: float
+    speed: float
+    began: float | None = None
+
+    def begin(self) -> None:
+        self.began = time.monotonic()
+
+    def now(self) -> datetime:
+        if self.began is None:
+            return self.start
+        simulated = (time.monotonic() - self.began) * self.speed
+        return self.start + timedelta(seconds=min(simulated, self.duration_s))
 
 
 class _Services:
@@ -810,14 +835,23 @@ async def _run(  # noqa: PLR0917 - one parameter per CLI option
             demo_home() / f"ground-truth-{scenario.name}-{scenario.start:%Y-%m-%d}.jsonl",
             embedded_db=db_url is None,
         )  # fmt: skip
-        # Ingest also runs the rollups, every 5 s here so KPIs can be queried live.
         ingest = services.spawn(run_ingest(
             ingest_settings(mqtt_url=broker_url, mqtt_protocol=protocol, shared_group=None,
                             client_id="zhizao-demo-ingest", health_port=endpoints.ingest_http,
-                            database=settings, rollup=rollup_settings(interval_s=5)),
+                            database=settings, rollups=False),
             stop=services.stop,
         ))  # fmt: skip
         sim, edge_stop, edge = await _start_factory(services, scenario, speed, endpoints, protocol)
+        # The rollups every 5 s, so that KPIs are live on the board, on the simulated
+        # clock: the day is rolled up as far as it has run ("so far"), a day of the past
+        # is not carried forward to today at every run, and devices without data get no
+        # weeks of empty history (history_days=0): each run is small, and the edge and
+        # the simulator sharing this process are not held up by it.
+        clock = SimClock(scenario.start, scenario.duration, speed)
+        clock.begin()
+        services.spawn(run_rollups_periodically(
+            lambda: connect(url), DEMO_ROLLUPS, services.stop, until=clock.now
+        ))  # fmt: skip
         console.print(
             f"[green]✓[/] simulator ({scenario.name}, {len(scenario.devices)} devices,"
             f" {speed:g}x), edge {DEMO_EDGE} and ingest running; logs in {endpoints.logs}"

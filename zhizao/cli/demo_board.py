@@ -1,6 +1,6 @@
 """The demo's platform API and status board: its login, its user and its server.
 
-``zhizao demo`` serves the API with the board (``/board/``) from its own process, on
+``zhizao demo`` serves the API with the board (``/board/``) from a process of its own, on
 ``--board-port`` (default 8765, or a free port when that one is taken). It never uses
 a fixed password or signing secret: both are generated the first time a data
 directory is used, kept in ``board-login.json`` there (file mode 0600) and printed,
@@ -23,14 +23,12 @@ import json
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import uvicorn
-
-from platform_api import create_app
 from platform_api.security import hash_password, verify_password
 from platform_api.settings import ApiSettings, api_settings
 from zhizao.access import Grant, Role
@@ -131,43 +129,77 @@ def board_settings(db_url: str, login: DemoLogin) -> ApiSettings:
     )  # fmt: skip
 
 
-class _Server(uvicorn.Server):
-    """uvicorn inside the demo's event loop: the demo owns SIGINT and SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class BoardServer:
-    """The API with the board on ``sock``, served in the demo's event loop until ``stop()``."""
+    """The API with the board in a process of its own, on the socket ``sock``.
 
-    def __init__(self, settings: ApiSettings, sock: socket.socket) -> None:
-        config = uvicorn.Config(
-            create_app(settings), log_config=None, access_log=False, lifespan="on"
-        )
-        self._server = _Server(config)
+    Its own process, not a task of the demo's event loop: the simulator's OPC UA
+    server and the edge's client keep that loop (and the interpreter) busy for seconds
+    at a time, and the board must answer while they start. The child inherits the
+    listening socket (so the port printed is the port served), reads the signing
+    secret from the login file, gets the database URL in its environment (never on
+    its command line), logs to the demo's log, and ends when the demo does, even one
+    killed without a chance to stop it (it watches its parent).
+    """
+
+    def __init__(self, db_url: str, home: Path, sock: socket.socket, log: Path) -> None:
+        self._db_url = db_url
+        self._home = home
         self._sock = sock
-        self._task: asyncio.Task[None] | None = None
+        self._log = log
+        self._proc: asyncio.subprocess.Process | None = None
 
     @property
     def port(self) -> int:
         return int(self._sock.getsockname()[1])
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve([self._sock]), name="demo-api")
-        while not self._server.started:
-            if self._task.done():
-                error = None if self._task.cancelled() else self._task.exception()
-                raise ZhizaoError(f"the board's API did not start: {error or 'it stopped'}")
-            await asyncio.sleep(0.05)
+    async def start(self, timeout_s: float = 60.0) -> None:
+        fd = self._sock.fileno()
+        env = {**os.environ, "ZHIZAO_DB_URL": self._db_url}
+        with self._log.open("ab") as log:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "zhizao.cli.demo_serve", "--fd", str(fd),
+                "--home", str(self._home), "--log", str(self._log),
+                pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            )  # fmt: skip
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not await _answers(self.port):
+            if self._proc.returncode is not None:
+                raise ZhizaoError(f"the board's API did not start (see {self._log})")
+            if asyncio.get_running_loop().time() > deadline:
+                raise ZhizaoError(f"the board's API did not answer in {timeout_s:g} s"
+                                  f" (see {self._log})")  # fmt: skip
+            await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
         self._sock.close()
+
+
+async def _answers(port: int) -> bool:
+    """Whether the API answers /health on 127.0.0.1:port."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    try:
+        writer.write(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), 5)
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    return b" 200 " in status
 
 
 def board_url(host: str, port: int, enterprise: str, day: date) -> str:
