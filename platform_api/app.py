@@ -29,7 +29,20 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from platform_api import problems
 from platform_api.board import mount_board
 from platform_api.metrics import ApiMetrics, MetricsMiddleware
-from platform_api.routes import audit, auth, health, kpi, telemetry, users
+from platform_api.routes import (
+    audit,
+    auth,
+    health,
+    kpi,
+    ledger_import,
+    registry,
+    registry_calendars,
+    registry_devices,
+    registry_edges,
+    registry_places,
+    telemetry,
+    users,
+)
 from platform_api.settings import ApiSettings
 from zhizao import __version__
 from zhizao.storage.connection import APPLICATION_NAME, redact
@@ -43,6 +56,12 @@ ROUTERS = (
     auth.router,
     users.router,
     audit.router,
+    registry.router,
+    registry_places.router,
+    registry_devices.router,
+    registry_edges.router,
+    registry_calendars.router,
+    ledger_import.router,
     telemetry.router,
     kpi.router,
 )

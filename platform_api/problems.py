@@ -10,13 +10,14 @@ outside the caller's scope give the same 404.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zhizao.errors import InvalidValue
@@ -92,6 +93,14 @@ def field_error(field: str, value: Any, rule: str, status: int = 422) -> Problem
     )
 
 
+def validation_problem(exc: ValidationError, prefix: str = "body") -> ProblemError:
+    """A domain model's ValidationError, raised by a route that built the model from
+    a request, as the 422 the request itself would have got."""
+    errors = [field_problem(err, (prefix,)) for err in exc.errors(include_url=False)]
+    detail = "; ".join(f"{e.field}: {e.rule}" for e in errors[:5])
+    return ProblemError(422, detail, kind="validation", errors=errors)
+
+
 def _safe(field: str, value: Any) -> Any:
     if field.rsplit(".", 1)[-1] in _SECRET_FIELDS:
         return "***"
@@ -130,6 +139,21 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+def field_problem(err: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> FieldProblem:
+    """One pydantic error as a field problem. A rule of the domain model (an
+    InvalidValue) is given in its own words, and a model-level rule (service dates in
+    order) names the field it is about rather than the whole body."""
+    loc = (*prefix, *err.get("loc", ()))
+    rule, value = str(err.get("msg", "")), err.get("input")
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, InvalidValue):
+        rule = cause.rule
+        if len(loc) <= 1:
+            loc, value = (*loc, cause.field), cause.value
+    field = _location(loc)
+    return FieldProblem(field=field, rule=rule, value=_safe(field, value))
+
+
 def install(app: FastAPI) -> None:
     async def on_problem(request: Request, exc: Exception) -> JSONResponse:
         if not isinstance(exc, ProblemError):  # registered for that class only
@@ -141,14 +165,7 @@ def install(app: FastAPI) -> None:
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         if not isinstance(exc, RequestValidationError):  # registered for that class only
             raise exc
-        errors = [
-            FieldProblem(
-                field=_location(err.get("loc", ())),
-                rule=str(err.get("msg", "")),
-                value=_safe(_location(err.get("loc", ())), err.get("input")),
-            )
-            for err in exc.errors()
-        ]
+        errors = [field_problem(err) for err in exc.errors()]
         detail = "; ".join(f"{e.field}: {e.rule}" for e in errors[:5])
         return render(request, 422, detail, kind="validation", errors=errors)
 

@@ -7,9 +7,16 @@ from typing import Annotated, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from fastapi import Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
+
+
+class RequestBody(BaseModel):
+    """A request body that refuses fields it does not know: a misspelt field in a PATCH
+    (``decomissioned_on``) is a 422 naming it, not a change silently not made."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class Page(BaseModel, Generic[T]):

@@ -471,6 +471,51 @@ def test_fields_of_tells_the_upsert_which_columns_the_file_gave() -> None:
     assert ledger.origin(device) is not None
 
 
+def test_an_import_for_one_enterprise_refuses_rows_of_others_alike() -> None:
+    """What an enterprise engineer uploads: another enterprise's rows are errors in the
+    same words whether that enterprise is in the file, in the registry or nowhere."""
+    unknown = codes.make_credit_code("91330782MA2DF3G63")
+    workbook = Workbook()
+    enterprises = workbook.active
+    assert enterprises is not None
+    enterprises.title = "企业"
+    enterprises.append(["统一社会信用代码", "企业名称", "行政区划代码", "行业代码"])
+    enterprises.append([RUICHI, "宁波瑞驰", "330206", "C3670"])
+    enterprises.append([HONGTUO, "慈溪宏拓", "330282", "C3670"])
+    devices = workbook.create_sheet("设备台账")
+    devices.append(["统一社会信用代码", "设备编号", "设备名称", "设备类型"])
+    devices.append([RUICHI, "CNC-1", "加工中心", "数控机床"])
+    devices.append([HONGTUO, "CNC-1", "加工中心", "数控机床"])  # in the file
+    devices.append([unknown, "CNC-1", "加工中心", "数控机床"])  # nowhere
+    edges = workbook.create_sheet("边缘网关")
+    edges.append(["网关编号", "统一社会信用代码", "服务设备"])
+    edges.append(["EDGE-1", RUICHI, "CNC-1"])
+    edges.append(["EDGE-2", HONGTUO, "CNC-1"])
+
+    ledger = parse_ledger(
+        xlsx_bytes(workbook),
+        "mine.xlsx",
+        known_enterprises={RUICHI},
+        only_enterprises={RUICHI},
+    )
+
+    assert [(e.sheet, e.row, e.column) for e in ledger.errors] == [
+        ("企业", 2, "统一社会信用代码"),
+        ("企业", 3, "统一社会信用代码"),
+        ("设备台账", 3, "统一社会信用代码"),
+        ("设备台账", 4, "统一社会信用代码"),
+        ("边缘网关", 3, "统一社会信用代码"),
+    ]
+    assert ledger.errors[0].reason.startswith("only an admin imports enterprises")
+    foreign = {e.reason for e in ledger.errors[2:]}
+    assert len(foreign) == 1
+    assert foreign.pop().startswith("is not an enterprise this import may change")
+    # The enterprise's own devices and edges are kept, though its row is not.
+    assert ledger.enterprises == []
+    assert [(d.enterprise, d.code) for d in ledger.devices] == [(RUICHI, "CNC-1")]
+    assert [g.edge_id for g in ledger.edges] == ["EDGE-1"]
+
+
 # ------------------------------------------------------------------ unreadable files
 
 

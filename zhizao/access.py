@@ -215,16 +215,6 @@ class Visibility:
         return sql.SQL("({})").format(sql.SQL(" OR ").join(parts)), params
 
 
-def _prefix(region_code: str) -> str:
-    level = codes.region_level(region_code)
-    width = {
-        codes.RegionLevel.PROVINCE: 2,
-        codes.RegionLevel.CITY: 4,
-        codes.RegionLevel.COUNTY: 6,
-    }[level]
-    return region_code[:width]
-
-
 def visibility(grants: Iterable[Grant]) -> Visibility:
     """The one function that turns grants into what they reach (module doc)."""
     admin = False
@@ -244,7 +234,7 @@ def visibility(grants: Iterable[Grant]) -> Visibility:
         elif grant.role is Role.CLUSTER_OPERATOR:
             clusters.add(scope)
         else:
-            prefixes.add(_prefix(scope))
+            prefixes.add(codes.region_prefix(scope))
     # A county inside a city already granted adds nothing; keep the filter short.
     prefixes = {p for p in prefixes if not any(p != q and p.startswith(q) for q in prefixes)}
     return Visibility(

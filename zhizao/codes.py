@@ -98,6 +98,13 @@ def region_level(code: str) -> RegionLevel:
     return RegionLevel.COUNTY
 
 
+def region_prefix(code: str) -> str:
+    """The leading digits every region inside ``code`` shares: 33 for the province
+    330000, 3302 for the city 330200, the whole code for a county."""
+    width = {RegionLevel.PROVINCE: 2, RegionLevel.CITY: 4, RegionLevel.COUNTY: 6}
+    return code.strip()[: width[region_level(code)]]
+
+
 def region_parent(code: str) -> str | None:
     """The enclosing region: county → city, city → province, province → None."""
     level = region_level(code)

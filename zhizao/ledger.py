@@ -37,6 +37,13 @@ How a file is read, in three passes:
 
 Warnings (unknown columns, once per column; sheets that are no table; checks that
 could not be made) are reported apart from errors: the rows they concern are kept.
+
+An import on behalf of an enterprise (``only_enterprises``, what an enterprise
+engineer uploads through the API) may hold devices and edge gateways of those
+enterprises only. A row of any other enterprise is that row's error, worded the same
+whether or not the enterprise exists, so the report discloses nothing of other
+enterprises; rows of regions, clusters and enterprises are errors too (admins change
+those).
 """
 
 from __future__ import annotations
@@ -76,6 +83,12 @@ from zhizao.registry import (
 )
 
 LedgerModel: TypeAlias = Region | Cluster | Enterprise | Device | EdgeGateway
+
+#: Why a row of another enterprise is refused in an import restricted to some.
+FOREIGN_ENTERPRISE = (
+    "is not an enterprise this import may change (an enterprise engineer imports the"
+    " devices and edge gateways of their own enterprise); the row is not stored"
+)
 
 CSV_SUFFIXES = frozenset({".csv"})
 XLSX_SUFFIXES = frozenset({".xlsx", ".xlsm"})
@@ -967,6 +980,7 @@ def read_ledger(
     known_enterprises: AbstractSet[str] | None = None,
     known_clusters: KnownClusters | None = None,
     known_regions: AbstractSet[str] | None = None,
+    only_enterprises: AbstractSet[str] | None = None,
 ) -> Ledger:
     """Parse a ``.csv`` or ``.xlsx`` ledger file into models and row errors.
 
@@ -976,6 +990,8 @@ def read_ledger(
     codes. References to them resolve even when the file does not contain them.
     When neither the file nor the caller provides a table, references to it are not
     checked (and a warning says so; regions are then left to the registry upsert).
+    ``only_enterprises`` restricts the file to those enterprises' devices and edges
+    (module doc); the caller includes them in ``known_enterprises``.
     """
     try:
         data = Path(path).read_bytes()
@@ -987,6 +1003,7 @@ def read_ledger(
         known_enterprises=known_enterprises,
         known_clusters=known_clusters,
         known_regions=known_regions,
+        only_enterprises=only_enterprises,
     )
 
 
@@ -997,6 +1014,7 @@ def parse_ledger(
     known_enterprises: AbstractSet[str] | None = None,
     known_clusters: KnownClusters | None = None,
     known_regions: AbstractSet[str] | None = None,
+    only_enterprises: AbstractSet[str] | None = None,
 ) -> Ledger:
     """Like :func:`read_ledger` for bytes already in memory (an upload); the format
     follows the extension of ``source``."""
@@ -1011,7 +1029,14 @@ def parse_ledger(
         raise LedgerError(
             f"{source}: unknown ledger format {suffix or '(no extension)'!r}; use .xlsx or .csv"
         )
-    reader = _Reader(source, sheets, known_enterprises, known_clusters, known_regions)
+    reader = _Reader(
+        source,
+        sheets,
+        known_enterprises,
+        known_clusters,
+        known_regions,
+        only_enterprises=only_enterprises,
+    )
     return reader.read(is_csv=suffix in CSV_SUFFIXES)
 
 
@@ -1137,6 +1162,8 @@ class _Reader:
         known_enterprises: AbstractSet[str] | None,
         known_clusters: KnownClusters | None,
         known_regions: AbstractSet[str] | None = None,
+        *,
+        only_enterprises: AbstractSet[str] | None = None,
     ) -> None:
         self.source = source
         self.raw_sheets = sheets
@@ -1154,6 +1181,9 @@ class _Reader:
             }
         )
         self.known_regions = None if known_regions is None else {c.strip() for c in known_regions}
+        self.only_enterprises = (
+            None if only_enterprises is None else {c.strip().upper() for c in only_enterprises}
+        )
         self.ledger = Ledger(source=source)
         self.positions: dict[str, dict[str, int]] = {}  # sheet → header text → column
 
@@ -1548,6 +1578,8 @@ class _CrossCheck:
                     self._check_row(parsed, row)
 
     def _check_row(self, parsed: _ParsedTable, row: _ParsedRow) -> None:
+        if self._refused(parsed, row):
+            return
         key = self._key(parsed.table, row)
         if key is not None:
             first = self.claimed[parsed.table].setdefault(key, (row.sheet, row.row))
@@ -1573,6 +1605,23 @@ class _CrossCheck:
         if clusters is not None:
             model = model.model_copy(update={"cluster_codes": clusters})
         self._accept(parsed, row, key, model)
+
+    def _refused(self, parsed: _ParsedTable, row: _ParsedRow) -> bool:
+        """A row of regions, clusters or enterprises in an import restricted to some
+        enterprises (module doc): one error, no further checks."""
+        if self.reader.only_enterprises is None or parsed.table in (Table.DEVICES, Table.EDGES):
+            return False
+        key_field = "credit_code" if parsed.table is Table.ENTERPRISES else "code"
+        self.reader.error(
+            row.sheet,
+            row.row,
+            parsed.headers[key_field],
+            row.raw.get(key_field),
+            f"only an admin imports {parsed.table.value}; the row is not stored "
+            "(the devices and edge gateways of your enterprise are)",
+        )
+        row.failed = True
+        return True
 
     @staticmethod
     def _key(table: Table, row: _ParsedRow) -> object:
@@ -1670,6 +1719,17 @@ class _CrossCheck:
         credit = _credit_key(row.values.get("enterprise"))
         if credit is None or "enterprise" in row.bad:
             return True  # the cell's own error is reported already
+        only = self.reader.only_enterprises
+        if only is not None and credit not in only:
+            # The same words whether or not the enterprise exists: nothing is disclosed.
+            self.reader.error(
+                row.sheet,
+                row.row,
+                parsed.headers["enterprise"],
+                row.raw.get("enterprise"),
+                FOREIGN_ENTERPRISE,
+            )
+            return False
         reason = self._unresolved(parsed, Table.ENTERPRISES, credit, self.reader.known_enterprises)
         if reason is None:
             return True
@@ -1741,6 +1801,9 @@ class _CrossCheck:
         codes = cast(tuple[str, ...], row.values.get("device_codes") or ())
         if not codes or credit is None or "device_codes" in row.bad:
             return True
+        only = self.reader.only_enterprises
+        if only is not None and credit not in only:
+            return True  # refused as a whole by _enterprise_ref
         if not self.by_table[Table.DEVICES]:
             # Devices may be in the registry already; only the upsert can tell.
             self._unchecked(parsed, Table.DEVICES)

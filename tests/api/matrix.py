@@ -15,7 +15,13 @@ Kinds, and the status a persona gets for an object of enterprise ``ent``:
 * ``raw``: 403 for personas with no enterprise role; 2xx inside their scope; 404 outside;
 * ``write``: 2xx if the persona may change ``ent``; 403 if it may only see it; else 404;
 * ``list``: 2xx for every authenticated persona; every item and the total only of the
-  persona's scope (``item_enterprise`` says whose an item is).
+  persona's scope (``item_enterprise`` says whose an item is);
+* ``writer``: 2xx for personas that may change some enterprise (admins, enterprise
+  engineers), 403 for the rest, whatever ``ent`` (the ledger upload: whose rows an
+  engineer may import is decided row by row, and tested apart).
+
+``prepare`` adds what the seeded world lacks (a site, say) to the test's database
+before the calls: once for read routes, on each persona's fresh database for writes.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any, Literal
 
 from tests.api.world import NB1, RAW, SEES, WRITES, WZ
 
-Kind = Literal["public", "self", "admin", "summary", "raw", "write", "list"]
+Kind = Literal["public", "self", "admin", "summary", "raw", "write", "list", "writer"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,10 @@ class Case:
     body: Callable[[str, str], Any] | None = None
     #: Form body instead of JSON.
     form: Callable[[str, str], dict[str, str]] | None = None
+    #: Multipart files: field name → (file name, content, media type).
+    files: Callable[[str, str], dict[str, tuple[str, bytes, str]]] | None = None
+    #: Run on the test's database (its URL) before the calls.
+    prepare: Callable[[str], None] | None = None
     ok: int = 200
     #: For ``list``: the enterprise an item belongs to (None: not per enterprise).
     item_enterprise: Callable[[dict[str, Any]], str | None] | None = None
@@ -68,6 +78,8 @@ def expected(case: Case, persona: str, ent: str) -> int:  # noqa: PLR0911 - one 
         return case.ok
     if case.kind == "admin":
         return case.ok if persona == "admin" else 403
+    if case.kind == "writer":
+        return case.ok if persona in WRITES else 403
     if case.kind == "summary":
         return case.ok if ent in SEES[persona] else 404
     if case.kind == "raw":

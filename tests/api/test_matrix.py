@@ -55,6 +55,8 @@ async def _call(client: httpx.AsyncClient, case: Case, persona: str, ent: str) -
         kwargs["json"] = case.body(persona, ent)
     if case.form is not None:
         kwargs["data"] = case.form(persona, ent)
+    if case.files is not None:
+        kwargs["files"] = case.files(persona, ent)
     return await client.request(case.method, case.target(ent), **kwargs)
 
 
@@ -89,7 +91,9 @@ async def _check(api: ApiClient, case: Case, persona: str) -> None:
 
 
 @pytest.mark.parametrize("case", _READS, ids=lambda c: f"{c.method} {c.template}")
-async def test_read_routes(api: ApiClient, case: Case) -> None:
+async def test_read_routes(api: ApiClient, api_db_url: str, case: Case) -> None:
+    if case.prepare is not None:
+        case.prepare(api_db_url)
     if case.kind != "public":
         for ent in case.objects:
             anonymous = await _call(api.anonymous(), case, "nobody", ent)
@@ -103,7 +107,9 @@ async def test_read_routes(api: ApiClient, case: Case) -> None:
     [(c, p) for c in _WRITES for p in PERSONAS],
     ids=lambda v: v if isinstance(v, str) else f"{v.method} {v.template}",
 )
-async def test_write_routes(api: ApiClient, case: Case, persona: str) -> None:
+async def test_write_routes(api: ApiClient, api_db_url: str, case: Case, persona: str) -> None:
+    if case.prepare is not None:
+        case.prepare(api_db_url)
     if case.kind != "public" and persona == "nobody":
         anonymous = await _call(api.anonymous(), case, "nobody", case.enterprises[0])
         assert anonymous.status_code == 401, (case.template, anonymous.text[:200])

@@ -127,32 +127,32 @@ def _operations(api_server: str) -> list[Any]:
     return [result.ok() for result in loaded.get_all_operations()]
 
 
+def _runner(operation: Any, session: requests.Session, base: str,
+            headers: dict[str, str]) -> Any:  # fmt: skip
+    @given(case=operation.as_strategy())
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck), database=None)  # fmt: skip
+    def run(case: Any) -> None:
+        case.call_and_validate(base_url=base, session=session, headers=headers, checks=CHECKS)
+
+    return run
+
+
 def test_api_conforms_to_its_openapi(api_server: str, admin_headers: dict[str, str]) -> None:
     # One test drives every operation (schemathesis' lazy pytest loader does not run
     # under pytest 9); a failure names its operation and the first falsifying case.
     failures: list[str] = []
     operations = _operations(api_server)
     assert len(operations) >= 10
-    session = requests.Session()
-    for scheme in ("http://", "https://"):
-        session.mount(scheme, _Adapter())
-
-    def runner(operation: Any) -> Any:
-        @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck), database=None)  # fmt: skip
-        def run(case: Any) -> None:
-            case.call_and_validate(
-                base_url=api_server, session=session, headers=admin_headers, checks=CHECKS
-            )
-
-        return run
-
-    for operation in operations:
-        if operation.path == "/api/v1/auth/password":
-            continue  # a generated password change would end the admin's session mid-run
-        try:
-            runner(operation)()
-        except Exception as exc:  # noqa: BLE001 - collected, reported together below
-            failures.append(f"{operation.method.upper()} {operation.path}: {exc}"[:1500])
+    # Closed at the end: a socket left open is a ResourceWarning in a later test.
+    with requests.Session() as session:
+        for scheme in ("http://", "https://"):
+            session.mount(scheme, _Adapter())
+        for operation in operations:
+            if operation.path == "/api/v1/auth/password":
+                continue  # a generated password change would end the admin's session mid-run
+            try:
+                _runner(operation, session, api_server, admin_headers)()
+            except Exception as exc:  # noqa: BLE001 - collected, reported together below
+                failures.append(f"{operation.method.upper()} {operation.path}: {exc}"[:1500])
     assert not failures, "\n\n".join(failures)

@@ -52,4 +52,8 @@ def run_command(
         log_config=None,
         access_log=False,
         proxy_headers=False,
+        # uvicorn kills a worker that does not answer its supervisor's ping within this
+        # time; its default (5 s) kills busy workers under a burst on a small machine,
+        # dropping every request they hold (seen in bench/bench_api.py on 2 cores).
+        timeout_worker_healthcheck=30,
     )

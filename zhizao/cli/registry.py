@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -12,7 +11,6 @@ from rich.table import Table
 from zhizao.cli.common import DbUrlOption, console, db_settings, err_console, fail
 from zhizao.errors import ZhizaoError
 from zhizao.ledger import Ledger, read_ledger
-from zhizao.ledger import Table as LedgerTable
 from zhizao.settings import DatabaseSettings
 from zhizao.storage.connection import connect
 from zhizao.storage.registry import (
@@ -22,6 +20,8 @@ from zhizao.storage.registry import (
     enterprise_summaries,
     known_codes,
     store_ledger,
+    summarise,
+    table_counts,
 )
 
 app = typer.Typer(
@@ -47,31 +47,6 @@ async def import_ledger(settings: DatabaseSettings, path: Path) -> tuple[Ledger,
     return ledger, changes
 
 
-@dataclass(frozen=True)
-class ImportSummary:
-    """The four numbers of an import, each counting one thing."""
-
-    stored: int  # rows now in the registry as the file says
-    rejected: int  # rows with at least one error: not stored
-    problems: int  # errors, several per row possible
-    warnings: int  # rows kept, something to look at
-
-    def __str__(self) -> str:
-        return (
-            f"存储 {self.stored} 行 rows stored · 拒绝 {self.rejected} 行 rows rejected · "
-            f"{self.problems} 个错误 problems · {self.warnings} 条警告 warnings"
-        )
-
-
-def summarise(ledger: Ledger, changes: RegistryChanges) -> ImportSummary:
-    return ImportSummary(
-        stored=changes.stored,
-        rejected=sum(ledger.rejected_rows.values()),
-        problems=len(ledger.errors),
-        warnings=len(ledger.warnings),
-    )
-
-
 def print_changes(ledger: Ledger, changes: RegistryChanges) -> None:
     table = Table(title=f"导入结果 Import of {ledger.source}")
     for header in (
@@ -84,23 +59,15 @@ def print_changes(ledger: Ledger, changes: RegistryChanges) -> None:
         "未变 Unchanged",
     ):
         table.add_column(header, justify="right" if header != "表 Table" else "left")
-    rows = ledger.rows_by_table
-    rejected = ledger.rejected_rows
-    for label, key, counts in (
-        ("行政区划 regions", LedgerTable.REGIONS, changes.regions),
-        ("产业集群 clusters", LedgerTable.CLUSTERS, changes.clusters),
-        ("企业 enterprises", LedgerTable.ENTERPRISES, changes.enterprises),
-        ("设备 devices", LedgerTable.DEVICES, changes.devices),
-        ("边缘网关 edges", LedgerTable.EDGES, changes.edges),
-    ):
+    for line in table_counts(ledger, changes):
         table.add_row(
-            label,
-            str(rows[key]),
-            str(counts.inserted + counts.updated + counts.unchanged),
-            str(rejected[key]),
-            str(counts.inserted),
-            str(counts.updated),
-            str(counts.unchanged),
+            line.label,
+            str(line.read),
+            str(line.stored),
+            str(line.rejected),
+            str(line.inserted),
+            str(line.updated),
+            str(line.unchanged),
         )
     console.print(table)
     summary = summarise(ledger, changes)

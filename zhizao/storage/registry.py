@@ -24,6 +24,7 @@ from psycopg import sql
 from zhizao.codes import region_level, region_parent
 from zhizao.errors import StorageError
 from zhizao.ledger import Ledger, RowError
+from zhizao.ledger import Table as LedgerTable
 from zhizao.registry import (
     Cluster,
     Device,
@@ -590,12 +591,19 @@ async def _registered_clusters(
     return kept
 
 
-async def store_ledger(conn: Conn, ledger: Ledger) -> RegistryChanges:
+async def store_ledger(
+    conn: Conn, ledger: Ledger, *, writable: Set[str] | None = None
+) -> RegistryChanges:
     """Upsert everything valid in a parsed ledger, in the caller's transaction.
 
     Rows the database cannot take (a region not in the registry, a device of an
     enterprise that was itself rejected, an edge serving devices nobody registered)
     are added to ``ledger.errors`` with their sheet, row and column; the rest is stored.
+
+    ``writable`` is set for an import on behalf of enterprise engineers (parsed with
+    ``only_enterprises``): an edge id already registered to an enterprise outside it
+    is that row's error, so an import cannot take another enterprise's gateway. The
+    error does not say whose the gateway is.
     """
     _, _, regions = await known_codes(conn)
     regions |= {r.code for r in ledger.regions}
@@ -629,9 +637,20 @@ async def store_ledger(conn: Conn, ledger: Ledger) -> RegistryChanges:
     for credit, code in await cur.fetchall():
         registered.setdefault(str(credit), set()).add(str(code))
 
+    taken: set[str] = set()
+    if writable is not None and ledger.edges:
+        cur = await conn.execute(
+            "SELECT g.edge_id FROM edge_gateway g JOIN enterprise e ON e.id = g.enterprise_id"
+            " WHERE g.edge_id = ANY(%s) AND NOT e.credit_code = ANY(%s)",
+            ([edge.edge_id for edge in ledger.edges], sorted(writable)),
+        )
+        taken = {str(r[0]) for r in await cur.fetchall()}
+
     def edge_problem(edge: EdgeGateway) -> Problem:
         if (owner := owner_problem(edge)) is not None:
             return owner
+        if edge.edge_id in taken:
+            return ("edge_id", edge.edge_id, "edge id is registered to another enterprise")
         unknown = sorted(set(edge.device_codes) - registered.get(edge.enterprise, set()))
         if unknown:
             return ("device_codes", "、".join(unknown), "devices not in the enterprise's ledger")
@@ -641,6 +660,70 @@ async def store_ledger(conn: Conn, ledger: Ledger) -> RegistryChanges:
         conn, _keep(ledger, ledger.edges, edge_problem), ledger.fields_of
     )
     return changes
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """The four numbers of an import, each counting one thing."""
+
+    stored: int  # rows now in the registry as the file says
+    rejected: int  # rows with at least one error: not stored
+    problems: int  # errors, several per row possible
+    warnings: int  # rows kept, something to look at
+
+    def __str__(self) -> str:
+        return (
+            f"存储 {self.stored} 行 rows stored · 拒绝 {self.rejected} 行 rows rejected · "
+            f"{self.problems} 个错误 problems · {self.warnings} 条警告 warnings"
+        )
+
+
+def summarise(ledger: Ledger, changes: RegistryChanges) -> ImportSummary:
+    return ImportSummary(
+        stored=changes.stored,
+        rejected=sum(ledger.rejected_rows.values()),
+        problems=len(ledger.errors),
+        warnings=len(ledger.warnings),
+    )
+
+
+@dataclass(frozen=True)
+class TableCounts:
+    """One line of an import's per-table result: read = stored + rejected."""
+
+    label: str
+    table: LedgerTable
+    read: int
+    stored: int
+    rejected: int
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+def table_counts(ledger: Ledger, changes: RegistryChanges) -> list[TableCounts]:
+    """What the CLI's result table shows and the API's import report answers."""
+    rows = ledger.rows_by_table
+    rejected = ledger.rejected_rows
+    return [
+        TableCounts(
+            label,
+            key,
+            rows[key],
+            counts.inserted + counts.updated + counts.unchanged,
+            rejected[key],
+            counts.inserted,
+            counts.updated,
+            counts.unchanged,
+        )
+        for label, key, counts in (
+            ("行政区划 regions", LedgerTable.REGIONS, changes.regions),
+            ("产业集群 clusters", LedgerTable.CLUSTERS, changes.clusters),
+            ("企业 enterprises", LedgerTable.ENTERPRISES, changes.enterprises),
+            ("设备 devices", LedgerTable.DEVICES, changes.devices),
+            ("边缘网关 edges", LedgerTable.EDGES, changes.edges),
+        )
+    ]
 
 
 @dataclass(frozen=True)

@@ -249,19 +249,41 @@ async def store_calendars(
             """,
             (enterprise_id, line_id, cal.name, cal.model_dump_json(by_alias=True)),
         )
-        # A line calendar concerns that line's devices; the enterprise calendar those
-        # without a line calendar of their own (marking a few extra is harmless).
-        await conn.execute(
-            """
-            INSERT INTO rollup_dirty (device_id, hour, state_changed, hour_end)
-            SELECT d.id, coalesce(%(since)s::timestamptz, '-infinity'), false, 'infinity'
-            FROM device d
-            WHERE d.enterprise_id = %(ent)s AND (%(line)s::int IS NULL OR d.line_id = %(line)s)
-            """,
-            {"ent": enterprise_id, "line": line_id, "since": recompute_since},
-        )
+        await _mark_calendar_devices(conn, enterprise_id, line_id, recompute_since)
         stored += 1
     return stored
+
+
+async def _mark_calendar_devices(
+    conn: Conn, enterprise_id: int, line_id: int | None, since: datetime | None
+) -> None:
+    # A line calendar concerns that line's devices; the enterprise calendar those
+    # without a line calendar of their own (marking a few extra is harmless).
+    await conn.execute(
+        """
+        INSERT INTO rollup_dirty (device_id, hour, state_changed, hour_end)
+        SELECT d.id, coalesce(%(since)s::timestamptz, '-infinity'), false, 'infinity'
+        FROM device d
+        WHERE d.enterprise_id = %(ent)s AND (%(line)s::int IS NULL OR d.line_id = %(line)s)
+        """,
+        {"ent": enterprise_id, "line": line_id, "since": since},
+    )
+
+
+async def delete_calendar(
+    conn: Conn, enterprise_id: int, line_id: int | None, *, recompute_since: datetime | None = None
+) -> bool:
+    """Remove the enterprise's (``line_id`` None) or a line's own calendar; mark the
+    rollups it scheduled like :func:`store_calendars`. False if there was none."""
+    cur = await conn.execute(
+        "DELETE FROM shift_calendar"
+        " WHERE enterprise_id = %s AND line_id IS NOT DISTINCT FROM %s::int RETURNING id",
+        (enterprise_id, line_id),
+    )
+    if await cur.fetchone() is None:
+        return False
+    await _mark_calendar_devices(conn, enterprise_id, line_id, recompute_since)
+    return True
 
 
 # --- fact loading ---------------------------------------------------------------------
