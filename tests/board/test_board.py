@@ -298,7 +298,7 @@ def test_times_are_the_enterprises_local_times_wherever_the_browser_is(
 def test_a_device_never_seen_is_listed_as_not_networked(page: Page, board: BoardServer) -> None:
     login(page, board, "analyst_ningbo", f"#/enterprise/{NB2}?day={D}")
     on_page(page, "enterprise", enterprise=NB2)
-    check_enterprise(page, board, "analyst_ningbo", NB2, lines=False)
+    check_enterprise(page, board, "analyst_ningbo", NB2)
     row = page.locator('table.silent tr[data-device="P02"]')
     expect(row).to_contain_text("从未 never")
 
