@@ -53,9 +53,14 @@ class Demo:
     seen: list[str] = field(default_factory=list)
 
     def read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
+        for line in self.proc.stdout or ():
             self.lines.put(line.rstrip("\n"))
+
+    def match(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
+        found = self.until(pattern, timeout)
+        if not isinstance(found, re.Match):
+            raise SystemExit(f"the demo did not print {pattern.pattern!r}")
+        return found
 
     def until(self, pattern: re.Pattern[str] | str, timeout: float) -> re.Match[str] | str:
         """The first line (from now) matching ``pattern``; the demo's output is echoed."""
@@ -114,6 +119,43 @@ def first_oee(page: Page, *, above_zero: bool, timeout_s: float) -> str:
     return page.locator('.tiles [data-kpi="oee"]').inner_text()
 
 
+def time_first_kpi(
+    page: Page, demo: Demo, url: str, user: str, password: str
+) -> list[tuple[str, float, str]]:
+    """Log in, then wait for the factory's OEE: (what, seconds since the demo began, shown)."""
+    page.goto(url)
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("form.login button[type=submit]")
+    page.wait_for_selector('#view [data-page="enterprise"]', timeout=120_000)
+    t_page = demo.since()
+    shown = first_oee(page, above_zero=False, timeout_s=300)
+    t_first = demo.since()
+    counted = first_oee(page, above_zero=True, timeout_s=600)
+    return [
+        ("logged in, factory page", t_page, ""),
+        ("first OEE on screen", t_first, f"({shown})"),
+        ("first OEE above zero (parts)", demo.since(), f"({counted})"),
+    ]
+
+
+def screenshots(page: Page, demo: Demo, url: str, out: Path) -> None:
+    """When the day has run: line L1 as ``out``, the factory's page beside it."""
+    demo.until(DAY_DONE, 1200)
+    base, enterprise = url.split("#", 1)
+    line = enterprise.replace("/enterprise/", "/line/").replace("?", "/L1?")
+    page.goto(f"{base}#{line}&refresh=5")
+    page.wait_for_selector('#view [data-page="line"] .tl-row', timeout=60_000)
+    page.wait_for_timeout(1500)  # charts drawn
+    page.screenshot(path=str(out), full_page=True)
+    page.goto(url)
+    page.wait_for_selector('#view [data-page="enterprise"]', timeout=60_000)
+    page.wait_for_timeout(1500)
+    beside = out.with_name(f"{out.stem}-enterprise{out.suffix}")
+    page.screenshot(path=str(beside), full_page=True)
+    print(f"screenshots: {out}, {beside}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "board.png")
@@ -127,45 +169,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="zhizao-board-demo-") as tmp:
         demo = start_demo(args, Path(tmp))
         try:
-            url_match = demo.until(URL, 300)
-            assert isinstance(url_match, re.Match)
-            url = url_match[1]
+            url = demo.match(URL, 300)[1]
             t_url = demo.since()
-            login = demo.until(LOGIN, 30)
-            assert isinstance(login, re.Match)
+            login = demo.match(LOGIN, 30)
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-                page = browser.new_page(
-                    locale="zh-CN", viewport={"width": 1440, "height": 900}
-                )
-                page.goto(url)
-                page.fill("input[name=username]", login[1])
-                page.fill("input[name=password]", login[2])
-                page.click("form.login button[type=submit]")
-                page.wait_for_selector('#view [data-page="enterprise"]', timeout=120_000)
-                t_page = demo.since()
-                shown = first_oee(page, above_zero=False, timeout_s=300)
-                t_first = demo.since()
-                counted = first_oee(page, above_zero=True, timeout_s=600)
-                t_counted = demo.since()
+                page = browser.new_page(locale="zh-CN", viewport={"width": 1440, "height": 900})
+                timings = time_first_kpi(page, demo, url, login[1], login[2])
                 print(f"\nboard address printed        {t_url:6.1f} s after `zhizao demo`")
-                print(f"logged in, factory page       {t_page:6.1f} s")
-                print(f"first OEE on screen           {t_first:6.1f} s  ({shown})")
-                print(f"first OEE above zero (parts)  {t_counted:6.1f} s  ({counted})")
+                for what, seconds, text in timings:
+                    print(f"{what:<29} {seconds:6.1f} s  {text}")
                 if not args.no_shot:
-                    demo.until(DAY_DONE, 1200)
-                    enterprise = url.split("#")[1]
-                    line = enterprise.replace("/enterprise/", "/line/").replace("?", "/L1?")
-                    page.goto(f"{url.split('#')[0]}#{line}&refresh=5")
-                    page.wait_for_selector('#view [data-page="line"] .tl-row', timeout=60_000)
-                    page.wait_for_timeout(1500)  # charts drawn
-                    page.screenshot(path=str(args.out), full_page=True)
-                    page.goto(url)
-                    page.wait_for_selector('#view [data-page="enterprise"]', timeout=60_000)
-                    page.wait_for_timeout(1500)
-                    beside = args.out.with_name(f"{args.out.stem}-enterprise{args.out.suffix}")
-                    page.screenshot(path=str(beside), full_page=True)
-                    print(f"screenshots: {args.out}, {beside}")
+                    screenshots(page, demo, url, args.out)
                 browser.close()
         finally:
             if demo.proc.poll() is None:

@@ -114,7 +114,9 @@ def check_cluster(page: Page, board: BoardServer, user: str, code: str) -> None:
     oee = board.api(user, "/kpi/oee", level="cluster", code=code, date=D)["result"]
     tile = page.locator('.tiles [data-kpi="oee"]')
     expect(tile).to_have_text(pct(oee["oee"]))
-    net = rate_of(board.api(user, "/kpi/networking", date=D, group_by="cluster", cluster=code), code)
+    net = rate_of(
+        board.api(user, "/kpi/networking", date=D, group_by="cluster", cluster=code), code
+    )
     expect(page.locator('.tiles [data-kpi="networking"]')).to_have_text(pct(net["rate"]))
     ranking = board.api(user, "/kpi/networking", date=D, group_by="enterprise", cluster=code)
     for item in (i for i in ranking["items"] if i["method"] == "ratio_of_sums"):
@@ -198,7 +200,9 @@ def test_admin_drills_down_from_the_province_to_a_line_by_clicking(
     check_region(page, board, "admin", "330203", "cluster")
     shoot(page, shots, "region-county")
 
-    page.locator("table.by-cluster").get_by_role("link", name=re.compile("宁波模具产业集群")).click()
+    page.locator("table.by-cluster").get_by_role(
+        "link", name=re.compile("宁波模具产业集群")
+    ).click()
     on_page(page, "cluster", cluster=NB_MOLD)
     check_cluster(page, board, "admin", NB_MOLD)
     shoot(page, shots, "cluster")
@@ -229,7 +233,8 @@ def test_admin_drills_down_from_the_province_to_a_line_by_clicking(
     outside = [u for u in watched.requests if not u.startswith(board.base)]
     assert outside == []
     api = [u for u in watched.requests if "/api/v1/" in u]
-    assert api and all(u.startswith(f"{board.base}/api/v1/") for u in api)
+    assert api
+    assert all(u.startswith(f"{board.base}/api/v1/") for u in api)
 
 
 def test_each_role_starts_on_the_page_of_its_grant(page: Page, board: BoardServer) -> None:
@@ -256,8 +261,8 @@ def test_pages_outside_the_scope_are_refused(page: Page, board: BoardServer, sho
         (f"#/region/330300?day={D}", "/kpi/networking?group_by=city&region=330300"),
     ):
         # The API says "not found" to this user; the board says so too and shows nothing.
-        answer = httpx.get(f"{board.base}/api/v1{api}", timeout=30,
-                           headers={"Authorization": f"Bearer {board.token('eng_nb1')}"})  # fmt: skip
+        bearer = {"Authorization": f"Bearer {board.token('eng_nb1')}"}
+        answer = httpx.get(f"{board.base}/api/v1{api}", timeout=30, headers=bearer)
         assert answer.status_code == 404, api
         page.goto(board.board + target)
         notice = page.locator("#view .notice-error")
