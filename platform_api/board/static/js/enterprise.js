@@ -80,7 +80,7 @@ export function renderEnterprise(model, ctx) {
       href: `#/line/${cc}/${encodeURIComponent(code)}`,
       data: { line: code },
       cells: [
-        h("span", {}, h("b", {}, code), lname ? h("small", { class: "code" }, lname) : null),
+        h("span", {}, h("b", {}, code), lname && lname !== code ? h("small", { class: "code" }, lname) : null),
         rateCell("line-oee", lr?.oee ?? null, { line: code }),
         figure("line-availability", lr?.availability ?? null, pct(lr?.availability ?? null), { line: code }),
         figure("line-performance", lr?.performance ?? null, pct(lr?.performance ?? null), { line: code }),
