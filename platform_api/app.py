@@ -5,7 +5,8 @@ cannot reach the database at start-up does not stop the process (``/health``
 answers, ``/ready`` says why it is not ready, requests get 503 problems) so that an
 orchestrator can start the API before the database.
 
-The audit log's retention runs in the background once an hour.
+The audit log's retention runs in the background once an hour. The status board
+(:mod:`platform_api.board`) is served under ``/board/``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from platform_api import problems
+from platform_api.board import mount_board
 from platform_api.metrics import ApiMetrics, MetricsMiddleware
 from platform_api.routes import (
     audit,
@@ -184,6 +186,8 @@ def create_app(settings: ApiSettings, *, metrics: ApiMetrics | None = None) -> F
     app.add_exception_handler(psycopg.OperationalError, on_db_down)
     for router in ROUTERS:
         app.include_router(router)
+    # The board: static pages whose data comes from the routes above (docs/board.md).
+    mount_board(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.openapi = _problem_openapi(app)  # type: ignore[method-assign]
     return app

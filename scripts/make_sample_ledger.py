@@ -259,10 +259,11 @@ _DEVICE_TABLES = {
     YB-01   | 验布机                 | test     | KQ1 |    | P--- |     | 2015-01-01 |
     AC-01   | 离心空压机             | air      | KQ1 |    | ---- |     | 2020-02-15 |
     """,
-    # 7 柯桥美纶: circular knitting.
+    # 7 柯桥美纶: circular knitting; no edge gateway at all yet (NC machines, none
+    # networked: the board and the rates show an enterprise not connected).
     MEILUN: """
-    DY-01   | 单面大圆机 #1          | knitting | ML1 | ZZ | PNKE |     | 2022-02-20 |
-    DY-02   | 单面大圆机 #2          | knitting | ML1 | ZZ | PNKE |     | 2022-02-20 |
+    DY-01   | 单面大圆机 #1          | knitting | ML1 | ZZ | PNK- |     | 2022-02-20 |
+    DY-02   | 单面大圆机 #2          | knitting | ML1 | ZZ | PNK- |     | 2022-02-20 |
     DY-03   | 双面大圆机             | knitting | ML1 | ZZ | P-K- |     | 2014-08-01 |
     DY-04   | 提花大圆机             | knitting | ML1 | ZZ | P--- |     | 2013-03-01 |
     AC-01   | 螺杆空压机 22kW        | air      | ML1 |    | ---- |     | 2013-03-01 |
@@ -315,7 +316,6 @@ _EDGE_NAMES = {
     JINGCHENG: ("EDGE-JC-01", "模具注塑边缘网关"),
     HENGDA: ("EDGE-HD-01", "车间边缘网关"),
     JINHUA: ("EDGE-JH-01", "织造车间边缘网关"),
-    MEILUN: ("EDGE-ML-01", "针织车间边缘网关"),
     HENGCHI: ("EDGE-HC-01", "断路器车间边缘网关"),
 }
 

@@ -37,10 +37,10 @@ import os
 import shlex
 import signal
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,16 @@ from ingest import ingest_settings, run_ingest
 from zhizao.calendar import ShiftCalendar, load_calendars, shift_instances
 from zhizao.cli.common import DbUrlOption, console, fail, one_line
 from zhizao.cli.db import upgrade_database
+from zhizao.cli.demo_board import (
+    DEFAULT_PORT,
+    LOGIN_FILE,
+    BoardServer,
+    DemoLogin,
+    board_url,
+    demo_login,
+    ensure_demo_user,
+    listen,
+)
 from zhizao.cli.kpi import pct, print_rates
 from zhizao.cli.registry import import_ledger, load_summaries, print_changes, print_summaries
 from zhizao.embedded import EmbeddedBroker, EmbeddedPostgres, demo_home, free_port
@@ -79,6 +89,7 @@ from zhizao.storage.kpi import (
 from zhizao.storage.rollups import (
     rollup_settings,
     run_rollups,
+    run_rollups_periodically,
     store_calendars,
 )
 from zhizao.wire import StateClass
@@ -165,7 +176,6 @@ async def _database(db_url: str | None) -> AsyncIterator[str]:
     embedded = EmbeddedPostgres(pgdata)
     with console.status(f"启动嵌入式 PostgreSQL starting embedded PostgreSQL in {pgdata}"):
         server_url = await asyncio.to_thread(embedded.start)
-    console.print(f"[green]✓[/] embedded PostgreSQL running ({pgdata})")
     try:
         yield with_database(server_url, DEMO_DATABASE)
     finally:
@@ -255,22 +265,72 @@ async def _broker(mqtt_url: str | None) -> AsyncIterator[tuple[str, str]]:
         yield broker.url, "3.1.1"
 
 
-async def _prepare_database(settings: DatabaseSettings, fresh: bool) -> None:
+async def _migrate(settings: DatabaseSettings, fresh: bool) -> str:
+    """Migrate (after dropping, with --fresh); the line that says so, printed later."""
     if fresh:
         await drop_database(settings.url)
     with console.status("迁移数据库 migrating the database"):
         result = await upgrade_database(settings)
     engine = "TimescaleDB" if result.timescaledb else "plain PostgreSQL"
-    console.print(
+    return (
         f"[green]✓[/] schema at version {result.version}"
         f" ({len(result.applied)} migrations applied; {engine})"
     )
+
+
+async def _import_sample(settings: DatabaseSettings) -> Callable[[], None]:
+    """Import the sample ledger and the demo calendar; returns what prints the result."""
     ledger, changes = await import_ledger(settings, sample_ledger_path())
-    print_changes(ledger, changes)
-    print_summaries(await load_summaries(settings))
+    summaries = await load_summaries(settings)
     conn = await connect(settings.url)
     async with conn, conn.transaction():
         await store_calendars(conn, load_calendars(demo_calendar_path()))
+
+    def report() -> None:
+        print_changes(ledger, changes)
+        print_summaries(summaries)
+
+    return report
+
+
+# -- the board ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Board:
+    url: str
+    login: DemoLogin
+    login_file: Path
+
+
+async def _start_board(
+    stack: AsyncExitStack, db_url: str, host: str, port: int | None, day: date
+) -> Board:
+    """The API with the board, serving until the demo ends; the demo user made. The
+    address opens the demo factory on the simulated day (the wall clock's day may
+    have no production, only the running edge's online reports)."""
+    login = demo_login(demo_home())
+    conn = await connect(db_url)
+    async with conn, conn.transaction():
+        await ensure_demo_user(conn, login, DEMO_ENTERPRISE)
+    server = BoardServer(db_url, demo_home(), listen(host, port), log_path())
+    stack.push_async_callback(server.stop)
+    await server.start()
+    url = board_url(host, server.port, DEMO_ENTERPRISE, day)
+    return Board(url, login, demo_home() / LOGIN_FILE)
+
+
+def _login_line(board: Board) -> str:
+    return (
+        f"用户 user {board.login.username}  密码 password {board.login.password}"
+        f"  (generated for this data directory, kept in {board.login_file})"
+    )
+
+
+def _print_board(board: Board) -> None:
+    # Never wrapped: a URL or password broken at the terminal's width would not paste.
+    console.print(f"看板 board  {board.url}", soft_wrap=True, markup=False, highlight=False)
+    console.print(f"  {_login_line(board)}", soft_wrap=True, markup=False, highlight=False)
 
 
 # -- which day ----------------------------------------------------------------------------
@@ -410,6 +470,9 @@ async def _count_facts(url: str, device_ids: list[int], start: datetime, end: da
     return int(row[0]) if row else 0
 
 
+#: The demo's rollups: every 5 s, no empty history for devices without data.
+DEMO_ROLLUPS = rollup_settings(interval_s=5, history_days=0)
+
 #: Wall seconds the simulator keeps serving after the day (see run_simulator).
 SIM_LINGER_S = 2.0
 
@@ -499,7 +562,9 @@ async def _report(url: str, scenario: Scenario, factory: str) -> None:
     period = period_label(start, end)
     conn = await connect(url)
     async with conn:
-        await run_rollups(conn)
+        # Up to the window's end, as the periodic runs did (`zhizao rollup run` carries
+        # the demo's days forward to today when it is asked to).
+        await run_rollups(conn, until=end, history_days=DEMO_ROLLUPS.history_days)
         # Headings above the tables, not table titles: a title wraps at the table's
         # width and would cut the period in two.
         _heading(f"OEE 按产线 by line — {period} — {factory} {DEMO_ENTERPRISE}")
@@ -558,9 +623,11 @@ def suggested_commands(endpoints: Endpoints, scenario: Scenario) -> list[str]:
     ]
 
 
-def _where(endpoints: Endpoints, scenario: Scenario, *, keep_running: bool) -> None:
+def _where(endpoints: Endpoints, scenario: Scenario, board: Board, *, keep_running: bool) -> None:
+    api_root = board.url.split("/board/")[0]
     console.print(
         Panel.fit(
+            f"看板 board           {api_root}/board/   (API {api_root}/api/v1/docs)\n"
             f"数据库 database      {redact(endpoints.db_url)}\n"
             f"MQTT broker          {endpoints.mqtt_url}   (topics zhizao/v1/+/edge/+/#)\n"
             f"OPC UA 模拟工厂       {endpoints.opcua}\n"
@@ -568,10 +635,17 @@ def _where(endpoints: Endpoints, scenario: Scenario, *, keep_running: bool) -> N
             f"接入 ingest          http://127.0.0.1:{endpoints.ingest_http}/health  /metrics\n"
             f"真值 ground truth    {endpoints.ground_truth}\n"
             f"日志 service logs    {endpoints.logs}\n"
-            "docs: docs/kpi.md, docs/wire-contract.md, docs/edge.md, docs/ingest.md",
+            "docs: docs/board.md, docs/kpi.md, docs/wire-contract.md, docs/edge.md,"
+            " docs/ingest.md",
             title="智造 zhizao demo: where to look",
         )
     )
+    if keep_running:
+        _print_board(board)
+    else:
+        console.print("看板 the board served this run's figures while it ran; without --exit it"
+                      " keeps serving them:")  # fmt: skip
+        console.print(f"  {_login_line(board)}", soft_wrap=True, markup=False, highlight=False)
     if endpoints.embedded_db and not keep_running:
         console.print(
             "查询 to query this day, run `zhizao demo` without --exit: the embedded"
@@ -582,6 +656,26 @@ def _where(endpoints: Endpoints, scenario: Scenario, *, keep_running: bool) -> N
     for line in suggested_commands(endpoints, scenario):
         # Never wrapped: a line broken at the terminal's width would not paste.
         console.print(f"  {line}", soft_wrap=True, markup=False, highlight=False)
+
+
+@dataclass
+class SimClock:
+    """Where the simulated day is: its start plus the wall time since the simulator
+    began, times the speed; never past the day's end (nor before its start)."""
+
+    start: datetime
+    duration_s: float
+    speed: float
+    began: float | None = None
+
+    def begin(self) -> None:
+        self.began = time.monotonic()
+
+    def now(self) -> datetime:
+        if self.began is None:
+            return self.start
+        simulated = (time.monotonic() - self.began) * self.speed
+        return self.start + timedelta(seconds=min(simulated, self.duration_s))
 
 
 class _Services:
@@ -645,7 +739,9 @@ def _raise_if_failed(task: asyncio.Task[Any], what: str) -> None:
         raise DemoError(f"{what} stopped: {one_line(task.exception())} (see {log_path()})")
 
 
-async def _choose_day(url: str, scenario: Scenario) -> tuple[Scenario, list[int], str]:
+async def _choose_day(url: str, scenario: Scenario) -> tuple[Scenario, list[int], str, str]:
+    """The day this run simulates, the factory's device ids and name, and the line that
+    announces the day (printed after the board's address)."""
     device_ids, zone, factory = await _factory(url)
     latest = await latest_fact(url, device_ids)
     calendars = [c for c in load_calendars(demo_calendar_path()) if c.enterprise == DEMO_ENTERPRISE]
@@ -660,14 +756,47 @@ async def _choose_day(url: str, scenario: Scenario) -> tuple[Scenario, list[int]
     )
     end = moved.start + timedelta(seconds=moved.duration)
     if days and latest is not None:
-        console.print(
+        note = (
             f"→ 模拟日 simulated day {period_label(moved.start, end)}: the database already"
             f" holds the demo factory's facts up to {_local_instant(latest, zone)},"
             " so this run simulates the next working day (--fresh starts anew)"
         )
     else:
-        console.print(f"→ 模拟日 simulated day {period_label(moved.start, end)}")
-    return moved, device_ids, factory
+        note = f"→ 模拟日 simulated day {period_label(moved.start, end)}"
+    return moved, device_ids, factory, note
+
+
+async def _bring_up(  # noqa: PLR0917 - the parts _run has chosen
+    stack: AsyncExitStack,
+    settings: DatabaseSettings,
+    fresh: bool,
+    scenario: Scenario,
+    embedded_db: bool,
+    broker_url: str,
+    embedded_broker: bool,
+    board_host: str,
+    board_port: int | None,
+) -> tuple[Scenario, list[int], str, Board]:
+    """Migrate, import the sample, choose the day and start the board; then say so,
+    the board's address and login first."""
+    url = settings.url
+    migrated = await _migrate(settings, fresh)
+    imported = await _import_sample(settings)
+    scenario, device_ids, factory, day_note = await _choose_day(url, scenario)
+    # The board first: its address and login are the first lines the person reads,
+    # and it shows the figures as the day's facts arrive.
+    board = await _start_board(stack, url, board_host, board_port, scenario.start.date())
+    _print_board(board)
+    if embedded_db:
+        console.print(f"[green]✓[/] embedded PostgreSQL running ({demo_home() / 'pgdata'})")
+    console.print(migrated)
+    imported()
+    if embedded_broker:
+        console.print(f"[green]✓[/] embedded MQTT broker (amqtt, MQTT 3.1.1) on {broker_url}")
+    else:
+        console.print(f"[green]✓[/] MQTT broker {broker_url} reachable")
+    console.print(day_note)
+    return scenario, device_ids, factory, board
 
 
 async def _run(  # noqa: PLR0917 - one parameter per CLI option
@@ -678,6 +807,8 @@ async def _run(  # noqa: PLR0917 - one parameter per CLI option
     scenario: Scenario,
     speed: float | None,
     keep_running: bool,
+    board_host: str = "127.0.0.1",
+    board_port: int | None = None,
 ) -> None:
     deadline = None if duration is None else time.monotonic() + duration
     speed = speed or scenario.speed
@@ -692,12 +823,10 @@ async def _run(  # noqa: PLR0917 - one parameter per CLI option
         broker_url, protocol = await stack.enter_async_context(_broker(mqtt_url))
         url = await stack.enter_async_context(_database(db_url))
         settings = DatabaseSettings(url=url)
-        await _prepare_database(settings, fresh)
-        if mqtt_url is None:
-            console.print(f"[green]✓[/] embedded MQTT broker (amqtt, MQTT 3.1.1) on {broker_url}")
-        else:
-            console.print(f"[green]✓[/] MQTT broker {broker_url} reachable")
-        scenario, device_ids, factory = await _choose_day(url, scenario)
+        scenario, device_ids, factory, board = await _bring_up(
+            stack, settings, fresh, scenario, db_url is None, broker_url, mqtt_url is None,
+            board_host, board_port,
+        )  # fmt: skip
         window = (scenario.start, scenario.start + timedelta(seconds=scenario.duration))
         before = await _count_facts(url, device_ids, *window)
         stack.push_async_callback(services.close)
@@ -706,14 +835,23 @@ async def _run(  # noqa: PLR0917 - one parameter per CLI option
             demo_home() / f"ground-truth-{scenario.name}-{scenario.start:%Y-%m-%d}.jsonl",
             embedded_db=db_url is None,
         )  # fmt: skip
-        # Ingest also runs the rollups, every 5 s here so KPIs can be queried live.
         ingest = services.spawn(run_ingest(
             ingest_settings(mqtt_url=broker_url, mqtt_protocol=protocol, shared_group=None,
                             client_id="zhizao-demo-ingest", health_port=endpoints.ingest_http,
-                            database=settings, rollup=rollup_settings(interval_s=5)),
+                            database=settings, rollups=False),
             stop=services.stop,
         ))  # fmt: skip
         sim, edge_stop, edge = await _start_factory(services, scenario, speed, endpoints, protocol)
+        # The rollups every 5 s, so that KPIs are live on the board, on the simulated
+        # clock: the day is rolled up as far as it has run ("so far"), a day of the past
+        # is not carried forward to today at every run, and devices without data get no
+        # weeks of empty history (history_days=0): each run is small, and the edge and
+        # the simulator sharing this process are not held up by it.
+        clock = SimClock(scenario.start, scenario.duration, speed)
+        clock.begin()
+        services.spawn(run_rollups_periodically(
+            lambda: connect(url), DEMO_ROLLUPS, services.stop, until=clock.now
+        ))  # fmt: skip
         console.print(
             f"[green]✓[/] simulator ({scenario.name}, {len(scenario.devices)} devices,"
             f" {speed:g}x), edge {DEMO_EDGE} and ingest running; logs in {endpoints.logs}"
@@ -744,7 +882,7 @@ async def _run(  # noqa: PLR0917 - one parameter per CLI option
             f" ground truth {endpoints.ground_truth}"
         )
         await _report(url, scenario, factory)
-        _where(endpoints, scenario, keep_running=keep_running)
+        _where(endpoints, scenario, board, keep_running=keep_running)
 
         if keep_running:
             if deadline is None:
@@ -785,13 +923,22 @@ def demo(  # noqa: PLR0917 - typer maps each option to a parameter
     keep_running: bool = typer.Option(
         True, "--keep-running/--exit", help="After the report, keep serving or exit."
     ),
+    board_port: int | None = typer.Option(
+        None,
+        "--board-port",
+        help=f"Port of the API and the board (default {DEFAULT_PORT}, or a"
+        " free one when that is taken).",
+    ),
+    board_host: str = typer.Option(
+        "127.0.0.1", "--board-host", help="Address the board listens on (0.0.0.0: a TV on the LAN)."
+    ),
 ) -> None:
     """Run the whole platform on embedded defaults on a simulated day (each run the next)."""
     try:
         loaded = load_scenario(resolve(scenario))
         log_to_file(log_path())
         asyncio.run(_run(db_url or os.environ.get("ZHIZAO_DB_URL"), mqtt_url, fresh, duration,
-                         loaded, speed, keep_running))  # fmt: skip
+                         loaded, speed, keep_running, board_host, board_port))  # fmt: skip
     except ZhizaoError as exc:
         # One line: a psycopg error carries its hint on lines of its own.
         raise fail(one_line(exc), 2) from exc

@@ -962,12 +962,15 @@ async def run_rollups_periodically(
     stop: asyncio.Event,
     *,
     on_report: Callable[[RollupReport], None] | None = None,
+    until: Callable[[], datetime] | None = None,
 ) -> None:
     """Run :func:`run_rollups` every ``settings.interval_s`` until ``stop`` is set.
 
     For the ingest service and the demo. A database outage or a failed run is logged and
     retried at the next tick: the dirty marks stay until a run commits, so nothing is
-    lost while the database is away.
+    lost while the database is away. ``until`` is the clock of each run (default: the
+    database's): the demo gives its simulated clock, so that a day replayed from the
+    past is rolled up as far as it has been simulated, not carried forward to today.
     """
     while not stop.is_set():
         try:
@@ -978,6 +981,7 @@ async def run_rollups_periodically(
                     micro_stop_s=settings.micro_stop_s,
                     chunk_devices=settings.chunk_devices,
                     history_days=settings.history_days,
+                    until=None if until is None else until(),
                 )
             log.info(
                 "rollups run",
