@@ -1,7 +1,7 @@
 """API benchmark: the KPI benchmark's synthetic province behind a real API server.
 
     .venv/bin/python -m bench.bench_api [--server-url postgresql://postgres@127.0.0.1/postgres]
-        [--concurrency 50] [--requests 1000] [--workers 2] [--keep]
+        [--concurrency 50] [--requests 1000] [--workers 2] [--keep | --reuse] [--only WORD]
 
 Builds a database of its own: the province of bench_kpi (500 enterprises, 10,000
 devices, a year of day rollups) plus 7 days of one metric at 1 Hz for one device
@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import IO
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -86,23 +87,31 @@ def _percentiles(samples: list[float]) -> tuple[float, float, float]:
 async def _load(
     base: str, token: str, path: str, concurrency: int, requests: int
 ) -> dict[str, object]:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # aiohttp rather than httpx: on two cores the load generator shares the CPU with
+    # the server, and httpx spends several times more per request than aiohttp.
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
     headers = {"Authorization": f"Bearer {token}"}
     latencies: list[float] = []
     errors = 0
     left = requests
-    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits,
-                                 timeout=60) as client:  # fmt: skip
-        await client.get(path)  # warm the connection and the server's caches
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(
+        base, connector=connector, headers=headers, timeout=timeout
+    ) as client:
+        async with client.get(path) as response:  # warm the server's caches
+            await response.read()
 
         async def worker() -> None:
             nonlocal left, errors
             while left > 0:
                 left -= 1
                 t0 = time.perf_counter()
-                response = await client.get(path)
+                async with client.get(path) as response:
+                    await response.read()
                 latencies.append(time.perf_counter() - t0)
-                if response.status_code != 200:
+                if response.status != 200:
                     errors += 1
 
         t0 = time.perf_counter()
@@ -248,7 +257,7 @@ def _row(label: str, result: dict[str, object]) -> tuple[float, str]:
     wall = result["wall"]
     assert isinstance(wall, float)
     p50, p95, p99 = _percentiles(latencies)
-    text = (f"  {label:<22} {len(latencies) / wall:8.0f} req/s   p50 {p50:7.1f}  p95 {p95:7.1f}"
+    text = (f"  {label:<26} {len(latencies) / wall:8.0f} req/s   p50 {p50:7.1f}  p95 {p95:7.1f}"
             f"  p99 {p99:7.1f} ms   errors {result['errors']}")  # fmt: skip
     return p50, text
 
@@ -265,53 +274,89 @@ async def _existing(url: str) -> tuple[str, str, int]:
     return str(row[0]), "L1", int(row[1])
 
 
+def _start_server(
+    url: str, secret: str, *, workers: int, pool_size: int, extra: dict[str, str], out: IO[bytes]
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    env = {**os.environ, "ZHIZAO_API_JWT_SECRET": secret, "ZHIZAO_LOG_LEVEL": "WARNING",
+           "ZHIZAO_DB_POOL_MAX_SIZE": str(pool_size), **extra}  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "zhizao.cli", "api", "run", "--port", str(port),
+         "--workers", str(workers), "--db-url", url],
+        env=env, stdout=out, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    return server, f"http://127.0.0.1:{port}"
+
+
+def _wait_ready(base: str) -> None:
+    for _ in range(200):
+        try:
+            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the API at {base} did not become ready")
+
+
 async def measure(url: str, args: argparse.Namespace, *, reuse: bool) -> None:
+    """Two API servers side by side: as configured by default (answers reused for
+    ZHIZAO_API_RESULT_CACHE_S, 5 s) and with the result cache off, so that the run
+    shows both what fifty viewers of one figure see and what every new question costs."""
     enterprise, line, admin_id = await (_existing(url) if reuse else setup(url))
     secret = secrets.token_urlsafe(48)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
     pool_size = 8
-    env = {**os.environ, "ZHIZAO_API_JWT_SECRET": secret, "ZHIZAO_LOG_LEVEL": "WARNING",
-           "ZHIZAO_DB_POOL_MAX_SIZE": str(pool_size)}  # fmt: skip
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_api_{port}.log"  # noqa: S108
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / "bench_api_servers.log"  # noqa: S108
     with log.open("wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "zhizao.cli", "api", "run", "--port", str(port),
-             "--workers", str(args.workers), "--db-url", url],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        cached, cached_base = _start_server(
+            url, secret, workers=args.workers, pool_size=pool_size, extra={}, out=out
+        )
+        fresh, fresh_base = _start_server(
+            url,
+            secret,
+            workers=args.workers,
+            pool_size=pool_size,
+            extra={"ZHIZAO_API_RESULT_CACHE_S": "0"},
+            out=out,
+        )
         try:
-            for _ in range(200):
-                try:
-                    if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.3)
+            _wait_ready(cached_base)
+            _wait_ready(fresh_base)
             token, _ = issue_access_token(secret, admin_id, 60)
             pool = AsyncConnectionPool(url, min_size=pool_size * args.workers,
                                        max_size=pool_size * args.workers, open=False)  # fmt: skip
             await pool.open(wait=True)
-            _say(f"API: {args.workers} worker(s) × pool {pool_size}; direct: pool"
+            _say(f"API: {args.workers} worker(s) × pool {pool_size}, one server with the result"
+                 f" cache as by default (5 s), one without; direct: pool"
                  f" {pool_size * args.workers}; load generator in another process")  # fmt: skip
+            n = args.concurrency
             for target in targets(enterprise, line):
+                if args.only and not any(word in target.name for word in args.only):
+                    continue
                 _say(f"\n{target.name}  ({target.path[:70]}…)")
                 single = max(50, args.requests // 10)
-                api1 = _run_load(base, token, target.path, 1, single)
-                dir1 = await _direct(pool, target.direct, 1, single)
-                api_n = _run_load(base, token, target.path, args.concurrency, args.requests)
-                dir_n = await _direct(pool, target.direct, args.concurrency, args.requests)
-                a1, text = _row("API, 1 client", api1)
-                _say(text)
-                d1, text = _row("direct, 1 client", dir1)
-                _say(text)
-                _say(_row(f"API, {args.concurrency} clients", api_n)[1])
-                _say(_row(f"direct, {args.concurrency} clients", dir_n)[1])
-                _say(f"  the API adds {a1 - d1:.1f} ms at p50 (one client)")
+                rows = [
+                    ("API, cache, 1 client", _run_load(cached_base, token, target.path, 1, single)),
+                    ("API, no cache, 1 client",
+                     _run_load(fresh_base, token, target.path, 1, single)),
+                    ("direct, 1 client", await _direct(pool, target.direct, 1, single)),
+                    (f"API, cache, {n} clients",
+                     _run_load(cached_base, token, target.path, n, args.requests)),
+                    (f"API, no cache, {n} clients",
+                     _run_load(fresh_base, token, target.path, n, args.requests)),
+                    (f"direct, {n} clients", await _direct(pool, target.direct, n, args.requests)),
+                ]  # fmt: skip
+                p50 = {}
+                for label, result in rows:
+                    p50[label], text = _row(label, result)
+                    _say(text)
+                added = p50["API, no cache, 1 client"] - p50["direct, 1 client"]
+                _say(f"  without the cache the API adds {added:.1f} ms at p50 (one client)")
             await pool.close()
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            for server in (cached, fresh):
+                server.terminate()
+                server.wait(timeout=30)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -343,6 +388,12 @@ def cli() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--reuse", action="store_true", help="measure a database kept by --keep")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="WORD",
+        help="measure only endpoints whose name contains WORD (repeatable)",
+    )
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)

@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from platform_api import problems
 from platform_api.board import mount_board
+from platform_api.cache import ResultCache, WriteInvalidation
 from platform_api.metrics import ApiMetrics, MetricsMiddleware
 from platform_api.routes import (
     audit,
@@ -171,6 +172,9 @@ def create_app(settings: ApiSettings, *, metrics: ApiMetrics | None = None) -> F
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.display_zone = ZoneInfo(settings.display_time_zone)
+    cache = ResultCache(settings.result_cache_s, max_entries=settings.result_cache_entries)
+    app.state.result_cache = cache
+    metrics.watch_cache(cache)
     problems.install(app)
 
     async def on_pool_timeout(request: Request, exc: Exception) -> JSONResponse:
@@ -188,6 +192,7 @@ def create_app(settings: ApiSettings, *, metrics: ApiMetrics | None = None) -> F
         app.include_router(router)
     # The board: static pages whose data comes from the routes above (docs/board.md).
     mount_board(app)
+    app.add_middleware(WriteInvalidation, cache=cache)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.openapi = _problem_openapi(app)  # type: ignore[method-assign]
     return app

@@ -8,17 +8,22 @@ request (see :mod:`platform_api.security`), and the principal's
 
 from __future__ import annotations
 
+import functools
+import inspect
 import ipaddress
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.responses import Response
 from fastapi.security import OAuth2PasswordBearer
 from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel
 
 from platform_api import security
+from platform_api.cache import ResultCache, request_key
 from platform_api.metrics import ApiMetrics
 from platform_api.problems import ProblemError
 from platform_api.settings import ApiSettings
@@ -29,17 +34,20 @@ from zhizao.storage.users import record_token_use, token_by_secret, user_by_id
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 
-def get_settings(request: Request) -> ApiSettings:
+# The dependencies are coroutines although they do not wait: FastAPI runs a plain
+# function dependency in a worker thread, and a dozen thread hops per request cost
+# more than the database queries of a KPI under load (docs/benchmarks.md).
+async def get_settings(request: Request) -> ApiSettings:
     settings: ApiSettings = request.app.state.settings
     return settings
 
 
-def get_metrics(request: Request) -> ApiMetrics:
+async def get_metrics(request: Request) -> ApiMetrics:
     metrics: ApiMetrics = request.app.state.metrics
     return metrics
 
 
-def get_pool(request: Request) -> AsyncConnectionPool:
+async def get_pool(request: Request) -> AsyncConnectionPool:
     pool: AsyncConnectionPool = request.app.state.pool
     return pool
 
@@ -75,7 +83,7 @@ def client_addr(request: Request, settings: ApiSettings) -> str:
     return peer
 
 
-def get_client_addr(request: Request, settings: SettingsDep) -> str:
+async def get_client_addr(request: Request, settings: SettingsDep) -> str:
     return client_addr(request, settings)
 
 
@@ -156,6 +164,48 @@ async def require_admin(principal: CurrentPrincipal) -> Principal:
 AdminPrincipal = Annotated[Principal, Depends(require_admin)]
 
 
+@dataclass(frozen=True)
+class CachedAnswer:
+    """The request's slot in the result cache: ``await cached(compute)`` answers with
+    the kept figures of an identical request by a caller with the same grants, or
+    with ``compute()``'s (:mod:`platform_api.cache`)."""
+
+    cache: ResultCache
+    key: object
+
+    async def __call__(self, compute: Callable[[], Awaitable[BaseModel]]) -> Response | BaseModel:
+        return await self.cache.answer(self.key, compute)
+
+
+async def get_cached(request: Request, principal: CurrentPrincipal) -> CachedAnswer:
+    cache: ResultCache = request.app.state.result_cache
+    return CachedAnswer(cache, request_key(request, frozenset(principal.grants)))
+
+
+Cached = Annotated[CachedAnswer, Depends(get_cached)]
+
+
+def cached_answer(
+    endpoint: Callable[..., Awaitable[BaseModel]],
+) -> Callable[..., Awaitable[Response | BaseModel]]:
+    """Route decorator (below ``@router.get``): the route's answer goes through the
+    result cache. The route itself is unchanged, and FastAPI still documents its
+    parameters and ``response_model``; the decorator adds one dependency."""
+    signature = inspect.signature(endpoint)
+    slot = inspect.Parameter("cached_answer_", inspect.Parameter.KEYWORD_ONLY, annotation=Cached)
+
+    @functools.wraps(endpoint)
+    async def route(
+        *args: Any, cached_answer_: CachedAnswer, **kwargs: Any
+    ) -> Response | BaseModel:
+        return await cached_answer_(lambda: endpoint(*args, **kwargs))
+
+    route.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*signature.parameters.values(), slot]
+    )
+    return route
+
+
 def require_raw(principal: Principal) -> None:
     """Raw process values never leave the enterprise scope (DESIGN §8)."""
     if not principal.visibility.can_raw_anything():
@@ -170,6 +220,7 @@ def require_raw(principal: Principal) -> None:
 __all__ = [
     "Access",
     "AdminPrincipal",
+    "Cached",
     "ClientAddr",
     "ConnDep",
     "CurrentPrincipal",

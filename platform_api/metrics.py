@@ -7,9 +7,16 @@ raw path, so the number of series stays bounded whatever clients ask for.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from platform_api.cache import ResultCache
 
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -35,9 +42,36 @@ class ApiMetrics:
         self.in_progress = Gauge(
             "zhizao_api_requests_in_progress", "Requests being answered", registry=r
         )
+        self._cache_collector: _CacheCollector | None = None
         self.pool_size = Gauge("zhizao_api_db_pool_size", "Database connections open", registry=r)
         self.pool_available = Gauge(
             "zhizao_api_db_pool_available", "Database connections idle in the pool", registry=r
+        )
+
+    def watch_cache(self, cache: ResultCache) -> None:
+        # Once per registry: an app made again with the same metrics reports its cache.
+        if self._cache_collector is None:
+            self._cache_collector = _CacheCollector(cache)
+            self.registry.register(self._cache_collector)
+        self._cache_collector.cache = cache
+
+
+class _CacheCollector(Collector):
+    """The result cache's own counts, read when Prometheus scrapes."""
+
+    def __init__(self, cache: ResultCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        answers = CounterMetricFamily(
+            "zhizao_api_result_cache_answers", "KPI and series answers by cache outcome",
+            labels=["outcome"],
+        )  # fmt: skip
+        answers.add_metric(["hit"], self.cache.hits)
+        answers.add_metric(["miss"], self.cache.misses)
+        yield answers
+        yield GaugeMetricFamily(
+            "zhizao_api_result_cache_entries", "Answers kept", value=len(self.cache)
         )
 
 

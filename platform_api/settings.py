@@ -46,6 +46,10 @@ class ApiSettings(BaseSettings):
     upload_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     #: How long a request waits for a database connection before answering 503.
     db_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    #: Seconds a KPI or series answer is reused for callers with the same grants
+    #: (platform_api/cache.py); 0 computes every answer afresh.
+    result_cache_s: float = Field(default=5.0, ge=0, le=3600)
+    result_cache_entries: int = Field(default=2048, ge=1)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     #: Set by ``zhizao demo`` only: allows the demo's secret.
     demo: bool = Field(default=False, exclude=True)

@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from platform_api.deps import ConnDep, CurrentPrincipal, Principal
+from platform_api.deps import ConnDep, CurrentPrincipal, Principal, cached_answer
 from platform_api.problems import field_error, not_found, problem_responses
 from platform_api.schemas import Limit, Offset, Page, local
 from zhizao import codes
@@ -548,6 +548,7 @@ def report_public(
 
 @router.get("/oee", response_model=OeeReportPublic, summary="OEE 设备综合效率 OEE of a scope",
             responses=_ERRORS)  # fmt: skip
+@cached_answer
 async def get_oee(
     *,
     principal: CurrentPrincipal,
@@ -620,6 +621,7 @@ class OeeSeriesPublic(BaseModel):
 
 @router.get("/oee/series", response_model=OeeSeriesPublic,
             summary="OEE 历史序列 OEE per day, week or month", responses=_ERRORS)  # fmt: skip
+@cached_answer
 async def get_oee_series(
     *,
     principal: CurrentPrincipal,
@@ -681,6 +683,7 @@ class ShiftsPublic(BaseModel):
 
 @router.get("/oee/shifts", response_model=ShiftsPublic,
             summary="按班次对比 OEE of every shift of a day", responses=_ERRORS)  # fmt: skip
+@cached_answer
 async def get_oee_shifts(
     *,
     principal: CurrentPrincipal,
@@ -809,6 +812,7 @@ def rates_public(
 
 @router.get("/networking", response_model=RatesPublic,
             summary="设备联网率 Equipment networking rate", responses=_ERRORS)  # fmt: skip
+@cached_answer
 async def get_networking(
     *,
     principal: CurrentPrincipal,
@@ -859,6 +863,7 @@ class RatesSeriesPublic(BaseModel):
 @router.get("/networking/series", response_model=RatesSeriesPublic,
             summary="设备联网率历史序列 Networking rate per day, week or month",
             responses=_ERRORS)  # fmt: skip
+@cached_answer
 async def get_networking_series(
     *,
     principal: CurrentPrincipal,
@@ -902,6 +907,7 @@ async def get_networking_series(
 @router.get("/networking/current", response_model=CurrentRatesPublic,
             summary="当前设备联网率 Current networking rate (devices seen in a window)",
             responses=_ERRORS)  # fmt: skip
+@cached_answer
 async def get_networking_current(
     *,
     principal: CurrentPrincipal,
@@ -948,6 +954,7 @@ async def get_networking_current(
 
 
 @router.get("/nc", response_model=RatesPublic, summary="数控化率 NC rate", responses=_ERRORS)
+@cached_answer
 async def get_nc(
     *,
     principal: CurrentPrincipal,
@@ -1045,6 +1052,7 @@ async def _group_reach(conn: Conn, principal: Principal, group_by: GroupBy, grou
 @router.get("/networking/evidence", response_model=EvidencePage,
             summary="联网率核查清单 Networking evidence: every device, counted or not, and why",
             responses=_ERRORS)  # fmt: skip
+@cached_answer
 async def get_networking_evidence(
     *,
     principal: CurrentPrincipal,

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, BeforeValidator, Field
 
-from platform_api.deps import ConnDep, CurrentPrincipal, require_raw
+from platform_api.deps import ConnDep, CurrentPrincipal, cached_answer, require_raw
 from platform_api.problems import not_found, problem_responses
 from zhizao import telemetry as tel
 from zhizao.storage import telemetry as store
@@ -484,6 +484,7 @@ async def enterprise_latest(
     summary="指标时序(降采样) A metric's series, downsampled",
     responses=_RAW_RESPONSES,
 )
+@cached_answer
 async def metric_series(
     *,
     credit_code: CreditCode,
@@ -529,6 +530,7 @@ async def metric_series(
     summary="设备状态时间线 A device's state timeline",
     responses=_RAW_RESPONSES,
 )
+@cached_answer
 async def device_states(
     *,
     credit_code: CreditCode,
@@ -575,6 +577,7 @@ async def device_states(
     summary="产量(良品/不良品)分桶 Production counts per bucket",
     responses=_RAW_RESPONSES,
 )
+@cached_answer
 async def device_counts(
     *,
     credit_code: CreditCode,
@@ -624,6 +627,7 @@ def _connectivity(
     summary="设备联网历史 A device's connectivity history",
     responses=_RAW_RESPONSES,
 )
+@cached_answer
 async def device_connectivity(
     *,
     credit_code: CreditCode,

@@ -93,6 +93,10 @@ class ApiClient:
 
 
 def make_settings(db_url: str, **overrides: Any) -> ApiSettings:
+    # The result cache is off unless a test turns it on: the tests change rows
+    # straight in the database between two identical requests (as the rollup service
+    # does, within the cache's few seconds). test_cache tests the cache.
+    overrides.setdefault("result_cache_s", 0)
     return api_settings(
         jwt_secret=SECRET, database={"url": db_url, "pool_max_size": 4}, **overrides
     )

@@ -1,0 +1,189 @@
+"""A short-lived cache of read-only KPI and series answers, per caller's grants.
+
+Dashboards, the board and wall screens ask the same questions over and over: fifty
+viewers of the province page each ask for the networking rate by city every few
+seconds, and that figure only changes when the rollups do (every minute in
+production). Each API process therefore keeps an answer ``ttl_s`` seconds (default
+5, ``ZHIZAO_API_RESULT_CACHE_S``; 0 turns it off), the way BI tools and Grafana's
+query cache do:
+
+* **Keyed by the caller's grants**, with the route's path and every query parameter,
+  so an answer is shared only between callers who see exactly the same part of the
+  hierarchy. Authentication (the token, the user, their grants) still runs on every
+  request: revoking a grant or disabling a user takes effect at once.
+* **One computation per key at a time**: concurrent identical requests on a miss
+  wait for the first one's answer instead of each running the query.
+* **Errors are never kept**; a successful write through this process empties the
+  cache (:class:`WriteInvalidation`). Writes elsewhere (another API process, the
+  CLI, the rollup service) show within ``ttl_s``: answers say how old they are
+  (``Age``) and for how long they may be reused (``Cache-Control``).
+* Bounded by entries and bytes, least recently used first out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+
+from fastapi import Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_JSON = "application/json"
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True)
+class _Entry:
+    body: bytes
+    stored: float
+    expires: float
+
+
+class ResultCache:
+    def __init__(
+        self,
+        ttl_s: float,
+        *,
+        max_entries: int = 2048,
+        max_bytes: int = 64 * 1024 * 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        #: Seconds, monotonic (tests move it by hand).
+        self.clock = clock
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._bytes = 0
+        self._running: dict[Hashable, asyncio.Future[_Entry]] = {}
+        #: Bumped by every clear: an answer whose computation began before a clear
+        #: may hold the data as it was before the write, and is not kept.
+        self._generation = 0
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl_s > 0
+
+    def clear(self) -> None:
+        self._generation += 1
+        self._entries.clear()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def answer(
+        self, key: Hashable, compute: Callable[[], Awaitable[BaseModel]]
+    ) -> Response | BaseModel:
+        """The kept answer of ``key``, or ``compute()``'s, serialised and kept. Off,
+        the route's own model, which FastAPI serialises as for any route."""
+        if not self.enabled:
+            return await compute()
+        while True:
+            now = self.clock()
+            entry = self._entries.get(key)
+            if entry is not None and entry.expires > now:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return _response(entry.body, age=now - entry.stored, left=entry.expires - now)
+            running = self._running.get(key)
+            if running is None:
+                break
+            # Another request is computing this answer: wait for it. If it failed or
+            # was cancelled (its client went away), compute it here instead.
+            await asyncio.wait({running})
+            if not running.cancelled() and running.exception() is None:
+                self.hits += 1
+                entry = running.result()
+                now = self.clock()
+                return _response(entry.body, age=now - entry.stored, left=entry.expires - now)
+            if self._running.get(key) is running:
+                del self._running[key]
+        self.misses += 1
+        future: asyncio.Future[_Entry] = asyncio.get_running_loop().create_future()
+        self._running[key] = future
+        generation = self._generation
+        try:
+            body = _body(await compute())
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                future.set_exception(exc)
+                future.exception()  # retrieved: waiters read it, nobody else needs to
+            else:
+                future.cancel()
+            raise
+        finally:
+            if self._running.get(key) is future:
+                del self._running[key]
+        stored = self.clock()
+        entry = _Entry(body, stored, stored + self.ttl_s)
+        future.set_result(entry)
+        if generation == self._generation:
+            self._keep(key, entry)
+        return _response(body, age=0.0, left=self.ttl_s)
+
+    def _keep(self, key: Hashable, entry: _Entry) -> None:
+        if len(entry.body) > self.max_bytes // 4:
+            return  # one huge answer must not push out everything else
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old.body)
+        self._entries[key] = entry
+        self._bytes += len(entry.body)
+        while self._entries and (
+            len(self._entries) > self.max_entries or self._bytes > self.max_bytes
+        ):
+            _, dropped = self._entries.popitem(last=False)
+            self._bytes -= len(dropped.body)
+
+
+def _body(model: BaseModel) -> bytes:
+    # As FastAPI serialises a response_model (by alias, unset fields included).
+    return model.__pydantic_serializer__.to_json(model, by_alias=True)
+
+
+def _response(body: bytes, *, age: float, left: float) -> Response:
+    headers = {
+        "Age": str(int(age)),
+        "Cache-Control": f"private, max-age={max(int(left), 0)}",
+    }
+    return Response(body, media_type=_JSON, headers=headers)
+
+
+def request_key(request: Request, grants: Hashable) -> Hashable:
+    """The path, the query parameters (order ignored) and the caller's grants."""
+    query = tuple(sorted(request.query_params.multi_items()))
+    return (request.url.path, query, grants)
+
+
+class WriteInvalidation:
+    """Pure ASGI middleware: a successful write through this process empties the cache,
+    so that its own caller (and everyone else here) reads the change at once."""
+
+    def __init__(self, app: ASGIApp, cache: ResultCache) -> None:
+        self.app = app
+        self.cache = cache
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method", "GET") in _READS:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start" and int(message["status"]) < 400:
+                self.cache.clear()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            # Also after the response: an answer computed while the write ran may
+            # have been kept with the data as it was before.
+            self.cache.clear()
