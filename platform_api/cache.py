@@ -12,7 +12,11 @@ query cache do:
   hierarchy. Authentication (the token, the user, their grants) still runs on every
   request: revoking a grant or disabling a user takes effect at once.
 * **One computation per key at a time**: concurrent identical requests on a miss
-  wait for the first one's answer instead of each running the query.
+  wait for the first one's answer instead of each running the query. Once an answer
+  has expired, the next request computes it afresh while, for up to another
+  ``ttl_s``, the others get the expired one (stale-while-revalidate), so callers do
+  not queue behind the query every ``ttl_s``: an answer is at most ``2 × ttl_s``
+  seconds old, plus the time its query takes.
 * **Errors are never kept**; a successful write through this process empties the
   cache (:class:`WriteInvalidation`). Writes elsewhere (another API process, the
   CLI, the rollup service) show within ``ttl_s``: answers say how old they are
@@ -65,6 +69,7 @@ class ResultCache:
         #: may hold the data as it was before the write, and is not kept.
         self._generation = 0
         self.hits = 0
+        self.stale = 0
         self.misses = 0
 
     @property
@@ -87,25 +92,42 @@ class ResultCache:
         if not self.enabled:
             return await compute()
         while True:
-            now = self.clock()
-            entry = self._entries.get(key)
-            if entry is not None and entry.expires > now:
-                self._entries.move_to_end(key)
+            found = self._lookup(key)
+            if isinstance(found, Response):
+                return found
+            if found is None:
+                return await self._compute(key, compute)
+            # Another request is computing an answer not kept at all: wait for it. If
+            # it failed or was cancelled (its client went away), compute it here.
+            await asyncio.wait({found})
+            if not found.cancelled() and found.exception() is None:
                 self.hits += 1
-                return _response(entry.body, age=now - entry.stored, left=entry.expires - now)
-            running = self._running.get(key)
-            if running is None:
-                break
-            # Another request is computing this answer: wait for it. If it failed or
-            # was cancelled (its client went away), compute it here instead.
-            await asyncio.wait({running})
-            if not running.cancelled() and running.exception() is None:
-                self.hits += 1
-                entry = running.result()
+                entry = found.result()
                 now = self.clock()
                 return _response(entry.body, age=now - entry.stored, left=entry.expires - now)
-            if self._running.get(key) is running:
+            if self._running.get(key) is found:
                 del self._running[key]
+
+    def _lookup(self, key: Hashable) -> Response | asyncio.Future[_Entry] | None:
+        """A kept answer; else the computation to wait for; else None (compute it)."""
+        now = self.clock()
+        entry = self._entries.get(key)
+        running = self._running.get(key)
+        if entry is not None and entry.expires > now:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return _response(entry.body, age=now - entry.stored, left=entry.expires - now)
+        if entry is not None and entry.expires + self.ttl_s > now and running is not None:
+            # Stale while revalidated: another request is computing the answer afresh;
+            # meanwhile the last one serves, so that callers never queue behind the
+            # query each time an answer expires.
+            self.stale += 1
+            return _response(entry.body, age=now - entry.stored, left=0.0)
+        return running
+
+    async def _compute(
+        self, key: Hashable, compute: Callable[[], Awaitable[BaseModel]]
+    ) -> Response:
         self.misses += 1
         future: asyncio.Future[_Entry] = asyncio.get_running_loop().create_future()
         self._running[key] = future

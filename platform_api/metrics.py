@@ -68,6 +68,7 @@ class _CacheCollector(Collector):
             labels=["outcome"],
         )  # fmt: skip
         answers.add_metric(["hit"], self.cache.hits)
+        answers.add_metric(["stale"], self.cache.stale)
         answers.add_metric(["miss"], self.cache.misses)
         yield answers
         yield GaugeMetricFamily(

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 from platform_api import create_app
@@ -281,3 +282,41 @@ async def test_an_answer_computed_across_a_write_is_not_kept() -> None:
 
 def test_a_cache_of_zero_seconds_is_off() -> None:
     assert not ResultCache(0).enabled
+
+
+async def test_an_expired_answer_serves_while_one_request_computes_it_afresh() -> None:
+    clock = Clock()
+    cache = ResultCache(5, clock=clock)
+    gate = asyncio.Event()
+
+    async def answer(n: int, wait: bool = False) -> Answer:
+        if wait:
+            await gate.wait()
+        return Answer(n=n)
+
+    await cache.answer("k", functools.partial(answer, 1))
+    clock.now += 6  # expired, within the grace of another 5 s
+    refresher = asyncio.create_task(cache.answer("k", functools.partial(answer, 2, True)))
+    await asyncio.sleep(0)
+    # Meanwhile others get the expired answer at once, marked as such, never queueing.
+    stale = await asyncio.wait_for(cache.answer("k", functools.partial(answer, 3)), 1)
+    assert isinstance(stale, Response)
+    assert b'"n":1' in stale.body
+    assert (stale.headers["age"], stale.headers["cache-control"]) == ("6", "private, max-age=0")
+    gate.set()
+    fresh = await refresher
+    assert isinstance(fresh, Response)
+    assert b'"n":2' in fresh.body
+    assert b'"n":2' in (await cache.answer("k", functools.partial(answer, 4))).body
+    assert (cache.hits, cache.stale, cache.misses) == (1, 1, 2)
+    # Past the grace, nobody is served the old answer: a request waits for the new one.
+    clock.now += 11
+    gate.clear()
+    first = asyncio.create_task(cache.answer("k", functools.partial(answer, 5, True)))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(cache.answer("k", functools.partial(answer, 6)))
+    await asyncio.sleep(0)
+    assert not second.done()
+    gate.set()
+    assert b'"n":5' in (await first).body
+    assert b'"n":5' in (await second).body
