@@ -41,6 +41,7 @@ from platform_api.routes import (
     registry_devices,
     registry_edges,
     registry_places,
+    reports,
     telemetry,
     users,
 )
@@ -65,6 +66,7 @@ ROUTERS = (
     ledger_import.router,
     telemetry.router,
     kpi.router,
+    reports.router,
 )
 
 _HOUR_S = 3600.0

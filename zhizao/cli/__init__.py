@@ -17,6 +17,7 @@ from zhizao.cli import (
     ingest,
     kpi,
     registry,
+    report,
     rollup,
     sim,
     users,
@@ -39,6 +40,7 @@ app.add_typer(ingest.app, name="ingest")
 app.add_typer(rollup.app, name="rollup")
 kpi.app.command("anomalies")(anomalies.anomalies_command)
 app.add_typer(kpi.app, name="kpi")
+app.add_typer(report.app, name="report")
 app.add_typer(api.app, name="api")
 app.add_typer(users.app, name="users")
 app.add_typer(users.tokens_app, name="tokens")

@@ -598,6 +598,25 @@ async def networking_rates(
     return aggregate(Kind.NETWORKING, parts, facts, group_by, scope)
 
 
+async def covered_days(
+    conn: Conn, first: date, last: date, *, within: Within | None = None
+) -> int:
+    """Days of first..last with a day rollup of any device of ``within``'s enterprises
+    (a report's data coverage)."""
+    params: dict[str, Any] = {"first": first, "last": last}
+    restricted = _within(within, params)
+    query = sql.SQL(
+        """
+        SELECT count(DISTINCT r.day) FROM rollup_device_day r
+        JOIN device d ON d.id = r.device_id JOIN enterprise e ON e.id = d.enterprise_id
+        WHERE r.day >= %(first)s AND r.day <= %(last)s AND {}
+        """
+    ).format(restricted)
+    cur = await conn.execute(query, params)
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def networking_series_parts(
     conn: Conn, first: date, last: date, every: Every, *, within: Within | None = None
 ) -> dict[date, dict[str, RateParts]]:

@@ -1,0 +1,283 @@
+"""The networking-rate report as files: XLSX (a cover sheet and one sheet per table,
+Chinese headers over English ones), CSV (UTF-8 with a BOM, so that Excel on a Chinese
+Windows opens it as such) and plain data for JSON.
+
+Rates are written as numbers with a percent format, never as text, so that a reader
+can sort and sum them; times in the enterprise's zone with its offset.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Any
+from zoneinfo import ZoneInfo
+
+from openpyxl import Workbook
+from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.utils import get_column_letter
+
+from zhizao.networking import Evidence, Kind, Method, Scope
+from zhizao.report import BREAKDOWNS, EnterpriseRow, NcRow, NetworkingReport, RateRow
+
+RATE = "0.0%"
+CHANGE = '+0.0" pp";-0.0" pp";0.0" pp"'
+COUNT = "#,##0"
+_HEADER_FILL = PatternFill("solid", fgColor="DDE6F0")
+_SCOPE_ZH = {s: s.label_zh for s in Scope}
+_KIND_ZH = {Kind.NC: "数控化率", Kind.NC_KEY_PROCESS: "关键工序数控化率"}
+_KIND_EN = {Kind.NC: "NC rate", Kind.NC_KEY_PROCESS: "key-process NC rate"}
+_BREAKDOWN_ZH = {b.key: b.zh for b in BREAKDOWNS}
+
+
+@dataclass(frozen=True)
+class Column:
+    zh: str
+    en: str
+    value: Callable[[Any], object]
+    fmt: str | None = None
+    width: int = 14
+
+
+def _yes(flag: bool) -> str:
+    return "是" if flag else "否"
+
+
+def _pp(change: float | None) -> float | None:
+    # Percentage points as a number the CHANGE format shows as "+1.2 pp".
+    return None if change is None else change * 100
+
+
+RATE_COLUMNS = (
+    Column("分组代码", "group code", lambda r: r.group, width=14),
+    Column("名称", "name", lambda r: r.name, width=24),
+    Column("企业范围", "enterprise scope", lambda r: _SCOPE_ZH[r.scope], width=12),
+    Column("企业数", "enterprises", lambda r: r.enterprises, COUNT, 9),
+    Column("联网设备·日", "networked device-days", lambda r: r.numerator, COUNT),
+    Column("在役生产设备·日", "in-service production device-days", lambda r: r.denominator, COUNT),
+    Column("联网率(合计口径)", "rate, ratio of sums", lambda r: r.rate, RATE),
+    Column("联网率(企业平均口径)", "rate, mean of enterprise rates", lambda r: r.mean_rate, RATE),
+    Column("上期联网率", "previous period's rate", lambda r: r.previous_rate, RATE),
+    Column("变化(百分点)", "change (percentage points)", lambda r: _pp(r.change), CHANGE),
+)
+NC_COLUMNS = (
+    Column("分组维度", "breakdown", lambda r: _BREAKDOWN_ZH[r.breakdown], width=12),
+    Column("指标", "figure", lambda r: _KIND_ZH[r.kind], width=16),
+    Column("分组代码", "group code", lambda r: r.group),
+    Column("名称", "name", lambda r: r.name, width=24),
+    Column("企业范围", "enterprise scope", lambda r: _SCOPE_ZH[r.scope], width=12),
+    Column("企业数", "enterprises", lambda r: r.enterprises, COUNT, 9),
+    Column("数控设备", "NC devices", lambda r: r.numerator, COUNT),
+    Column("在役生产设备", "in-service production devices", lambda r: r.denominator, COUNT),
+    Column("数控化率(合计口径)", "rate, ratio of sums", lambda r: r.rate, RATE),
+    Column("数控化率(企业平均口径)", "rate, mean of enterprise rates", lambda r: r.mean_rate, RATE),
+)
+ENTERPRISE_COLUMNS = (
+    Column("统一社会信用代码", "credit code", lambda e: e.credit_code, width=22),
+    Column("企业名称", "enterprise", lambda e: e.name, width=28),
+    Column("行政区划", "region", lambda e: e.region_code, width=10),
+    Column("行业代码", "industry (GB/T 4754)", lambda e: e.industry_code, width=10),
+    Column("产业集群", "clusters", lambda e: "、".join(e.clusters), width=16),
+    Column("规上", "above designated size", lambda e: _yes(e.above_designated_size), width=8),
+    Column("重点", "key enterprise", lambda e: _yes(e.key_enterprise), width=8),
+    Column("联网设备·日", "networked device-days", lambda e: e.networked_days, COUNT),
+    Column("在役生产设备·日", "in-service production device-days", lambda e: e.device_days, COUNT),
+    Column("联网率", "networking rate", lambda e: e.rate, RATE),
+    Column("上期联网率", "previous period's rate", lambda e: e.previous_rate, RATE),
+    Column("变化(百分点)", "change (percentage points)", lambda e: _pp(e.change), CHANGE),
+    Column("数控设备", "NC devices", lambda e: e.nc_devices, COUNT),
+    Column("在役生产设备", "in-service production devices", lambda e: e.production_devices, COUNT),
+)  # fmt: skip
+def _ranked(column: Column) -> Column:
+    """An enterprise column read from a (rank, enterprise) pair."""
+    return Column(column.zh, column.en, lambda pair: column.value(pair[1]), column.fmt,
+                  column.width)  # fmt: skip
+
+
+BEHIND_COLUMNS = (
+    Column("排名", "rank", lambda pair: pair[0], COUNT, 6),
+    *(_ranked(c) for c in ENTERPRISE_COLUMNS[:12]),
+)
+
+
+def _last_seen(e: Evidence) -> str:
+    if e.last_seen is None:
+        return "从未 never"
+    return e.last_seen.astimezone(ZoneInfo(e.time_zone)).isoformat(timespec="seconds")
+
+
+DEVICE_COLUMNS = (
+    Column("统一社会信用代码", "credit code", lambda e: e.enterprise, width=22),
+    Column("设备编号", "device", lambda e: e.device, width=14),
+    Column("设备名称", "device name", lambda e: e.name, width=22),
+    Column("最后在线(企业当地时间)", "last seen (enterprise's local time)", _last_seen, width=28),
+)
+
+
+@dataclass(frozen=True)
+class Table:
+    key: str
+    zh: str
+    en: str
+    columns: Sequence[Column]
+    rows: Sequence[Any]
+
+
+def tables(report: NetworkingReport) -> list[Table]:
+    """The report's tables in the order of the workbook's sheets."""
+    out = [
+        Table(b.key, b.zh, b.en, RATE_COLUMNS,
+              [r for r in report.networking if r.breakdown == b.key])
+        for b in BREAKDOWNS
+    ]  # fmt: skip
+    out.append(Table("nc", "数控化率", f"NC rate on {report.nc_day}", NC_COLUMNS, report.nc))
+    out.append(Table("enterprises", "企业", "enterprises", ENTERPRISE_COLUMNS, report.enterprises))
+    out.append(Table("behind", "落后企业", "furthest behind", BEHIND_COLUMNS,
+                     list(enumerate(report.behind, start=1))))  # fmt: skip
+    out.append(Table("devices", "未联网设备", f"not networked on {report.period.last}",
+                     DEVICE_COLUMNS, report.not_networked))  # fmt: skip
+    return out
+
+
+TABLE_KEYS = ("city", "county", "cluster", "industry_section", "industry_division", "nc",
+              "enterprises", "behind", "devices")  # fmt: skip
+
+
+def _cover(report: NetworkingReport, zone: ZoneInfo) -> list[tuple[str, str, object]]:
+    p, prev = report.period, report.previous
+    area = report.region or "全省 / 权限范围 all in scope"
+    if report.region and report.region in report.region_names:
+        area = f"{report.region} {report.region_names[report.region]}"
+    coverage = f"{report.covered_days} / {p.days} 天 days"
+    return [
+        ("报表", "report", "设备联网率统计报表 Equipment networking-rate report"),
+        ("统计期间", "period", f"{p.label_zh} ({p.first} – {p.last})"),
+        ("上期", "previous period", f"{prev.label_zh} ({prev.first} – {prev.last})"),
+        ("地区", "region", area),
+        ("产业集群", "cluster", report.cluster or "—"),
+        ("统计口径", "methods",
+         f"合计口径 {Method.RATIO_OF_SUMS.value}: 联网设备·日之和 ÷ 在役生产设备·日之和;"
+         f" 企业平均口径 {Method.MEAN_OF_ENTERPRISE_RATES.value}: 各企业联网率的算术平均"),
+        ("数控化率日期", "NC rate on", f"{report.nc_day}"),
+        ("数据覆盖", "data coverage", coverage),
+        ("权限范围", "caller's scope",
+         "仅含调用者权限范围内的企业 only the enterprises in the caller's scope"
+         if report.restricted else "全部 all"),
+        ("生成时间", "generated",
+         report.generated_at.astimezone(zone).isoformat(timespec="seconds")),
+    ]  # fmt: skip
+
+
+def write_xlsx(report: NetworkingReport, out: IO[bytes], zone: ZoneInfo) -> None:
+    book = Workbook()
+    cover = book.active
+    if cover is None:  # a new workbook always has its first sheet
+        cover = book.create_sheet()
+    cover.title = "封面 Cover"
+    cover.column_dimensions["A"].width = 16
+    cover.column_dimensions["B"].width = 18
+    cover.column_dimensions["C"].width = 90
+    for zh, en, value in _cover(report, zone):
+        cover.append([zh, en, value])
+    for row in cover.iter_rows(min_col=1, max_col=2):
+        for cell in row:
+            cell.font = Font(bold=True)
+    for table in tables(report):
+        sheet = book.create_sheet(f"{table.zh}"[:31])
+        sheet.append([c.zh for c in table.columns])
+        sheet.append([c.en for c in table.columns])
+        for cell in (*sheet[1], *sheet[2]):
+            cell.font = Font(bold=cell.row == 1)
+            cell.fill = _HEADER_FILL
+            cell.alignment = Alignment(wrap_text=True, vertical="center")
+        for i, column in enumerate(table.columns, start=1):
+            sheet.column_dimensions[get_column_letter(i)].width = column.width
+        for item in table.rows:
+            sheet.append([c.value(item) for c in table.columns])
+        for i, column in enumerate(table.columns, start=1):
+            if column.fmt:
+                for (cell,) in sheet.iter_rows(min_row=3, min_col=i, max_col=i):
+                    cell.number_format = column.fmt
+        sheet.freeze_panes = "A3"
+        sheet.auto_filter.ref = f"A2:{get_column_letter(len(table.columns))}{max(sheet.max_row, 2)}"
+    book.save(out)
+
+
+def write_csv(report: NetworkingReport, out: IO[str], table_key: str = "city") -> None:
+    """One table (``TABLE_KEYS``), headers in Chinese and English; UTF-8 BOM first."""
+    [table] = [t for t in tables(report) if t.key == table_key]
+    out.write("\ufeff")
+    writer = csv.writer(out)
+    writer.writerow([f"{c.zh} {c.en}" for c in table.columns])
+    for item in table.rows:
+        writer.writerow([_csv_cell(c.value(item)) for c in table.columns])
+
+
+def _csv_cell(value: object) -> object:
+    # Rates as plain fractions (0.8125), as the API gives them; no thousands marks.
+    return "" if value is None else value
+
+
+def csv_text(report: NetworkingReport, table_key: str = "city") -> str:
+    buffer = io.StringIO(newline="")
+    write_csv(report, buffer, table_key)
+    return buffer.getvalue()
+
+
+def _plain(rows: Iterable[RateRow | NcRow]) -> list[dict[str, object]]:
+    out = []
+    for r in rows:
+        item: dict[str, object] = {
+            "breakdown": r.breakdown, "group": r.group, "name": r.name, "scope": r.scope.value,
+            "enterprises": r.enterprises, "numerator": r.numerator,
+            "denominator": r.denominator, "rate": r.rate, "mean_rate": r.mean_rate,
+        }  # fmt: skip
+        if isinstance(r, NcRow):
+            item["kind"] = r.kind.value
+            item["kind_label"] = f"{_KIND_ZH[r.kind]} {_KIND_EN[r.kind]}"
+        else:
+            item["previous_rate"] = r.previous_rate
+            item["change"] = r.change
+        out.append(item)
+    return out
+
+
+def _enterprise(e: EnterpriseRow) -> dict[str, object]:
+    return {
+        "credit_code": e.credit_code, "name": e.name, "region": e.region_code,
+        "industry": e.industry_code, "clusters": list(e.clusters),
+        "above_designated_size": e.above_designated_size, "key_enterprise": e.key_enterprise,
+        "networked_device_days": e.networked_days, "device_days": e.device_days,
+        "rate": e.rate, "previous_rate": e.previous_rate, "change": e.change,
+        "nc_devices": e.nc_devices, "production_devices": e.production_devices,
+    }  # fmt: skip
+
+
+def plain(report: NetworkingReport, zone: ZoneInfo) -> dict[str, object]:
+    """The report as JSON-ready data (the API's and ``--format json``'s)."""
+    p, prev = report.period, report.previous
+    return {
+        "period": {"kind": p.kind, "label": p.label, "label_zh": p.label_zh,
+                   "first_day": p.first.isoformat(), "last_day": p.last.isoformat()},
+        "previous": {"kind": prev.kind, "label": prev.label, "label_zh": prev.label_zh,
+                     "first_day": prev.first.isoformat(), "last_day": prev.last.isoformat()},
+        "region": report.region, "cluster": report.cluster, "restricted": report.restricted,
+        "generated_at": report.generated_at.astimezone(zone).isoformat(),
+        "covered_days": report.covered_days, "days": p.days, "nc_day": report.nc_day.isoformat(),
+        "networking": _plain(report.networking), "nc": _plain(report.nc),
+        "enterprises": [_enterprise(e) for e in report.enterprises],
+        "behind": [_enterprise(e) for e in report.behind],
+        "not_networked": [
+            {"enterprise": e.enterprise, "device": e.device, "name": e.name,
+             "last_seen": None if e.last_seen is None
+             else e.last_seen.astimezone(ZoneInfo(e.time_zone)).isoformat()}
+            for e in report.not_networked
+        ],
+    }  # fmt: skip
+
+
+def local_now(zone: ZoneInfo) -> datetime:
+    return datetime.now(zone)
