@@ -91,6 +91,8 @@ ENTERPRISE_COLUMNS = (
     Column("数控设备", "NC devices", lambda e: e.nc_devices, COUNT),
     Column("在役生产设备", "in-service production devices", lambda e: e.production_devices, COUNT),
 )  # fmt: skip
+
+
 def _ranked(column: Column) -> Column:
     """An enterprise column read from a (rank, enterprise) pair."""
     return Column(column.zh, column.en, lambda pair: column.value(pair[1]), column.fmt,

@@ -598,9 +598,7 @@ async def networking_rates(
     return aggregate(Kind.NETWORKING, parts, facts, group_by, scope)
 
 
-async def covered_days(
-    conn: Conn, first: date, last: date, *, within: Within | None = None
-) -> int:
+async def covered_days(conn: Conn, first: date, last: date, *, within: Within | None = None) -> int:
     """Days of first..last with a day rollup of any device of ``within``'s enterprises
     (a report's data coverage)."""
     params: dict[str, Any] = {"first": first, "last": last}
