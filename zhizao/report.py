@@ -32,6 +32,7 @@ from zhizao.networking import (
     Scope,
     aggregate,
 )
+from zhizao.oee import Oee, OeeComponents, compute, summed
 from zhizao.storage import kpi
 from zhizao.storage.connection import Conn
 from zhizao.storage.kpi import Within
@@ -359,3 +360,132 @@ def _enterprise_rows(
             )
         )  # fmt: skip
     return out
+
+
+# --- the cluster operator's monthly report ----------------------------------------------
+
+#: Months of the trend, the period's own last month included.
+TREND_MONTHS = 12
+
+
+@dataclass(frozen=True)
+class ClusterEnterpriseRow:
+    credit_code: str
+    name: str
+    networked_days: int
+    device_days: int
+    networking_rate: float | None
+    networking_rank: int | None  # 1 = best; None without in-service devices
+    oee: Oee
+    oee_rank: int | None  # 1 = best; None without planned busy time
+    covered_days: int  # days of the period with rollups of its devices
+
+    @property
+    def coverage(self) -> float | None:
+        """Share of planned busy time with data (1 − offline / PBT)."""
+        c = self.oee.components
+        return None if c.pbt_s <= 0 else 1 - c.offline_s / c.pbt_s
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    first: date
+    last: date
+    networked_days: int
+    device_days: int
+    networking_rate: float | None
+    oee: Oee
+
+
+@dataclass(frozen=True)
+class ClusterReport:
+    period: ReportPeriod
+    cluster: str
+    cluster_name: str
+    generated_at: datetime
+    restricted: bool
+    networking: RateParts
+    oee: Oee
+    enterprises: list[ClusterEnterpriseRow]
+    trend: list[TrendPoint]
+    covered_days: int
+
+
+def _ranks(values: dict[str, float | None]) -> dict[str, int]:
+    """Competition ranks (1, 2, 2, 4), highest first; entries without a value unranked."""
+    ordered = sorted((v, k) for k, v in values.items() if v is not None)
+    ordered.reverse()
+    ranks: dict[str, int] = {}
+    for position, (value, key) in enumerate(ordered, start=1):
+        same = [k for k, r in ranks.items() if values[k] == value]
+        ranks[key] = ranks[same[0]] if same else position
+    return ranks
+
+
+def _month_start(day: date, back: int) -> date:
+    month = day.year * 12 + day.month - 1 - back
+    return date(month // 12, month % 12 + 1, 1)
+
+
+async def cluster_report(
+    conn: Conn,
+    cluster: str,
+    period: ReportPeriod,
+    *,
+    within: Within | None = None,
+    restricted: bool = False,
+    progress: Callable[[str], None] | None = None,
+    now: datetime | None = None,
+) -> ClusterReport:
+    """The cluster's enterprises ranked by networking rate and by OEE over ``period``,
+    the cluster's trend over the last 12 months, and each enterprise's data coverage."""
+    say = progress or (lambda _step: None)
+    narrowed = kpi.area_filter(None, cluster)
+    area = narrowed if within is None else kpi.restrict(within, narrowed)
+    names = await kpi.group_names(conn, GroupBy.CLUSTER, only=[cluster])
+    if cluster not in names:
+        raise InvalidValue("cluster", cluster, "is not a registered industrial cluster")
+    say("企业 enterprises")
+    facts = await kpi.enterprise_facts(conn, within=area)
+    say(f"联网率 networking rate, {period.label}")
+    parts = await kpi.networking_parts(conn, period.first, period.last, within=area)
+    say(f"OEE, {period.label}")
+    scope = kpi.OeeScope(kpi.Level.CLUSTER, cluster)
+    report = await kpi.oee_for_days(conn, scope, period.first, period.last, within=area)
+    by_enterprise: dict[str, list[OeeComponents]] = {}
+    for device in report.devices:
+        by_enterprise.setdefault(device.enterprise, []).append(device.components)
+    covered = await kpi.covered_days_by_enterprise(conn, period.first, period.last, within=area)
+    oees = {cc: compute(summed(by_enterprise.get(cc, []))) for cc in facts}
+    rates = {cc: parts.get(cc, RateParts()).rate for cc in facts}
+    net_rank = _ranks(rates)
+    oee_rank = _ranks({cc: o.oee for cc, o in oees.items()})
+    rows = [
+        ClusterEnterpriseRow(
+            cc, facts[cc].name, parts.get(cc, RateParts()).numerator,
+            parts.get(cc, RateParts()).denominator, rates[cc], net_rank.get(cc), oees[cc],
+            oee_rank.get(cc), covered.get(cc, 0),
+        )
+        for cc in facts
+    ]  # fmt: skip
+    rows.sort(key=lambda r: (r.networking_rank or 10**9, r.oee_rank or 10**9, r.credit_code))
+    say(f"近 {TREND_MONTHS} 个月趋势 trend over {TREND_MONTHS} months")
+    first = _month_start(period.last, TREND_MONTHS - 1)
+    series = await kpi.networking_series_parts(conn, first, period.last, kpi.Every.MONTH,
+                                               within=area)  # fmt: skip
+    oee_months = await kpi.oee_series(conn, scope, first, period.last, kpi.Every.MONTH,
+                                      within=area)  # fmt: skip
+    trend = []
+    for month in oee_months:
+        assert isinstance(month.start, date)  # noqa: S101 - a series of days
+        assert isinstance(month.end, date)  # noqa: S101
+        total = sum((p for p in series.get(month.start, {}).values() if p.denominator), RateParts())
+        trend.append(TrendPoint(month.start, month.end, total.numerator, total.denominator,
+                                total.rate, month.result))  # fmt: skip
+    total = sum((p for p in parts.values() if p.denominator), RateParts())
+    return ClusterReport(
+        period=period, cluster=cluster, cluster_name=names.get(cluster, ""),
+        generated_at=now or datetime.now(UTC), restricted=restricted, networking=total,
+        oee=report.result, enterprises=rows, trend=trend,
+        covered_days=await kpi.covered_days(conn, period.first, period.last, within=area),
+    )  # fmt: skip

@@ -21,7 +21,15 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
 from zhizao.networking import Evidence, Kind, Method, Scope
-from zhizao.report import BREAKDOWNS, EnterpriseRow, NcRow, NetworkingReport, RateRow
+from zhizao.oee import Oee
+from zhizao.report import (
+    BREAKDOWNS,
+    ClusterReport,
+    EnterpriseRow,
+    NcRow,
+    NetworkingReport,
+    RateRow,
+)
 
 RATE = "0.0%"
 CHANGE = '+0.0" pp";-0.0" pp";0.0" pp"'
@@ -174,48 +182,13 @@ def _cover(report: NetworkingReport, zone: ZoneInfo) -> list[tuple[str, str, obj
 
 
 def write_xlsx(report: NetworkingReport, out: IO[bytes], zone: ZoneInfo) -> None:
-    book = Workbook()
-    cover = book.active
-    if cover is None:  # a new workbook always has its first sheet
-        cover = book.create_sheet()
-    cover.title = "封面 Cover"
-    cover.column_dimensions["A"].width = 16
-    cover.column_dimensions["B"].width = 18
-    cover.column_dimensions["C"].width = 90
-    for zh, en, value in _cover(report, zone):
-        cover.append([zh, en, value])
-    for row in cover.iter_rows(min_col=1, max_col=2):
-        for cell in row:
-            cell.font = Font(bold=True)
-    for table in tables(report):
-        sheet = book.create_sheet(f"{table.zh}"[:31])
-        sheet.append([c.zh for c in table.columns])
-        sheet.append([c.en for c in table.columns])
-        for cell in (*sheet[1], *sheet[2]):
-            cell.font = Font(bold=cell.row == 1)
-            cell.fill = _HEADER_FILL
-            cell.alignment = Alignment(wrap_text=True, vertical="center")
-        for i, column in enumerate(table.columns, start=1):
-            sheet.column_dimensions[get_column_letter(i)].width = column.width
-        for item in table.rows:
-            sheet.append([c.value(item) for c in table.columns])
-        for i, column in enumerate(table.columns, start=1):
-            if column.fmt:
-                for (cell,) in sheet.iter_rows(min_row=3, min_col=i, max_col=i):
-                    cell.number_format = column.fmt
-        sheet.freeze_panes = "A3"
-        sheet.auto_filter.ref = f"A2:{get_column_letter(len(table.columns))}{max(sheet.max_row, 2)}"
-    book.save(out)
+    _book(_cover(report, zone), tables(report), out)
 
 
 def write_csv(report: NetworkingReport, out: IO[str], table_key: str = "city") -> None:
     """One table (``TABLE_KEYS``), headers in Chinese and English; UTF-8 BOM first."""
     [table] = [t for t in tables(report) if t.key == table_key]
-    out.write("\ufeff")
-    writer = csv.writer(out)
-    writer.writerow([f"{c.zh} {c.en}" for c in table.columns])
-    for item in table.rows:
-        writer.writerow([_csv_cell(c.value(item)) for c in table.columns])
+    _write_table(table, out)
 
 
 def _csv_cell(value: object) -> object:
@@ -283,3 +256,157 @@ def plain(report: NetworkingReport, zone: ZoneInfo) -> dict[str, object]:
 
 def local_now(zone: ZoneInfo) -> datetime:
     return datetime.now(zone)
+
+
+# --- the cluster operator's monthly report ----------------------------------------------
+
+CLUSTER_ENTERPRISE_COLUMNS = (
+    Column("联网率排名", "rank, networking", lambda e: e.networking_rank, COUNT, 10),
+    Column("OEE排名", "rank, OEE", lambda e: e.oee_rank, COUNT, 9),
+    Column("统一社会信用代码", "credit code", lambda e: e.credit_code, width=22),
+    Column("企业名称", "enterprise", lambda e: e.name, width=28),
+    Column("联网设备·日", "networked device-days", lambda e: e.networked_days, COUNT),
+    Column("在役生产设备·日", "in-service production device-days", lambda e: e.device_days, COUNT),
+    Column("设备联网率", "networking rate", lambda e: e.networking_rate, RATE),
+    Column("OEE", "OEE", lambda e: e.oee.oee, RATE, 9),
+    Column("时间开动率 A", "availability", lambda e: e.oee.availability, RATE),
+    Column("性能开动率 P", "performance", lambda e: e.oee.performance, RATE),
+    Column("合格品率 Q", "quality", lambda e: e.oee.quality, RATE),
+    Column("数据覆盖率", "data coverage (planned time with data)", lambda e: e.coverage, RATE),
+    Column("有数据天数", "days with data", lambda e: e.covered_days, COUNT),
+)
+TREND_COLUMNS = (
+    Column("月份", "month", lambda t: f"{t.first:%Y-%m}", width=10),
+    Column("联网设备·日", "networked device-days", lambda t: t.networked_days, COUNT),
+    Column("在役生产设备·日", "in-service production device-days", lambda t: t.device_days, COUNT),
+    Column("设备联网率", "networking rate", lambda t: t.networking_rate, RATE),
+    Column("OEE", "OEE", lambda t: t.oee.oee, RATE, 9),
+    Column("时间开动率 A", "availability", lambda t: t.oee.availability, RATE),
+    Column("性能开动率 P", "performance", lambda t: t.oee.performance, RATE),
+    Column("合格品率 Q", "quality", lambda t: t.oee.quality, RATE),
+)
+CLUSTER_TABLE_KEYS = ("enterprises", "trend")
+
+
+def cluster_tables(report: ClusterReport) -> list[Table]:
+    return [
+        Table("enterprises", "企业排名", "enterprises ranked", CLUSTER_ENTERPRISE_COLUMNS,
+              report.enterprises),
+        Table("trend", "月度趋势", "trend by month", TREND_COLUMNS, report.trend),
+    ]  # fmt: skip
+
+
+def _cluster_cover(report: ClusterReport, zone: ZoneInfo) -> list[tuple[str, str, object]]:
+    p = report.period
+    return [
+        ("报表", "report", "产业集群月度报告 Industrial cluster's monthly report"),
+        ("产业集群", "cluster", f"{report.cluster} {report.cluster_name}".strip()),
+        ("统计期间", "period", f"{p.label_zh} ({p.first} – {p.last})"),
+        ("设备联网率", "networking rate", report.networking.rate),
+        ("OEE", "OEE", report.oee.oee),
+        ("企业数", "enterprises", len(report.enterprises)),
+        ("数据覆盖", "data coverage", f"{report.covered_days} / {p.days} 天 days"),
+        ("排名口径", "ranking",
+         "联网率: 联网设备·日 ÷ 在役生产设备·日; OEE: 合格品理想时间 ÷ 计划开动时间; 并列同名次"
+         " ties share a rank"),
+        ("权限范围", "caller's scope",
+         "仅含调用者权限范围内的企业 only the enterprises in the caller's scope"
+         if report.restricted else "全部 all"),
+        ("生成时间", "generated",
+         report.generated_at.astimezone(zone).isoformat(timespec="seconds")),
+    ]  # fmt: skip
+
+
+def _book(cover_rows: list[tuple[str, str, object]], sheets: list[Table], out: IO[bytes]) -> None:
+    book = Workbook()
+    cover = book.active
+    if cover is None:  # a new workbook always has its first sheet
+        cover = book.create_sheet()
+    cover.title = "封面 Cover"
+    for letter, width in (("A", 16), ("B", 18), ("C", 90)):
+        cover.column_dimensions[letter].width = width
+    for zh, en, value in cover_rows:
+        cover.append([zh, en, value])
+        if isinstance(value, float):
+            cover.cell(cover.max_row, 3).number_format = RATE
+            cover.cell(cover.max_row, 3).alignment = Alignment(horizontal="left")
+    for row in cover.iter_rows(min_col=1, max_col=2):
+        for cell in row:
+            cell.font = Font(bold=True)
+    for table in sheets:
+        _sheet(book, table)
+    book.save(out)
+
+
+def _sheet(book: Workbook, table: Table) -> None:
+    sheet = book.create_sheet(table.zh[:31])
+    sheet.append([c.zh for c in table.columns])
+    sheet.append([c.en for c in table.columns])
+    for cell in (*sheet[1], *sheet[2]):
+        cell.font = Font(bold=cell.row == 1)
+        cell.fill = _HEADER_FILL
+        cell.alignment = Alignment(wrap_text=True, vertical="center")
+    for i, column in enumerate(table.columns, start=1):
+        sheet.column_dimensions[get_column_letter(i)].width = column.width
+    for item in table.rows:
+        sheet.append([c.value(item) for c in table.columns])
+    for i, column in enumerate(table.columns, start=1):
+        if column.fmt:
+            for (cell,) in sheet.iter_rows(min_row=3, min_col=i, max_col=i):
+                cell.number_format = column.fmt
+    sheet.freeze_panes = "A3"
+    sheet.auto_filter.ref = f"A2:{get_column_letter(len(table.columns))}{max(sheet.max_row, 2)}"
+
+
+def write_cluster_xlsx(report: ClusterReport, out: IO[bytes], zone: ZoneInfo) -> None:
+    _book(_cluster_cover(report, zone), cluster_tables(report), out)
+
+
+def _write_table(table: Table, out: IO[str]) -> None:
+    out.write("\ufeff")
+    writer = csv.writer(out)
+    writer.writerow([f"{c.zh} {c.en}" for c in table.columns])
+    for item in table.rows:
+        writer.writerow([_csv_cell(c.value(item)) for c in table.columns])
+
+
+def cluster_csv_text(report: ClusterReport, table_key: str = "enterprises") -> str:
+    [table] = [t for t in cluster_tables(report) if t.key == table_key]
+    buffer = io.StringIO(newline="")
+    _write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def _oee(o: Oee) -> dict[str, object]:
+    return {"oee": o.oee, "availability": o.availability, "performance": o.performance,
+            "quality": o.quality, "planned_busy_s": o.pbt_s, "offline_s": o.components.offline_s,
+            "flags": [str(f) for f in o.flags]}  # fmt: skip
+
+
+def cluster_plain(report: ClusterReport, zone: ZoneInfo) -> dict[str, object]:
+    p = report.period
+    return {
+        "cluster": report.cluster, "cluster_name": report.cluster_name,
+        "period": {"kind": p.kind, "label": p.label, "label_zh": p.label_zh,
+                   "first_day": p.first.isoformat(), "last_day": p.last.isoformat()},
+        "restricted": report.restricted,
+        "generated_at": report.generated_at.astimezone(zone).isoformat(),
+        "covered_days": report.covered_days, "days": p.days,
+        "networking": {"rate": report.networking.rate, "numerator": report.networking.numerator,
+                       "denominator": report.networking.denominator},
+        "oee": _oee(report.oee),
+        "enterprises": [
+            {"credit_code": e.credit_code, "name": e.name, "networking_rank": e.networking_rank,
+             "oee_rank": e.oee_rank, "networked_device_days": e.networked_days,
+             "device_days": e.device_days, "networking_rate": e.networking_rate,
+             "oee": _oee(e.oee), "coverage": e.coverage, "covered_days": e.covered_days}
+            for e in report.enterprises
+        ],
+        "trend": [
+            {"month": f"{t.first:%Y-%m}", "first_day": t.first.isoformat(),
+             "last_day": t.last.isoformat(), "networked_device_days": t.networked_days,
+             "device_days": t.device_days, "networking_rate": t.networking_rate,
+             "oee": _oee(t.oee)}
+            for t in report.trend
+        ],
+    }  # fmt: skip

@@ -20,9 +20,9 @@ import pytest
 from tests.api.conftest import ApiClient
 from tests.api.matrix import Case
 from tests.api.test_kpi import day_conn
-from tests.api.world import NB1, NB2, WZ
+from tests.api.world import NB1, NB2, NB_MOLD, WZ, WZ_SHOE
 from zhizao.errors import InvalidValue
-from zhizao.report import parse_period
+from zhizao.report import _ranks, parse_period
 from zhizao.storage.connection import Conn
 
 _R = "/api/v1/reports/networking"
@@ -34,8 +34,12 @@ _SCOPE_ZH = {"all": "全部企业", "above_designated_size": "规上企业", "ke
 
 __all__ = ["day_conn"]
 
+_C = "/api/v1/reports/cluster"
+_CLUSTER = {NB1: NB_MOLD, WZ: WZ_SHOE}
+
 CASES = [
     Case("GET", _R, "summary", url=lambda e: f"{_R}?period={MONTH}&region={_COUNTY[e]}"),
+    Case("GET", f"{_C}/{{code}}", "summary", url=lambda e: f"{_C}/{_CLUSTER[e]}?period={MONTH}"),
 ]
 
 
@@ -211,3 +215,76 @@ def test_the_cli_writes_the_same_workbook(api_db_url: str, tmp_path: Path) -> No
     )  # fmt: skip
     assert bad.returncode == 2
     assert "--period" in bad.stderr
+
+
+@pytest.mark.parametrize("persona", ["admin", "op_nb_mold"])
+async def test_the_cluster_report_equals_the_kpi_endpoints(
+    api: ApiClient, day_conn: Conn, persona: str
+) -> None:
+    answer = await api.as_(persona).get(f"{_C}/{NB_MOLD}?period={MONTH}&format=xlsx")
+    assert answer.status_code == 200, answer.text
+    book = openpyxl.load_workbook(io.BytesIO(answer.content))
+    assert book.sheetnames == ["封面 Cover", "企业排名", "月度趋势"]
+    ranked = _sheet(book, "企业排名")
+    rates = await _api(api, persona, f"{_K}/networking?period=month&date=2026-03-01"
+                                     f"&group_by=enterprise&cluster={NB_MOLD}")  # fmt: skip
+    assert {r["统一社会信用代码"] for r in ranked} == {i["group"] for i in rates["items"]}
+    for row in ranked:
+        cc = row["统一社会信用代码"]
+        item = _ratio(rates["items"], cc)
+        oee = (await _api(api, persona, f"{_K}/oee?level=enterprise&code={cc}&period=month"
+                                        "&date=2026-03-01"))["result"]  # fmt: skip
+        assert (row["联网设备·日"], row["在役生产设备·日"], row["设备联网率"]) == (
+            item["numerator"], item["denominator"], _stored(item["rate"]))  # fmt: skip
+        assert (row["OEE"], row["时间开动率 A"], row["性能开动率 P"], row["合格品率 Q"]) == (
+            _stored(oee["oee"]), _stored(oee["availability"]), _stored(oee["performance"]),
+            _stored(oee["quality"]))  # fmt: skip
+        assert row["数据覆盖率"] == _stored(1 - oee["offline_s"] / oee["planned_busy_s"])
+        assert row["有数据天数"] == 1  # the world's one day of facts
+        assert (row["联网率排名"], row["OEE排名"]) == (1, 1)
+    # The trend: twelve months up to the period's, each the series endpoints' point.
+    trend = _sheet(book, "月度趋势")
+    assert [r["月份"] for r in trend][:2] == ["2025-04", "2025-05"]
+    assert [r["月份"] for r in trend][-1] == "2026-03"
+    span = "period=custom&start=2025-04-01&end=2026-03-31&every=month"
+    net = await _api(api, persona, f"{_K}/networking/series?{span}&cluster={NB_MOLD}"
+                                   "&group_by=cluster")  # fmt: skip
+    oee_series = await _api(api, persona, f"{_K}/oee/series?level=cluster&code={NB_MOLD}&{span}")
+    assert len(trend) == len(net["points"]) == len(oee_series["points"]) == 12
+    for row, point, oee_point in zip(trend, net["points"], oee_series["points"], strict=True):
+        item = _ratio(point["items"], NB_MOLD)
+        assert (row["联网设备·日"], row["在役生产设备·日"], row["设备联网率"]) == (
+            item["numerator"], item["denominator"], _stored(item["rate"]))  # fmt: skip
+        assert row["OEE"] == _stored(oee_point["result"]["oee"])
+    # JSON and CSV carry the same; another cluster of the operator's is out of reach.
+    data = await _api(api, persona, f"{_C}/{NB_MOLD}?period={MONTH}")
+    assert _stored(data["enterprises"][0]["networking_rate"]) == ranked[0]["设备联网率"]
+    if persona == "op_nb_mold":
+        assert (await api.as_(persona).get(f"{_C}/{WZ_SHOE}?period={MONTH}")).status_code == 404
+    bad = await api.as_(persona).get(f"{_C}/{NB_MOLD}?period=March")
+    assert bad.status_code == 422
+
+
+def test_ties_share_a_rank_and_enterprises_without_a_figure_have_none() -> None:
+    assert _ranks({"a": 0.5, "b": 0.9, "c": 0.5, "d": None, "e": 0.1}) == {
+        "b": 1, "a": 2, "c": 2, "e": 4}  # fmt: skip
+
+
+def test_the_cli_writes_the_cluster_report(api_db_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "集群.xlsx"
+    done = subprocess.run(
+        [sys.executable, "-m", "zhizao.cli", "report", "cluster", NB_MOLD, "--period", MONTH,
+         "--format", "xlsx", "--out", str(out), "--db-url", api_db_url],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    cover = {row[0]: row[2] for row in openpyxl.load_workbook(out)["封面 Cover"].iter_rows(
+        values_only=True)}  # fmt: skip
+    assert cover["产业集群"].startswith(NB_MOLD)
+    missing = subprocess.run(
+        [sys.executable, "-m", "zhizao.cli", "report", "cluster", "NO-SUCH", "--period", MONTH,
+         "--format", "json", "--db-url", api_db_url],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert missing.returncode == 2
+    assert "NO-SUCH" in missing.stderr

@@ -599,8 +599,8 @@ async def networking_rates(
 
 
 async def covered_days(conn: Conn, first: date, last: date, *, within: Within | None = None) -> int:
-    """Days of first..last with a day rollup of any device of ``within``'s enterprises
-    (a report's data coverage)."""
+    """Days of first..last on which any device of ``within``'s enterprises sent data (a
+    good point or an online report: a networked day), a report's data coverage."""
     params: dict[str, Any] = {"first": first, "last": last}
     restricted = _within(within, params)
     query = sql.SQL(
@@ -608,11 +608,32 @@ async def covered_days(conn: Conn, first: date, last: date, *, within: Within | 
         SELECT count(DISTINCT r.day) FROM rollup_device_day r
         JOIN device d ON d.id = r.device_id JOIN enterprise e ON e.id = d.enterprise_id
         WHERE r.day >= %(first)s AND r.day <= %(last)s AND {}
+          AND (r.good_points > 0 OR r.online_reported)
         """
     ).format(restricted)
     cur = await conn.execute(query, params)
     row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+async def covered_days_by_enterprise(
+    conn: Conn, first: date, last: date, *, within: Within | None = None
+) -> dict[str, int]:
+    """Days of first..last on which any of the enterprise's devices sent data, per
+    enterprise (as :func:`covered_days`)."""
+    params: dict[str, Any] = {"first": first, "last": last}
+    restricted = _within(within, params)
+    query = sql.SQL(
+        """
+        SELECT e.credit_code, count(DISTINCT r.day) FROM rollup_device_day r
+        JOIN device d ON d.id = r.device_id JOIN enterprise e ON e.id = d.enterprise_id
+        WHERE r.day >= %(first)s AND r.day <= %(last)s AND {}
+          AND (r.good_points > 0 OR r.online_reported)
+        GROUP BY e.credit_code
+        """
+    ).format(restricted)
+    cur = await conn.execute(query, params)
+    return {str(cc): int(n) for cc, n in await cur.fetchall()}
 
 
 async def networking_series_parts(
