@@ -33,6 +33,7 @@ from platform_api.metrics import ApiMetrics, MetricsMiddleware
 from platform_api.routes import (
     audit,
     auth,
+    federation,
     health,
     kpi,
     ledger_import,
@@ -67,6 +68,7 @@ ROUTERS = (
     telemetry.router,
     kpi.router,
     reports.router,
+    federation.router,
 )
 
 _HOUR_S = 3600.0

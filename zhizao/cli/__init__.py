@@ -14,6 +14,7 @@ from zhizao.cli import (
     contract,
     db,
     edge,
+    federation,
     ingest,
     kpi,
     registry,
@@ -41,6 +42,7 @@ app.add_typer(rollup.app, name="rollup")
 kpi.app.command("anomalies")(anomalies.anomalies_command)
 app.add_typer(kpi.app, name="kpi")
 app.add_typer(report.app, name="report")
+app.add_typer(federation.app, name="federation")
 app.add_typer(api.app, name="api")
 app.add_typer(users.app, name="users")
 app.add_typer(users.tokens_app, name="tokens")
