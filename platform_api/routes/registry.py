@@ -18,12 +18,19 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from psycopg import sql
 from pydantic import BaseModel, Field, ValidationError
 
-from platform_api.audit import audit
-from platform_api.deps import AdminPrincipal, ClientAddr, ConnDep, CurrentPrincipal, Principal
+from platform_api.changes import (
+    Kind,
+    WriterDep,
+    changed,
+    changing,
+    created,
+    shown,
+)
+from platform_api.deps import AdminPrincipal, ConnDep, CurrentPrincipal, Principal
 from platform_api.listing import SortParam, fetch_page, fetch_rows, order_by
 from platform_api.problems import (
     ProblemError,
@@ -130,6 +137,15 @@ async def _region(conn: Conn, code: str) -> RegionPublic | None:
     return region_public(rows[0]) if rows else None
 
 
+async def _read_region(conn: Conn, _: None, code: str) -> RegionPublic | None:
+    return await _region(conn, code)
+
+
+REGION: Kind[None, RegionPublic] = Kind(
+    "region", "region", "SELECT 1 FROM region WHERE code = %(code)s FOR UPDATE", _read_region
+)
+
+
 @router.get(
     "/regions",
     response_model=Page[RegionPublic],
@@ -186,10 +202,7 @@ async def list_regions(
     responses=problem_responses(401, 404, 422),
 )
 async def get_region(*, code: RegionPath, _: CurrentPrincipal, conn: ConnDep) -> RegionPublic:
-    region = await _region(conn, code)
-    if region is None:
-        raise not_found("region", code)
-    return region
+    return await shown(conn, REGION, None, code)
 
 
 @router.post(
@@ -199,14 +212,8 @@ async def get_region(*, code: RegionPath, _: CurrentPrincipal, conn: ConnDep) ->
     summary="新建行政区划 Create a region (admin)",
     responses=problem_responses(401, 403, 409, 422),
 )
-async def create_region(
-    *,
-    request: Request,
-    body: RegionCreate,
-    principal: AdminPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
-) -> RegionPublic:
+async def create_region(*, body: RegionCreate, _: AdminPrincipal, w: WriterDep) -> RegionPublic:
+    conn = w.conn
     try:
         region = Region(code=body.code, name=body.name)
     except ValidationError as exc:
@@ -221,20 +228,7 @@ async def create_region(
             f"its parent region {parent} is not in the registry; create it first",
         )
     await upsert_regions(conn, [region])
-    created = await _region(conn, region.code)
-    assert created is not None  # noqa: S101 - inserted just above
-    await audit(
-        conn,
-        request,
-        principal,
-        "create",
-        addr=addr,
-        object_type="region",
-        object_key=region.code,
-        after=created.model_dump(mode="json"),
-        status=201,
-    )
-    return created
+    return await created(w, REGION, None, region.code)
 
 
 @router.patch(
@@ -245,36 +239,18 @@ async def create_region(
 )
 async def update_region(
     *,
-    request: Request,
     code: RegionPath,
     body: RegionUpdate,
-    principal: AdminPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
+    _: AdminPrincipal,
+    w: WriterDep,
 ) -> RegionPublic:
-    before = await _region(conn, code)
-    if before is None:
-        raise not_found("region", code)
+    before = await changing(w, REGION, None, code)
     try:
         region = Region(code=code, name=body.name)
     except ValidationError as exc:
         raise validation_problem(exc) from exc
-    await upsert_regions(conn, [region])
-    after = await _region(conn, code)
-    assert after is not None  # noqa: S101 - it existed a moment ago, in this transaction
-    await audit(
-        conn,
-        request,
-        principal,
-        "update",
-        addr=addr,
-        object_type="region",
-        object_key=code,
-        before=before.model_dump(mode="json"),
-        after=after.model_dump(mode="json"),
-        status=200,
-    )
-    return after
+    await upsert_regions(w.conn, [region])
+    return await changed(w, REGION, None, code, before)
 
 
 # --- clusters --------------------------------------------------------------------------
@@ -327,6 +303,15 @@ async def _cluster(
         conn, select=_CLUSTER_SELECT, source=_CLUSTER_SOURCE, where=where, params=params
     )
     return ClusterPublic(**rows[0]) if rows else None
+
+
+async def _read_cluster(conn: Conn, _: None, code: str) -> ClusterPublic | None:
+    return await _cluster(conn, code)
+
+
+CLUSTER: Kind[None, ClusterPublic] = Kind(
+    "cluster", "cluster", "SELECT id FROM cluster WHERE code = %(code)s FOR UPDATE", _read_cluster
+)
 
 
 async def _check_region(conn: Conn, field: str, code: str) -> None:
@@ -409,31 +394,11 @@ async def _store_cluster(conn: Conn, data: dict[str, Any]) -> Cluster:
     summary="新建产业集群 Create a cluster (admin)",
     responses=problem_responses(401, 403, 409, 422),
 )
-async def create_cluster(
-    *,
-    request: Request,
-    body: ClusterCreate,
-    principal: AdminPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
-) -> ClusterPublic:
-    if await _cluster(conn, body.code) is not None:
+async def create_cluster(*, body: ClusterCreate, _: AdminPrincipal, w: WriterDep) -> ClusterPublic:
+    if await _cluster(w.conn, body.code) is not None:
         raise ProblemError(409, f"cluster {body.code!r} exists", kind="conflict")
-    cluster = await _store_cluster(conn, body.model_dump())
-    created = await _cluster(conn, cluster.code)
-    assert created is not None  # noqa: S101 - stored just above
-    await audit(
-        conn,
-        request,
-        principal,
-        "create",
-        addr=addr,
-        object_type="cluster",
-        object_key=cluster.code,
-        after=created.model_dump(mode="json"),
-        status=201,
-    )
-    return created
+    cluster = await _store_cluster(w.conn, body.model_dump())
+    return await created(w, CLUSTER, None, cluster.code)
 
 
 @router.patch(
@@ -444,33 +409,15 @@ async def create_cluster(
 )
 async def update_cluster(
     *,
-    request: Request,
     code: ClusterPath,
     body: ClusterUpdate,
-    principal: AdminPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
+    _: AdminPrincipal,
+    w: WriterDep,
 ) -> ClusterPublic:
-    before = await _cluster(conn, code)
-    if before is None:
-        raise not_found("cluster", code)
+    before = await changing(w, CLUSTER, None, code)
     current = before.model_dump(exclude={"region_name"})
-    await _store_cluster(conn, {**current, **body.model_dump(exclude_unset=True)})
-    after = await _cluster(conn, code)
-    assert after is not None  # noqa: S101 - it existed a moment ago, in this transaction
-    await audit(
-        conn,
-        request,
-        principal,
-        "update",
-        addr=addr,
-        object_type="cluster",
-        object_key=code,
-        before=before.model_dump(mode="json"),
-        after=after.model_dump(mode="json"),
-        status=200,
-    )
-    return after
+    await _store_cluster(w.conn, {**current, **body.model_dump(exclude_unset=True)})
+    return await changed(w, CLUSTER, None, code, before)
 
 
 # --- enterprises -----------------------------------------------------------------------
@@ -641,6 +588,19 @@ async def get_enterprise(
     return found
 
 
+async def _read_enterprise(conn: Conn, _: None, credit_code: str) -> EnterprisePublic | None:
+    return await _enterprise(conn, credit_code)
+
+
+ENTERPRISE: Kind[None, EnterprisePublic] = Kind(
+    "enterprise",
+    "enterprise",
+    "SELECT id FROM enterprise WHERE credit_code = upper(%(code)s) FOR UPDATE",
+    _read_enterprise,
+    key=lambda _, credit_code: credit_code.upper(),
+)
+
+
 async def _store_enterprise(conn: Conn, data: dict[str, Any]) -> Enterprise:
     try:
         ent = Enterprise.model_validate(data)
@@ -662,13 +622,9 @@ async def _store_enterprise(conn: Conn, data: dict[str, Any]) -> Enterprise:
     responses=problem_responses(401, 403, 409, 422),
 )
 async def create_enterprise(
-    *,
-    request: Request,
-    body: EnterpriseCreate,
-    principal: AdminPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
+    *, body: EnterpriseCreate, _: AdminPrincipal, w: WriterDep
 ) -> EnterprisePublic:
+    conn = w.conn
     data = body.model_dump()
     data["cluster_codes"] = tuple(dict.fromkeys(body.cluster_codes))
     try:
@@ -678,20 +634,7 @@ async def create_enterprise(
     if await _enterprise(conn, credit) is not None:
         raise ProblemError(409, f"enterprise {credit} exists", kind="conflict")
     ent = await _store_enterprise(conn, data)
-    created = await _enterprise(conn, ent.credit_code)
-    assert created is not None  # noqa: S101 - stored just above
-    await audit(
-        conn,
-        request,
-        principal,
-        "create",
-        addr=addr,
-        object_type="enterprise",
-        object_key=ent.credit_code,
-        after=created.model_dump(mode="json"),
-        status=201,
-    )
-    return created
+    return await created(w, ENTERPRISE, None, ent.credit_code)
 
 
 @router.patch(
@@ -702,33 +645,15 @@ async def create_enterprise(
 )
 async def update_enterprise(
     *,
-    request: Request,
     credit_code: CreditCodePath,
     body: EnterpriseUpdate,
-    principal: AdminPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
+    _: AdminPrincipal,
+    w: WriterDep,
 ) -> EnterprisePublic:
-    before = await _enterprise(conn, credit_code)
-    if before is None:
-        raise not_found("enterprise", credit_code)
+    before = await changing(w, ENTERPRISE, None, credit_code)
     current = before.model_dump(exclude={"region_name", "tags_label", "created_at", "updated_at"})
     change = body.model_dump(exclude_unset=True)
     if change.get("cluster_codes") is not None:
         change["cluster_codes"] = tuple(dict.fromkeys(change["cluster_codes"]))
-    await _store_enterprise(conn, {**current, **change})
-    after = await _enterprise(conn, credit_code)
-    assert after is not None  # noqa: S101 - it existed a moment ago, in this transaction
-    await audit(
-        conn,
-        request,
-        principal,
-        "update",
-        addr=addr,
-        object_type="enterprise",
-        object_key=before.credit_code,
-        before=before.model_dump(mode="json"),
-        after=after.model_dump(mode="json"),
-        status=200,
-    )
-    return after
+    await _store_enterprise(w.conn, {**current, **change})
+    return await changed(w, ENTERPRISE, None, credit_code, before)
