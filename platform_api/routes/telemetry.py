@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Path, Query
@@ -382,6 +382,18 @@ def _zone(ref: store.EnterpriseRef) -> ZoneInfo:
     return ZoneInfo(ref.time_zone)
 
 
+def _span(ref: store.EnterpriseRef, start: datetime, end: datetime) -> dict[str, Any]:
+    """The fields every answer over a range starts with: whose it is, in which zone,
+    and the range in that zone."""
+    zone = _zone(ref)
+    return {
+        "enterprise": ref.credit_code,
+        "time_zone": ref.time_zone,
+        "start": _local(start, zone),
+        "end": _local(end, zone),
+    }
+
+
 def _local(value: datetime, zone: ZoneInfo) -> datetime:
     return value.astimezone(zone)
 
@@ -507,11 +519,8 @@ async def metric_series(
         start=start, end=end, plan=plan, include_bad=include_bad,
     )  # fmt: skip
     return MetricSeries(
-        enterprise=device.enterprise.credit_code,
+        **_span(device.enterprise, start, end),
         device=device.code,
-        time_zone=device.enterprise.time_zone,
-        start=_local(start, zone),
-        end=_local(end, zone),
         metric=metric,
         bucket_s=plan.width_s,
         include_bad=include_bad,
@@ -547,11 +556,8 @@ async def device_states(
     )
     totals = [(state, timeline.totals[state]) for state in StateClass if state in timeline.totals]
     return StateTimeline(
-        enterprise=device.enterprise.credit_code,
+        **_span(device.enterprise, timeline.start, timeline.end),
         device=device.code,
-        time_zone=device.enterprise.time_zone,
-        start=_local(timeline.start, zone),
-        end=_local(timeline.end, zone),
         intervals=[
             StateInterval(
                 start=_local(i.start, zone), end=_local(i.end, zone), seconds=i.seconds,
@@ -593,11 +599,8 @@ async def device_counts(
         conn, principal.visibility, device, start=start, end=end, plan=plan
     )
     return ProductionCounts(
-        enterprise=device.enterprise.credit_code,
+        **_span(device.enterprise, start, end),
         device=device.code,
-        time_zone=device.enterprise.time_zone,
-        start=_local(start, zone),
-        end=_local(end, zone),
         bucket_s=plan.width_s,
         totals=CountTotals(good=sum(b.good for b in buckets),
                            reject=sum(b.reject for b in buckets)),
@@ -642,11 +645,8 @@ async def device_connectivity(
     )
     events = [e for e in (_connectivity(e, zone) for e in history.events) if e is not None]
     return ConnectivityHistory(
-        enterprise=device.enterprise.credit_code,
+        **_span(device.enterprise, start, end),
         device=device.code,
-        time_zone=device.enterprise.time_zone,
-        start=_local(start, zone),
-        end=_local(end, zone),
         current=_connectivity(history.current, zone),
         at_start=_connectivity(history.at_start, zone),
         events=events,
@@ -687,10 +687,9 @@ async def edge_status(
     )
     current = report.current
     return EdgeStatus(
-        enterprise=edge.enterprise.credit_code,
+        **_span(edge.enterprise, start, end),
         edge_id=edge.edge_id,
         name=edge.name,
-        time_zone=edge.enterprise.time_zone,
         online=None if current is None else current.online,
         status_label=(
             "无数据 Never reported" if current is None else tel.connectivity_label(current.online)
@@ -701,8 +700,6 @@ async def edge_status(
         software=report.software,
         high_seq=report.high_seq,
         messages=report.messages,
-        start=_local(start, zone),
-        end=_local(end, zone),
         history=[_status_record(r, zone) for r in report.history],
         truncated=report.truncated,
     )
@@ -731,9 +728,8 @@ async def edge_gaps(
         conn, principal.visibility, edge, start=start, end=end, limit=limit
     )
     return SequenceGaps(
-        enterprise=edge.enterprise.credit_code,
+        **_span(edge.enterprise, start, end),
         edge_id=edge.edge_id,
-        time_zone=edge.enterprise.time_zone,
         high_seq=report.high_seq,
         messages=report.messages,
         missing=report.open_missing,
@@ -743,8 +739,6 @@ async def edge_gaps(
             for g in report.open_gaps
         ],
         open_truncated=report.open_truncated,
-        start=_local(start, zone),
-        end=_local(end, zone),
         events=[
             SequenceEvent(kind=e.kind, kind_label=tel.SEQUENCE_LABELS.get(e.kind, e.kind),
                           first_seq=e.first_seq, last_seq=e.last_seq, count=e.size,
