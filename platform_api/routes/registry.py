@@ -18,17 +18,20 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 from psycopg import sql
 from pydantic import BaseModel, Field, ValidationError
 
 from platform_api.changes import (
+    ETAG_RESPONSE,
+    IfMatch,
     Kind,
     WriterDep,
     changed,
     changing,
     created,
     shown,
+    tagged,
 )
 from platform_api.deps import AdminPrincipal, ConnDep, CurrentPrincipal, Principal
 from platform_api.listing import SortParam, fetch_page, fetch_rows, order_by
@@ -199,10 +202,12 @@ async def list_regions(
     "/regions/{code}",
     response_model=RegionPublic,
     summary="行政区划 A region",
-    responses=problem_responses(401, 404, 422),
+    responses={**problem_responses(401, 404, 422), **ETAG_RESPONSE},
 )
-async def get_region(*, code: RegionPath, _: CurrentPrincipal, conn: ConnDep) -> RegionPublic:
-    return await shown(conn, REGION, None, code)
+async def get_region(
+    *, code: RegionPath, _: CurrentPrincipal, conn: ConnDep, response: Response
+) -> RegionPublic:
+    return await shown(conn, response, REGION, None, code)
 
 
 @router.post(
@@ -235,7 +240,7 @@ async def create_region(*, body: RegionCreate, _: AdminPrincipal, w: WriterDep) 
     "/regions/{code}",
     response_model=RegionPublic,
     summary="修改行政区划名称 Rename a region (admin)",
-    responses=problem_responses(401, 403, 404, 422),
+    responses={**problem_responses(401, 403, 404, 412, 422), **ETAG_RESPONSE},
 )
 async def update_region(
     *,
@@ -243,8 +248,9 @@ async def update_region(
     body: RegionUpdate,
     _: AdminPrincipal,
     w: WriterDep,
+    if_match: IfMatch = None,
 ) -> RegionPublic:
-    before = await changing(w, REGION, None, code)
+    before = await changing(w, REGION, None, code, if_match)
     try:
         region = Region(code=code, name=body.name)
     except ValidationError as exc:
@@ -366,15 +372,15 @@ async def list_clusters(
     "/clusters/{code}",
     response_model=ClusterPublic,
     summary="产业集群 A cluster",
-    responses=problem_responses(401, 404, 422),
+    responses={**problem_responses(401, 404, 422), **ETAG_RESPONSE},
 )
 async def get_cluster(
-    *, code: ClusterPath, principal: CurrentPrincipal, conn: ConnDep
+    *, code: ClusterPath, principal: CurrentPrincipal, conn: ConnDep, response: Response
 ) -> ClusterPublic:
     cluster = await _cluster(conn, code, principal)
     if cluster is None:
         raise not_found("cluster", code)
-    return cluster
+    return tagged(response, cluster)
 
 
 async def _store_cluster(conn: Conn, data: dict[str, Any]) -> Cluster:
@@ -405,7 +411,7 @@ async def create_cluster(*, body: ClusterCreate, _: AdminPrincipal, w: WriterDep
     "/clusters/{code}",
     response_model=ClusterPublic,
     summary="修改产业集群 Update a cluster (admin)",
-    responses=problem_responses(401, 403, 404, 422),
+    responses={**problem_responses(401, 403, 404, 412, 422), **ETAG_RESPONSE},
 )
 async def update_cluster(
     *,
@@ -413,8 +419,9 @@ async def update_cluster(
     body: ClusterUpdate,
     _: AdminPrincipal,
     w: WriterDep,
+    if_match: IfMatch = None,
 ) -> ClusterPublic:
-    before = await changing(w, CLUSTER, None, code)
+    before = await changing(w, CLUSTER, None, code, if_match)
     current = before.model_dump(exclude={"region_name"})
     await _store_cluster(w.conn, {**current, **body.model_dump(exclude_unset=True)})
     return await changed(w, CLUSTER, None, code, before)
@@ -577,15 +584,15 @@ async def list_enterprises(
     "/enterprises/{credit_code}",
     response_model=EnterprisePublic,
     summary="企业 An enterprise",
-    responses=problem_responses(401, 404, 422),
+    responses={**problem_responses(401, 404, 422), **ETAG_RESPONSE},
 )
 async def get_enterprise(
-    *, credit_code: CreditCodePath, principal: CurrentPrincipal, conn: ConnDep
+    *, credit_code: CreditCodePath, principal: CurrentPrincipal, conn: ConnDep, response: Response
 ) -> EnterprisePublic:
     ref = await readable_enterprise(conn, principal, credit_code)
     found = await _enterprise(conn, ref.credit_code)
     assert found is not None  # noqa: S101 - found through the scope a moment ago
-    return found
+    return tagged(response, found)
 
 
 async def _read_enterprise(conn: Conn, _: None, credit_code: str) -> EnterprisePublic | None:
@@ -641,7 +648,7 @@ async def create_enterprise(
     "/enterprises/{credit_code}",
     response_model=EnterprisePublic,
     summary="修改企业 Update an enterprise (admin)",
-    responses=problem_responses(401, 403, 404, 422),
+    responses={**problem_responses(401, 403, 404, 412, 422), **ETAG_RESPONSE},
 )
 async def update_enterprise(
     *,
@@ -649,8 +656,9 @@ async def update_enterprise(
     body: EnterpriseUpdate,
     _: AdminPrincipal,
     w: WriterDep,
+    if_match: IfMatch = None,
 ) -> EnterprisePublic:
-    before = await changing(w, ENTERPRISE, None, credit_code)
+    before = await changing(w, ENTERPRISE, None, credit_code, if_match)
     current = before.model_dump(exclude={"region_name", "tags_label", "created_at", "updated_at"})
     change = body.model_dump(exclude_unset=True)
     if change.get("cluster_codes") is not None:

@@ -25,11 +25,13 @@ from datetime import date, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from psycopg import sql
 from pydantic import BaseModel, Field, ValidationError
 
 from platform_api.changes import (
+    ETAG_RESPONSE,
+    IfMatch,
     Kind,
     WriterDep,
     changed,
@@ -332,7 +334,7 @@ async def list_devices(
     "/enterprises/{credit_code}/devices/{code}",
     response_model=DevicePublic,
     summary="设备 A device",
-    responses=problem_responses(401, 404, 422),
+    responses={**problem_responses(401, 404, 422), **ETAG_RESPONSE},
 )
 async def get_device(
     *,
@@ -340,9 +342,10 @@ async def get_device(
     code: CodePath,
     principal: CurrentPrincipal,
     conn: ConnDep,
+    response: Response,
 ) -> DevicePublic:
     ent = await readable_enterprise(conn, principal, credit_code)
-    return await shown(conn, DEVICE, ent, code)
+    return await shown(conn, response, DEVICE, ent, code)
 
 
 def _domain(data: dict[str, Any]) -> Device:
@@ -422,7 +425,7 @@ async def _target(
     "/enterprises/{credit_code}/devices/{code}",
     response_model=DevicePublic,
     summary="修改设备(含停用) Update a device, decommission it, or move it",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses={**problem_responses(401, 403, 404, 409, 412, 422), **ETAG_RESPONSE},
 )
 async def update_device(
     *,
@@ -430,10 +433,11 @@ async def update_device(
     code: CodePath,
     body: DeviceUpdate,
     w: WriterDep,
+    if_match: IfMatch = None,
 ) -> DevicePublic:
     conn = w.conn
     ent = await writable_enterprise(conn, w.principal, credit_code)
-    before = await changing(w, DEVICE, ent, code)
+    before = await changing(w, DEVICE, ent, code, if_match)
     change = body.model_dump(exclude_unset=True)
     target = await _target(conn, w.principal, ent, change.pop("enterprise", None))
     current = before.model_dump(

@@ -13,11 +13,13 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from psycopg import sql
 from pydantic import BaseModel, Field, ValidationError
 
 from platform_api.changes import (
+    ETAG_RESPONSE,
+    IfMatch,
     Kind,
     WriterDep,
     changed,
@@ -178,7 +180,7 @@ async def list_edges(
     "/enterprises/{credit_code}/edges/{edge_id}",
     response_model=EdgePublic,
     summary="边缘网关 An edge gateway",
-    responses=problem_responses(401, 404, 422),
+    responses={**problem_responses(401, 404, 422), **ETAG_RESPONSE},
 )
 async def get_edge(
     *,
@@ -186,9 +188,10 @@ async def get_edge(
     edge_id: CodePath,
     principal: CurrentPrincipal,
     conn: ConnDep,
+    response: Response,
 ) -> EdgePublic:
     ent = await readable_enterprise(conn, principal, credit_code)
-    return await shown(conn, EDGE, ent, edge_id)
+    return await shown(conn, response, EDGE, ent, edge_id)
 
 
 @router.post(
@@ -218,7 +221,7 @@ async def create_edge(*, credit_code: CreditCodePath, body: EdgeCreate, w: Write
     "/enterprises/{credit_code}/edges/{edge_id}",
     response_model=EdgePublic,
     summary="修改边缘网关 Update an edge gateway and the devices it serves",
-    responses=problem_responses(401, 403, 404, 422),
+    responses={**problem_responses(401, 403, 404, 412, 422), **ETAG_RESPONSE},
 )
 async def update_edge(
     *,
@@ -226,9 +229,10 @@ async def update_edge(
     edge_id: CodePath,
     body: EdgeUpdate,
     w: WriterDep,
+    if_match: IfMatch = None,
 ) -> EdgePublic:
     ent = await writable_enterprise(w.conn, w.principal, credit_code)
-    before = await changing(w, EDGE, ent, edge_id)
+    before = await changing(w, EDGE, ent, edge_id, if_match)
     current = {"edge_id": edge_id, "name": before.name, "device_codes": before.device_codes}
     change = body.model_dump(exclude_unset=True)
     if "device_codes" in change and change["device_codes"] is None:

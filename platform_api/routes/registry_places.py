@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from psycopg import sql
 from pydantic import BaseModel, Field, ValidationError
 
 from platform_api.changes import (
+    ETAG_RESPONSE,
+    IfMatch,
     Kind,
     P,
     Writer,
@@ -198,7 +200,7 @@ async def list_sites(
     "/enterprises/{credit_code}/sites/{code}",
     response_model=SitePublic,
     summary="厂区/车间 A site",
-    responses=problem_responses(401, 404, 422),
+    responses={**problem_responses(401, 404, 422), **ETAG_RESPONSE},
 )
 async def get_site(
     *,
@@ -206,9 +208,10 @@ async def get_site(
     code: CodePath,
     principal: CurrentPrincipal,
     conn: ConnDep,
+    response: Response,
 ) -> SitePublic:
     ent = await readable_enterprise(conn, principal, credit_code)
-    return await shown(conn, SITE, ent, code)
+    return await shown(conn, response, SITE, ent, code)
 
 
 @router.post(
@@ -238,7 +241,7 @@ async def create_site(*, credit_code: CreditCodePath, body: SiteCreate, w: Write
     "/enterprises/{credit_code}/sites/{code}",
     response_model=SitePublic,
     summary="修改厂区/车间 Rename a site",
-    responses=problem_responses(401, 403, 404, 422),
+    responses={**problem_responses(401, 403, 404, 412, 422), **ETAG_RESPONSE},
 )
 async def update_site(
     *,
@@ -246,9 +249,10 @@ async def update_site(
     code: CodePath,
     body: SiteUpdate,
     w: WriterDep,
+    if_match: IfMatch = None,
 ) -> SitePublic:
     ent = await writable_enterprise(w.conn, w.principal, credit_code)
-    before = await changing(w, SITE, ent, code)
+    before = await changing(w, SITE, ent, code, if_match)
     try:
         site = Site(enterprise=ent.credit_code, code=code, name=body.name)
     except ValidationError as exc:
@@ -342,7 +346,7 @@ async def list_lines(
     "/enterprises/{credit_code}/lines/{code}",
     response_model=LinePublic,
     summary="产线 A line",
-    responses=problem_responses(401, 404, 422),
+    responses={**problem_responses(401, 404, 422), **ETAG_RESPONSE},
 )
 async def get_line(
     *,
@@ -350,9 +354,10 @@ async def get_line(
     code: CodePath,
     principal: CurrentPrincipal,
     conn: ConnDep,
+    response: Response,
 ) -> LinePublic:
     ent = await readable_enterprise(conn, principal, credit_code)
-    return await shown(conn, LINE, ent, code)
+    return await shown(conn, response, LINE, ent, code)
 
 
 async def _site_of(conn: Conn, ent: EnterpriseRef, code: str | None) -> int | None:
@@ -392,7 +397,7 @@ async def create_line(*, credit_code: CreditCodePath, body: LineCreate, w: Write
     "/enterprises/{credit_code}/lines/{code}",
     response_model=LinePublic,
     summary="修改产线 Update a line",
-    responses=problem_responses(401, 403, 404, 422),
+    responses={**problem_responses(401, 403, 404, 412, 422), **ETAG_RESPONSE},
 )
 async def update_line(
     *,
@@ -400,9 +405,10 @@ async def update_line(
     code: CodePath,
     body: LineUpdate,
     w: WriterDep,
+    if_match: IfMatch = None,
 ) -> LinePublic:
     ent = await writable_enterprise(w.conn, w.principal, credit_code)
-    before = await changing(w, LINE, ent, code)
+    before = await changing(w, LINE, ent, code, if_match)
     current = {"name": before.name, "site_code": before.site_code}
     try:
         line = Line(
