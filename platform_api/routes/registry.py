@@ -14,7 +14,6 @@ industries, IANA time zones.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -42,7 +41,7 @@ from platform_api.problems import (
     problem_responses,
     validation_problem,
 )
-from platform_api.schemas import Limit, Offset, Page, RequestBody
+from platform_api.schemas import Limit, LocalTime, Offset, Page, RequestBody
 from platform_api.scope import CreditCodePath, readable_enterprise
 from zhizao import codes
 from zhizao.errors import InvalidValue
@@ -467,8 +466,8 @@ class EnterprisePublic(BaseModel):
     key_enterprise: bool = Field(examples=[True])
     tags_label: str = Field(description="规上 / 重点, as reports show them", examples=["规上/重点"])
     time_zone: str = Field(examples=["Asia/Shanghai"])
-    created_at: datetime = Field(examples=["2026-12-03T09:00:00+08:00"])
-    updated_at: datetime = Field(examples=["2026-12-03T09:00:00+08:00"])
+    created_at: LocalTime = Field(examples=["2026-12-03T09:00:00+08:00"])
+    updated_at: LocalTime = Field(examples=["2026-12-03T09:00:00+08:00"])
 
 
 _ENTERPRISE_SELECT = sql.SQL(

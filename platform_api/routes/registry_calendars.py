@@ -15,7 +15,7 @@ Times are the enterprise's local wall-clock times; validation is
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
@@ -28,7 +28,7 @@ from platform_api.deps import ConnDep, CurrentPrincipal
 from platform_api.listing import SortParam, fetch_page, order_by
 from platform_api.problems import not_found, problem_responses, validation_problem
 from platform_api.routes.registry_places import line_id
-from platform_api.schemas import Limit, Offset, Page, RequestBody
+from platform_api.schemas import Limit, LocalTime, Offset, Page, RequestBody
 from platform_api.scope import (
     CodePath,
     CreditCodePath,
@@ -113,7 +113,7 @@ class CalendarPublic(BaseModel):
     shifts: list[ShiftBody] = Field(default_factory=list)
     holidays: list[HolidayBody] = Field(default_factory=list)
     workdays: list[WorkdayBody] = Field(default_factory=list)
-    updated_at: datetime | None = Field(default=None, examples=["2026-12-03T09:00:00+08:00"])
+    updated_at: LocalTime | None = Field(default=None, examples=["2026-12-03T09:00:00+08:00"])
 
 
 def _public(

@@ -21,7 +21,7 @@ not, the answer is the same 422.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -50,7 +50,7 @@ from platform_api.problems import (
 )
 from platform_api.routes.registry import contains, region_query
 from platform_api.routes.registry_places import line_id, site_id
-from platform_api.schemas import Limit, Offset, Page, RequestBody
+from platform_api.schemas import Limit, LocalTime, Offset, Page, RequestBody
 from platform_api.scope import (
     CodePath,
     CreditCodePath,
@@ -130,7 +130,7 @@ class DevicePublic(BaseModel):
         description="in service today (the enterprise's local day)", examples=[True]
     )
     edge_ids: list[str] = Field(description="edge gateways serving it", examples=[["edge-nb1"]])
-    updated_at: datetime = Field(examples=["2026-12-03T09:00:00+08:00"])
+    updated_at: LocalTime = Field(examples=["2026-12-03T09:00:00+08:00"])
 
 
 _TODAY = "(now() AT TIME ZONE e.time_zone)::date"

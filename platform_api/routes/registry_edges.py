@@ -9,7 +9,6 @@ data; its devices stay in the ledger.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -36,7 +35,7 @@ from platform_api.problems import (
     problem_responses,
     validation_problem,
 )
-from platform_api.schemas import Limit, Offset, Page, RequestBody
+from platform_api.schemas import Limit, LocalTime, Offset, Page, RequestBody
 from platform_api.scope import (
     CodePath,
     CreditCodePath,
@@ -74,7 +73,7 @@ class EdgePublic(BaseModel):
     edge_id: str = Field(examples=["edge-nb1"])
     name: str | None = Field(default=None, examples=["一号线网关"])
     device_codes: list[str] = Field(examples=[["M01", "M02", "M03"]])
-    created_at: datetime = Field(examples=["2026-12-03T09:00:00+08:00"])
+    created_at: LocalTime = Field(examples=["2026-12-03T09:00:00+08:00"])
 
 
 _SELECT = sql.SQL(

@@ -27,6 +27,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 
 from platform_api.deps import ConnDep, CurrentPrincipal, require_raw
 from platform_api.problems import not_found, problem_responses
+from platform_api.schemas import LocalTime
 from zhizao import telemetry as tel
 from zhizao.storage import telemetry as store
 from zhizao.storage.connection import Conn
@@ -119,7 +120,7 @@ _DEFAULT_ROWS = 1000
 
 class MetricLatest(BaseModel):
     metric: str = Field(examples=["spindle_speed"])
-    time: datetime = Field(examples=["2026-03-02T09:41:07.250+08:00"])
+    time: LocalTime = Field(examples=["2026-03-02T09:41:07.250+08:00"])
     value: float = Field(examples=[8200.0])
     quality: Quality = Field(examples=["good"])
 
@@ -155,12 +156,12 @@ class _Ranged(BaseModel):
     enterprise: str = Field(examples=["91330206MA2AGQ1E35"])
     device: str = Field(examples=["M01"])
     time_zone: str = Field(examples=["Asia/Shanghai"])
-    start: datetime = Field(examples=["2026-03-02T08:00:00+08:00"])
-    end: datetime = Field(examples=["2026-03-02T20:00:00+08:00"])
+    start: LocalTime = Field(examples=["2026-03-02T08:00:00+08:00"])
+    end: LocalTime = Field(examples=["2026-03-02T20:00:00+08:00"])
 
 
 class SeriesBucket(BaseModel):
-    start: datetime = Field(
+    start: LocalTime = Field(
         description="the bucket's aligned start", examples=["2026-03-02T08:00:00+08:00"]
     )
     min: float = Field(examples=[7950.0])
@@ -181,8 +182,8 @@ class MetricSeries(_Ranged):
 
 
 class StateInterval(BaseModel):
-    start: datetime = Field(examples=["2026-03-02T08:00:00+08:00"])
-    end: datetime = Field(examples=["2026-03-02T08:42:10+08:00"])
+    start: LocalTime = Field(examples=["2026-03-02T08:00:00+08:00"])
+    end: LocalTime = Field(examples=["2026-03-02T08:42:10+08:00"])
     seconds: float = Field(examples=[2530.0])
     state: StateClass = Field(examples=["RUNNING"])
     state_label: str = Field(examples=["运行 Running"])
@@ -192,7 +193,7 @@ class StateInterval(BaseModel):
         examples=["state"],
     )
     source_label: str = Field(examples=["设备上报 Reported by the device"])
-    since: datetime | None = Field(
+    since: LocalTime | None = Field(
         description="when the transition happened (before start for the one in force at"
         " start; null for none)",
         examples=["2026-03-02T07:15:00+08:00"],
@@ -225,7 +226,7 @@ class StateTimeline(_Ranged):
 
 
 class CountBucket(BaseModel):
-    start: datetime = Field(examples=["2026-03-02T08:00:00+08:00"])
+    start: LocalTime = Field(examples=["2026-03-02T08:00:00+08:00"])
     good: int = Field(examples=[118])
     reject: int = Field(examples=[2])
 
@@ -245,7 +246,7 @@ class ProductionCounts(_Ranged):
 
 
 class ConnectivityEvent(BaseModel):
-    time: datetime = Field(examples=["2026-03-02T10:12:30+08:00"])
+    time: LocalTime = Field(examples=["2026-03-02T10:12:30+08:00"])
     online: bool = Field(examples=[False])
     status_label: str = Field(examples=["离线 Offline"])
     reason: str | None = Field(examples=["OPC UA session lost: BadConnectionClosed"])
@@ -272,7 +273,7 @@ class ConnectivityHistory(_Ranged):
 
 
 class EdgeStatusRecord(BaseModel):
-    time: datetime = Field(examples=["2026-03-02T07:58:00+08:00"])
+    time: LocalTime = Field(examples=["2026-03-02T07:58:00+08:00"])
     online: bool = Field(examples=[True])
     status_label: str = Field(examples=["在线 Online"])
     kind_label: str = Field(examples=["上线 Birth"])
@@ -296,20 +297,20 @@ class EdgeStatus(BaseModel):
         examples=[True],
     )
     status_label: str = Field(examples=["在线 Online"])
-    since: datetime | None = Field(examples=["2026-03-02T07:58:00+08:00"])
-    last_seen: datetime | None = Field(
+    since: LocalTime | None = Field(examples=["2026-03-02T07:58:00+08:00"])
+    last_seen: LocalTime | None = Field(
         description="the later of the last status message and the last data message stored",
         examples=["2026-03-02T09:41:08+08:00"],
     )
-    last_message_at: datetime | None = Field(examples=["2026-03-02T09:41:08+08:00"])
+    last_message_at: LocalTime | None = Field(examples=["2026-03-02T09:41:08+08:00"])
     software: str | None = Field(
         description="named by the edge's last birth (or Will) that named one",
         examples=["zhizao-edge 0.1.0"],
     )
     high_seq: int | None = Field(description="highest sequence number stored", examples=[18341])
     messages: int = Field(description="data messages stored", examples=[18342])
-    start: datetime = Field(examples=["2026-02-01T00:00:00+08:00"])
-    end: datetime = Field(examples=["2026-03-03T00:00:00+08:00"])
+    start: LocalTime = Field(examples=["2026-02-01T00:00:00+08:00"])
+    end: LocalTime = Field(examples=["2026-03-03T00:00:00+08:00"])
     history: list[EdgeStatusRecord] = Field(
         description="births and deaths of the range, in time order", examples=[[_STATUS_EXAMPLE]]
     )
@@ -320,7 +321,7 @@ class SequenceGap(BaseModel):
     first_seq: int = Field(examples=[18200])
     last_seq: int = Field(examples=[18204])
     missing: int = Field(examples=[5])
-    detected_at: datetime = Field(examples=["2026-03-02T09:00:03+08:00"])
+    detected_at: LocalTime = Field(examples=["2026-03-02T09:00:03+08:00"])
 
 
 class SequenceEvent(BaseModel):
@@ -329,7 +330,7 @@ class SequenceEvent(BaseModel):
     first_seq: int = Field(examples=[18200])
     last_seq: int = Field(examples=[18204])
     count: int = Field(examples=[5])
-    detected_at: datetime = Field(examples=["2026-03-02T09:00:03+08:00"])
+    detected_at: LocalTime = Field(examples=["2026-03-02T09:00:03+08:00"])
 
 
 class SequenceGaps(BaseModel):
@@ -345,8 +346,8 @@ class SequenceGaps(BaseModel):
                     "detected_at": "2026-03-02T09:00:03+08:00"}]],
     )  # fmt: skip
     open_truncated: bool = Field(examples=[False])
-    start: datetime = Field(examples=["2026-02-01T00:00:00+08:00"])
-    end: datetime = Field(examples=["2026-03-03T00:00:00+08:00"])
+    start: LocalTime = Field(examples=["2026-02-01T00:00:00+08:00"])
+    end: LocalTime = Field(examples=["2026-03-03T00:00:00+08:00"])
     events: list[SequenceEvent] = Field(
         description="what ingest saw in the range (by detection time): gaps, late, replays",
         examples=[[{"kind": "late", "kind_label": "迟到补齐 Late arrival", "first_seq": 18202,
