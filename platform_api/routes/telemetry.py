@@ -46,7 +46,14 @@ DeviceCode = Annotated[
 EdgeId = Annotated[
     str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$", description="edge gateway id")
 ]
-MetricName = Annotated[str, Path(min_length=1, max_length=128, description="metric name")]
+MetricName = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=128,
+        description="metric name; a '/' in it is sent percent-encoded, as %2F",
+    ),
+]
 
 # A '+' that was not encoded as %2B arrives as a space: "08:00:00 08:00".
 _SPACE_FOR_PLUS = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)$")
@@ -492,7 +499,9 @@ async def enterprise_latest(
 
 
 @router.get(
-    "/enterprises/{credit_code}/devices/{code}/metrics/{metric}/series",
+    # ``:path``: a metric name may hold '/' (``spindle/temp``), sent as %2F or as is;
+    # the path is matched decoded, so a plain segment would never reach the route.
+    "/enterprises/{credit_code}/devices/{code}/metrics/{metric:path}/series",
     response_model=MetricSeries,
     summary="指标时序(降采样) A metric's series, downsampled",
     responses=_RAW_RESPONSES,
