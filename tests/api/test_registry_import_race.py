@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from platform_api.security import hash_password
-from tests.api.conftest import ApiClient
+from tests.api.conftest import ApiClient, waiting_for_locks
 from tests.api.test_registry import scalar
 from tests.api.world import NB1, NB2, PASSWORD
 from zhizao.access import Grant, Role
@@ -40,19 +40,6 @@ def _edge_csv(credit_code: str, device: str) -> bytes:
     return f"网关编号,统一社会信用代码,服务设备\n{EDGE},{credit_code},{device}\n".encode()
 
 
-async def _waiting_for_locks(db_url: str, count: int) -> None:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        for _ in range(500):
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            ).fetchone()
-            if row is not None and row[0] >= count:
-                return
-            await asyncio.sleep(0.02)
-    raise AssertionError(f"{count} sessions never waited")
-
-
 async def test_two_concurrent_uploads_of_one_new_edge_id_give_it_to_one(
     api: ApiClient, api_db_url: str
 ) -> None:
@@ -69,7 +56,7 @@ async def test_two_concurrent_uploads_of_one_new_edge_id_give_it_to_one(
             )
             for ent, (client, data) in uploads.items()
         }
-        await _waiting_for_locks(api_db_url, 2)
+        await waiting_for_locks(api_db_url, 2)
         holder.commit()
         answers = {ent: await task for ent, task in tasks.items()}
 
@@ -113,7 +100,7 @@ async def test_an_upload_leaves_another_enterprise_s_edge_alone_after_the_check(
                 files={"file": ("网关.csv", _edge_csv(NB1, "M01"), "text/csv")},
             )
         )
-        await _waiting_for_locks(api_db_url, 1)
+        await waiting_for_locks(api_db_url, 1)
         # Under SHARE the holder itself may still write: it registers the id for NB2.
         holder.execute(
             "INSERT INTO edge_gateway (edge_id, enterprise_id)"

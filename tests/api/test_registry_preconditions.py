@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.api.conftest import ApiClient
+from tests.api.conftest import ApiClient, waiting_for_locks
 from tests.api.test_registry import audit_rows, with_sites
 from tests.api.world import NB1, NB_MOLD
 
@@ -87,20 +87,6 @@ async def test_a_missing_object_is_404_before_its_precondition(api: ApiClient) -
     assert answer.status_code == 404
 
 
-async def _waiting_for_locks(db_url: str, count: int) -> None:
-    """Until ``count`` sessions of the database wait for a row lock."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        for _ in range(500):
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            ).fetchone()
-            if row is not None and row[0] >= count:
-                return
-            await asyncio.sleep(0.02)
-    raise AssertionError(f"{count} sessions never waited for the row")
-
-
 async def test_of_two_concurrent_patches_with_one_etag_one_wins_and_one_is_412(
     api: ApiClient, api_db_url: str
 ) -> None:
@@ -121,7 +107,7 @@ async def test_of_two_concurrent_patches_with_one_etag_one_wins_and_one_is_412(
         two = asyncio.create_task(
             admin.patch(DEVICE, json={"decommissioned_on": "2027-06-30"}, headers={"If-Match": tag})
         )
-        await _waiting_for_locks(api_db_url, 2)
+        await waiting_for_locks(api_db_url, 2)
         holder.commit()
         answers = await asyncio.gather(one, two)
 
