@@ -6,10 +6,11 @@ Every registry write of the API goes the same way, whatever the object:
   when the code is taken, so that two concurrent creations give one 201 and one 409,
   never an overwrite) or checks it is free, stores the object, and :func:`created`
   reads it back as the API shows it and writes the audit row.
-* **change** (PATCH): :func:`changing` locks the object's row (``SELECT … FOR
-  UPDATE``), reads it (404 when it is not there) and checks ``If-Match``; the route
-  changes it; :func:`changed` reads it again, audits it before and after, and
-  answers its new ETag.
+* **change** (PATCH): :func:`changing` locks the object's row (``SELECT … FOR NO
+  KEY UPDATE``: it waits for another change of the row, not for the foreign-key checks
+  of rows that refer to it), reads it (404 when it is not there) and checks
+  ``If-Match``; the route changes it; :func:`changed` reads it again, audits it
+  before and after, and answers its new ETag.
 * **delete**: :func:`changing` without a precondition; the route deletes;
   :func:`deleted` audits.
 
@@ -102,7 +103,7 @@ class Kind(Generic[S, P]):
     """A kind of registry object as its changes name it.
 
     ``at`` is the enterprise an object belongs to (``None`` for regions, clusters and
-    enterprises themselves); ``lock`` selects its row ``FOR UPDATE`` with the
+    enterprises themselves); ``lock`` selects its row ``FOR NO KEY UPDATE`` with the
     parameters ``ent`` (the enterprise's id) and ``code``.
     """
 

@@ -144,7 +144,7 @@ async def _read_region(conn: Conn, _: None, code: str) -> RegionPublic | None:
 
 
 REGION: Kind[None, RegionPublic] = Kind(
-    "region", "region", "SELECT 1 FROM region WHERE code = %(code)s FOR UPDATE", _read_region
+    "region", "region", "SELECT 1 FROM region WHERE code = %(code)s FOR NO KEY UPDATE", _read_region
 )
 
 
@@ -315,7 +315,10 @@ async def _read_cluster(conn: Conn, _: None, code: str) -> ClusterPublic | None:
 
 
 CLUSTER: Kind[None, ClusterPublic] = Kind(
-    "cluster", "cluster", "SELECT id FROM cluster WHERE code = %(code)s FOR UPDATE", _read_cluster
+    "cluster",
+    "cluster",
+    "SELECT id FROM cluster WHERE code = %(code)s FOR NO KEY UPDATE",
+    _read_cluster,
 )
 
 
@@ -601,7 +604,7 @@ async def _read_enterprise(conn: Conn, _: None, credit_code: str) -> EnterpriseP
 ENTERPRISE: Kind[None, EnterprisePublic] = Kind(
     "enterprise",
     "enterprise",
-    "SELECT id FROM enterprise WHERE credit_code = upper(%(code)s) FOR UPDATE",
+    "SELECT id FROM enterprise WHERE credit_code = upper(%(code)s) FOR NO KEY UPDATE",
     _read_enterprise,
     key=lambda _, credit_code: credit_code.upper(),
 )

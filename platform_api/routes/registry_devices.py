@@ -373,7 +373,7 @@ def _audited(device: DevicePublic) -> dict[str, Any]:
 DEVICE: Kind[EnterpriseRef, DevicePublic] = Kind(
     "device",
     "device",
-    "SELECT id FROM device WHERE enterprise_id = %(ent)s AND code = %(code)s FOR UPDATE",
+    "SELECT id FROM device WHERE enterprise_id = %(ent)s AND code = %(code)s FOR NO KEY UPDATE",
     _device,
     dump=_audited,
 )

@@ -109,7 +109,8 @@ async def _edge(conn: Conn, ent: EnterpriseRef, edge_id: str) -> EdgePublic | No
 EDGE: Kind[EnterpriseRef, EdgePublic] = Kind(
     "edge",
     "edge gateway",
-    "SELECT id FROM edge_gateway WHERE enterprise_id = %(ent)s AND edge_id = %(code)s FOR UPDATE",
+    "SELECT id FROM edge_gateway WHERE enterprise_id = %(ent)s AND edge_id = %(code)s"
+    " FOR NO KEY UPDATE",
     _edge,
 )
 

@@ -145,13 +145,13 @@ async def line_public(conn: Conn, ent: EnterpriseRef, code: str) -> LinePublic |
 SITE: Kind[EnterpriseRef, SitePublic] = Kind(
     "site",
     "site",
-    "SELECT id FROM site WHERE enterprise_id = %(ent)s AND code = %(code)s FOR UPDATE",
+    "SELECT id FROM site WHERE enterprise_id = %(ent)s AND code = %(code)s FOR NO KEY UPDATE",
     _site,
 )
 LINE: Kind[EnterpriseRef, LinePublic] = Kind(
     "line",
     "line",
-    "SELECT id FROM line WHERE enterprise_id = %(ent)s AND code = %(code)s FOR UPDATE",
+    "SELECT id FROM line WHERE enterprise_id = %(ent)s AND code = %(code)s FOR NO KEY UPDATE",
     line_public,
 )
 
