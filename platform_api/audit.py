@@ -7,13 +7,17 @@ refusal is answered (the request's transaction is rolled back on an error).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import Request
+from pydantic import BaseModel
 
 from platform_api.deps import Principal
 from zhizao.storage.connection import Conn
 from zhizao.storage.users import AuditEntry, write_audit
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def route_of(request: Request) -> str:
@@ -52,4 +56,45 @@ async def audit(
             client_addr=addr,
             detail=detail,
         ),
+    )
+
+
+#: The status of a registry change, by its audit action (a calendar's PUT says its own).
+_STATUS = {"create": 201, "update": 200, "delete": 204}
+
+
+def as_json(model: BaseModel) -> Any:
+    """How the audit log keeps an object: as the API shows it."""
+    return model.model_dump(mode="json")
+
+
+async def audit_change(
+    conn: Conn,
+    request: Request,
+    principal: Principal,
+    action: str,
+    *,
+    addr: str,
+    object_type: str,
+    object_key: str,
+    before: M | None = None,
+    after: M | None = None,
+    dump: Callable[[M], Any] = as_json,
+    status: int | None = None,
+    detail: Any = None,
+) -> None:
+    """The audit row of a registry change: the object before and after, as ``dump``
+    keeps it (absent: ``None``), and the status its action answers."""
+    await audit(
+        conn,
+        request,
+        principal,
+        action,
+        addr=addr,
+        object_type=object_type,
+        object_key=object_key,
+        before=None if before is None else dump(before),
+        after=None if after is None else dump(after),
+        status=_STATUS[action] if status is None else status,
+        detail=detail,
     )

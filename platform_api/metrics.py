@@ -102,7 +102,8 @@ class MetricsMiddleware:
         finally:
             self.metrics.in_progress.dec()
             route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
+            # path_format: the template without converters ({metric}, not {metric:path}).
+            template = getattr(route, "path_format", None) or "<unmatched>"
             method = str(scope.get("method", ""))
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)

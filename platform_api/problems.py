@@ -34,6 +34,7 @@ _TITLES = {
     404: "未找到 Not found",
     405: "方法不允许 Method not allowed",
     409: "冲突 Conflict",
+    412: "前提条件不满足 Precondition failed",
     413: "内容过大 Content too large",
     415: "不支持的媒体类型 Unsupported media type",
     422: "数据校验失败 Validation failed",

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from platform_api.deps import AdminPrincipal, ConnDep
 from platform_api.problems import problem_responses
-from platform_api.schemas import Limit, Offset, Page
+from platform_api.schemas import Limit, LocalTime, Offset, Page
 from zhizao.storage.users import read_audit
 
 router = APIRouter(prefix="/api/v1", tags=["audit 审计"])
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/api/v1", tags=["audit 审计"])
 
 class AuditPublic(BaseModel):
     id: int = Field(examples=[1201])
-    at: datetime = Field(examples=["2026-12-03T09:12:44+08:00"])
+    at: LocalTime = Field(examples=["2026-12-03T09:12:44+08:00"])
     actor: str | None = Field(default=None, examples=["zhang.wei"])
     action: str = Field(examples=["update"])
     method: str | None = Field(default=None, examples=["PATCH"])

@@ -29,6 +29,7 @@ from platform_api.deps import (
 )
 from platform_api.problems import ProblemError, field_error, problem_responses
 from platform_api.routes.users import UserPublic, user_public
+from platform_api.schemas import LocalTime
 from zhizao.storage.connection import Conn
 from zhizao.storage.users import (
     UserRow,
@@ -45,7 +46,7 @@ router = APIRouter(prefix="/api/v1/auth", tags=["auth 认证"])
 class TokenResponse(BaseModel):
     access_token: str = Field(examples=["eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9..."])
     token_type: str = Field(default="bearer", examples=["bearer"])
-    expires_at: datetime = Field(examples=["2026-12-03T10:15:00+08:00"])
+    expires_at: LocalTime = Field(examples=["2026-12-03T10:15:00+08:00"])
 
 
 class PasswordChange(BaseModel):

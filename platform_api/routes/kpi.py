@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 
 from platform_api.deps import ConnDep, CurrentPrincipal, Principal, cached_answer
 from platform_api.problems import field_error, not_found, problem_responses
-from platform_api.schemas import Limit, Offset, Page, local
+from platform_api.schemas import Limit, LocalTime, Offset, Page, local
 from zhizao import codes
 from zhizao.errors import InvalidValue
 from zhizao.networking import (
@@ -492,8 +492,8 @@ class PeriodPublic(BaseModel):
     shift_day: date | None = Field(
         default=None, description="the local day the shift starts on", examples=["2026-03-02"]
     )
-    start: datetime = Field(examples=["2026-03-02T00:00:00+08:00"])
-    end: datetime = Field(description="exclusive", examples=["2026-03-03T00:00:00+08:00"])
+    start: LocalTime = Field(examples=["2026-03-02T00:00:00+08:00"])
+    end: LocalTime = Field(description="exclusive", examples=["2026-03-03T00:00:00+08:00"])
     time_zone: str = Field(examples=["Asia/Shanghai"])
 
 
@@ -666,8 +666,8 @@ def _d(value: date | datetime) -> date:
 
 class ShiftOeePublic(BaseModel):
     shift: str = Field(examples=["夜班"])
-    start: datetime = Field(examples=["2026-03-02T20:00:00+08:00"])
-    end: datetime = Field(examples=["2026-03-03T08:00:00+08:00"])
+    start: LocalTime = Field(examples=["2026-03-02T20:00:00+08:00"])
+    end: LocalTime = Field(examples=["2026-03-03T08:00:00+08:00"])
     source: str = Field(examples=["rollup_device_hour"])
     result: OeeResult
 
@@ -763,8 +763,10 @@ class RatesPublic(BaseModel):
 
 
 class CurrentRatesPublic(RatesPublic):
-    at: datetime = Field(description="the window ends here", examples=["2026-03-02T15:00:00+08:00"])
-    since: datetime = Field(examples=["2026-03-01T14:00:00+08:00"])
+    at: LocalTime = Field(
+        description="the window ends here", examples=["2026-03-02T15:00:00+08:00"]
+    )
+    since: LocalTime = Field(examples=["2026-03-01T14:00:00+08:00"])
     window_h: float = Field(examples=[25.0])
 
 
@@ -996,7 +998,7 @@ class EvidencePublic(BaseModel):
     reason_label: str = Field(examples=["当日有有效数据 good data that day"])
     good_points: int = Field(examples=[1440])
     online_reported: bool = Field(examples=[False])
-    last_seen: datetime | None = Field(
+    last_seen: LocalTime | None = Field(
         description="last good point or online report up to the day's end, in the"
         " enterprise's zone",
         examples=["2026-03-02T23:59:00+08:00"],

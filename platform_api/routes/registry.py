@@ -14,16 +14,25 @@ industries, IANA time zones.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Response
 from psycopg import sql
 from pydantic import BaseModel, Field, ValidationError
 
-from platform_api.audit import audit
-from platform_api.deps import AdminPrincipal, ClientAddr, ConnDep, CurrentPrincipal, Principal
+from platform_api.changes import (
+    ETAG_RESPONSE,
+    IfMatch,
+    Kind,
+    WriterDep,
+    changed,
+    changing,
+    created,
+    shown,
+    tagged,
+)
+from platform_api.deps import AdminPrincipal, ConnDep, CurrentPrincipal, Principal
 from platform_api.listing import SortParam, fetch_page, fetch_rows, order_by
 from platform_api.problems import (
     ProblemError,
@@ -32,7 +41,7 @@ from platform_api.problems import (
     problem_responses,
     validation_problem,
 )
-from platform_api.schemas import Limit, Offset, Page, RequestBody
+from platform_api.schemas import Limit, LocalTime, Offset, Page, RequestBody
 from platform_api.scope import CreditCodePath, readable_enterprise
 from zhizao import codes
 from zhizao.errors import InvalidValue
@@ -130,6 +139,15 @@ async def _region(conn: Conn, code: str) -> RegionPublic | None:
     return region_public(rows[0]) if rows else None
 
 
+async def _read_region(conn: Conn, _: None, code: str) -> RegionPublic | None:
+    return await _region(conn, code)
+
+
+REGION: Kind[None, RegionPublic] = Kind(
+    "region", "region", "SELECT 1 FROM region WHERE code = %(code)s FOR NO KEY UPDATE", _read_region
+)
+
+
 @router.get(
     "/regions",
     response_model=Page[RegionPublic],
@@ -183,13 +201,12 @@ async def list_regions(
     "/regions/{code}",
     response_model=RegionPublic,
     summary="行政区划 A region",
-    responses=problem_responses(401, 404, 422),
+    responses={**problem_responses(401, 404, 422), **ETAG_RESPONSE},
 )
-async def get_region(*, code: RegionPath, _: CurrentPrincipal, conn: ConnDep) -> RegionPublic:
-    region = await _region(conn, code)
-    if region is None:
-        raise not_found("region", code)
-    return region
+async def get_region(
+    *, code: RegionPath, _: CurrentPrincipal, conn: ConnDep, response: Response
+) -> RegionPublic:
+    return await shown(conn, response, REGION, None, code)
 
 
 @router.post(
@@ -199,14 +216,8 @@ async def get_region(*, code: RegionPath, _: CurrentPrincipal, conn: ConnDep) ->
     summary="新建行政区划 Create a region (admin)",
     responses=problem_responses(401, 403, 409, 422),
 )
-async def create_region(
-    *,
-    request: Request,
-    body: RegionCreate,
-    principal: AdminPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
-) -> RegionPublic:
+async def create_region(*, body: RegionCreate, _: AdminPrincipal, w: WriterDep) -> RegionPublic:
+    conn = w.conn
     try:
         region = Region(code=body.code, name=body.name)
     except ValidationError as exc:
@@ -221,60 +232,30 @@ async def create_region(
             f"its parent region {parent} is not in the registry; create it first",
         )
     await upsert_regions(conn, [region])
-    created = await _region(conn, region.code)
-    assert created is not None  # noqa: S101 - inserted just above
-    await audit(
-        conn,
-        request,
-        principal,
-        "create",
-        addr=addr,
-        object_type="region",
-        object_key=region.code,
-        after=created.model_dump(mode="json"),
-        status=201,
-    )
-    return created
+    return await created(w, REGION, None, region.code)
 
 
 @router.patch(
     "/regions/{code}",
     response_model=RegionPublic,
     summary="修改行政区划名称 Rename a region (admin)",
-    responses=problem_responses(401, 403, 404, 422),
+    responses={**problem_responses(401, 403, 404, 412, 422), **ETAG_RESPONSE},
 )
 async def update_region(
     *,
-    request: Request,
     code: RegionPath,
     body: RegionUpdate,
-    principal: AdminPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
+    _: AdminPrincipal,
+    w: WriterDep,
+    if_match: IfMatch = None,
 ) -> RegionPublic:
-    before = await _region(conn, code)
-    if before is None:
-        raise not_found("region", code)
+    before = await changing(w, REGION, None, code, if_match)
     try:
         region = Region(code=code, name=body.name)
     except ValidationError as exc:
         raise validation_problem(exc) from exc
-    await upsert_regions(conn, [region])
-    after = await _region(conn, code)
-    assert after is not None  # noqa: S101 - it existed a moment ago, in this transaction
-    await audit(
-        conn,
-        request,
-        principal,
-        "update",
-        addr=addr,
-        object_type="region",
-        object_key=code,
-        before=before.model_dump(mode="json"),
-        after=after.model_dump(mode="json"),
-        status=200,
-    )
-    return after
+    await upsert_regions(w.conn, [region])
+    return await changed(w, REGION, None, code, before)
 
 
 # --- clusters --------------------------------------------------------------------------
@@ -329,6 +310,18 @@ async def _cluster(
     return ClusterPublic(**rows[0]) if rows else None
 
 
+async def _read_cluster(conn: Conn, _: None, code: str) -> ClusterPublic | None:
+    return await _cluster(conn, code)
+
+
+CLUSTER: Kind[None, ClusterPublic] = Kind(
+    "cluster",
+    "cluster",
+    "SELECT id FROM cluster WHERE code = %(code)s FOR NO KEY UPDATE",
+    _read_cluster,
+)
+
+
 async def _check_region(conn: Conn, field: str, code: str) -> None:
     if await _region(conn, code) is None:
         raise field_error(field, code, "region is not in the registry")
@@ -381,15 +374,15 @@ async def list_clusters(
     "/clusters/{code}",
     response_model=ClusterPublic,
     summary="产业集群 A cluster",
-    responses=problem_responses(401, 404, 422),
+    responses={**problem_responses(401, 404, 422), **ETAG_RESPONSE},
 )
 async def get_cluster(
-    *, code: ClusterPath, principal: CurrentPrincipal, conn: ConnDep
+    *, code: ClusterPath, principal: CurrentPrincipal, conn: ConnDep, response: Response
 ) -> ClusterPublic:
     cluster = await _cluster(conn, code, principal)
     if cluster is None:
         raise not_found("cluster", code)
-    return cluster
+    return tagged(response, cluster)
 
 
 async def _store_cluster(conn: Conn, data: dict[str, Any]) -> Cluster:
@@ -409,68 +402,31 @@ async def _store_cluster(conn: Conn, data: dict[str, Any]) -> Cluster:
     summary="新建产业集群 Create a cluster (admin)",
     responses=problem_responses(401, 403, 409, 422),
 )
-async def create_cluster(
-    *,
-    request: Request,
-    body: ClusterCreate,
-    principal: AdminPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
-) -> ClusterPublic:
-    if await _cluster(conn, body.code) is not None:
+async def create_cluster(*, body: ClusterCreate, _: AdminPrincipal, w: WriterDep) -> ClusterPublic:
+    if await _cluster(w.conn, body.code) is not None:
         raise ProblemError(409, f"cluster {body.code!r} exists", kind="conflict")
-    cluster = await _store_cluster(conn, body.model_dump())
-    created = await _cluster(conn, cluster.code)
-    assert created is not None  # noqa: S101 - stored just above
-    await audit(
-        conn,
-        request,
-        principal,
-        "create",
-        addr=addr,
-        object_type="cluster",
-        object_key=cluster.code,
-        after=created.model_dump(mode="json"),
-        status=201,
-    )
-    return created
+    cluster = await _store_cluster(w.conn, body.model_dump())
+    return await created(w, CLUSTER, None, cluster.code)
 
 
 @router.patch(
     "/clusters/{code}",
     response_model=ClusterPublic,
     summary="修改产业集群 Update a cluster (admin)",
-    responses=problem_responses(401, 403, 404, 422),
+    responses={**problem_responses(401, 403, 404, 412, 422), **ETAG_RESPONSE},
 )
 async def update_cluster(
     *,
-    request: Request,
     code: ClusterPath,
     body: ClusterUpdate,
-    principal: AdminPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
+    _: AdminPrincipal,
+    w: WriterDep,
+    if_match: IfMatch = None,
 ) -> ClusterPublic:
-    before = await _cluster(conn, code)
-    if before is None:
-        raise not_found("cluster", code)
+    before = await changing(w, CLUSTER, None, code, if_match)
     current = before.model_dump(exclude={"region_name"})
-    await _store_cluster(conn, {**current, **body.model_dump(exclude_unset=True)})
-    after = await _cluster(conn, code)
-    assert after is not None  # noqa: S101 - it existed a moment ago, in this transaction
-    await audit(
-        conn,
-        request,
-        principal,
-        "update",
-        addr=addr,
-        object_type="cluster",
-        object_key=code,
-        before=before.model_dump(mode="json"),
-        after=after.model_dump(mode="json"),
-        status=200,
-    )
-    return after
+    await _store_cluster(w.conn, {**current, **body.model_dump(exclude_unset=True)})
+    return await changed(w, CLUSTER, None, code, before)
 
 
 # --- enterprises -----------------------------------------------------------------------
@@ -513,8 +469,8 @@ class EnterprisePublic(BaseModel):
     key_enterprise: bool = Field(examples=[True])
     tags_label: str = Field(description="规上 / 重点, as reports show them", examples=["规上/重点"])
     time_zone: str = Field(examples=["Asia/Shanghai"])
-    created_at: datetime = Field(examples=["2026-12-03T09:00:00+08:00"])
-    updated_at: datetime = Field(examples=["2026-12-03T09:00:00+08:00"])
+    created_at: LocalTime = Field(examples=["2026-12-03T09:00:00+08:00"])
+    updated_at: LocalTime = Field(examples=["2026-12-03T09:00:00+08:00"])
 
 
 _ENTERPRISE_SELECT = sql.SQL(
@@ -630,15 +586,28 @@ async def list_enterprises(
     "/enterprises/{credit_code}",
     response_model=EnterprisePublic,
     summary="企业 An enterprise",
-    responses=problem_responses(401, 404, 422),
+    responses={**problem_responses(401, 404, 422), **ETAG_RESPONSE},
 )
 async def get_enterprise(
-    *, credit_code: CreditCodePath, principal: CurrentPrincipal, conn: ConnDep
+    *, credit_code: CreditCodePath, principal: CurrentPrincipal, conn: ConnDep, response: Response
 ) -> EnterprisePublic:
     ref = await readable_enterprise(conn, principal, credit_code)
     found = await _enterprise(conn, ref.credit_code)
     assert found is not None  # noqa: S101 - found through the scope a moment ago
-    return found
+    return tagged(response, found)
+
+
+async def _read_enterprise(conn: Conn, _: None, credit_code: str) -> EnterprisePublic | None:
+    return await _enterprise(conn, credit_code)
+
+
+ENTERPRISE: Kind[None, EnterprisePublic] = Kind(
+    "enterprise",
+    "enterprise",
+    "SELECT id FROM enterprise WHERE credit_code = upper(%(code)s) FOR NO KEY UPDATE",
+    _read_enterprise,
+    key=lambda _, credit_code: credit_code.upper(),
+)
 
 
 async def _store_enterprise(conn: Conn, data: dict[str, Any]) -> Enterprise:
@@ -662,13 +631,9 @@ async def _store_enterprise(conn: Conn, data: dict[str, Any]) -> Enterprise:
     responses=problem_responses(401, 403, 409, 422),
 )
 async def create_enterprise(
-    *,
-    request: Request,
-    body: EnterpriseCreate,
-    principal: AdminPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
+    *, body: EnterpriseCreate, _: AdminPrincipal, w: WriterDep
 ) -> EnterprisePublic:
+    conn = w.conn
     data = body.model_dump()
     data["cluster_codes"] = tuple(dict.fromkeys(body.cluster_codes))
     try:
@@ -678,57 +643,27 @@ async def create_enterprise(
     if await _enterprise(conn, credit) is not None:
         raise ProblemError(409, f"enterprise {credit} exists", kind="conflict")
     ent = await _store_enterprise(conn, data)
-    created = await _enterprise(conn, ent.credit_code)
-    assert created is not None  # noqa: S101 - stored just above
-    await audit(
-        conn,
-        request,
-        principal,
-        "create",
-        addr=addr,
-        object_type="enterprise",
-        object_key=ent.credit_code,
-        after=created.model_dump(mode="json"),
-        status=201,
-    )
-    return created
+    return await created(w, ENTERPRISE, None, ent.credit_code)
 
 
 @router.patch(
     "/enterprises/{credit_code}",
     response_model=EnterprisePublic,
     summary="修改企业 Update an enterprise (admin)",
-    responses=problem_responses(401, 403, 404, 422),
+    responses={**problem_responses(401, 403, 404, 412, 422), **ETAG_RESPONSE},
 )
 async def update_enterprise(
     *,
-    request: Request,
     credit_code: CreditCodePath,
     body: EnterpriseUpdate,
-    principal: AdminPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
+    _: AdminPrincipal,
+    w: WriterDep,
+    if_match: IfMatch = None,
 ) -> EnterprisePublic:
-    before = await _enterprise(conn, credit_code)
-    if before is None:
-        raise not_found("enterprise", credit_code)
+    before = await changing(w, ENTERPRISE, None, credit_code, if_match)
     current = before.model_dump(exclude={"region_name", "tags_label", "created_at", "updated_at"})
     change = body.model_dump(exclude_unset=True)
     if change.get("cluster_codes") is not None:
         change["cluster_codes"] = tuple(dict.fromkeys(change["cluster_codes"]))
-    await _store_enterprise(conn, {**current, **change})
-    after = await _enterprise(conn, credit_code)
-    assert after is not None  # noqa: S101 - it existed a moment ago, in this transaction
-    await audit(
-        conn,
-        request,
-        principal,
-        "update",
-        addr=addr,
-        object_type="enterprise",
-        object_key=before.credit_code,
-        before=before.model_dump(mode="json"),
-        after=after.model_dump(mode="json"),
-        status=200,
-    )
-    return after
+    await _store_enterprise(w.conn, {**current, **change})
+    return await changed(w, ENTERPRISE, None, credit_code, before)

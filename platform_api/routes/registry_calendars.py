@@ -15,19 +15,20 @@ Times are the enterprise's local wall-clock times; validation is
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from platform_api.audit import audit
-from platform_api.deps import ClientAddr, ConnDep, CurrentPrincipal, Principal
+from platform_api.audit import audit_change
+from platform_api.changes import Writer, WriterDep
+from platform_api.deps import ConnDep, CurrentPrincipal
 from platform_api.listing import SortParam, fetch_page, order_by
 from platform_api.problems import not_found, problem_responses, validation_problem
 from platform_api.routes.registry_places import line_id
-from platform_api.schemas import Limit, Offset, Page, RequestBody
+from platform_api.schemas import Limit, LocalTime, Offset, Page, RequestBody
 from platform_api.scope import (
     CodePath,
     CreditCodePath,
@@ -112,7 +113,7 @@ class CalendarPublic(BaseModel):
     shifts: list[ShiftBody] = Field(default_factory=list)
     holidays: list[HolidayBody] = Field(default_factory=list)
     workdays: list[WorkdayBody] = Field(default_factory=list)
-    updated_at: datetime | None = Field(default=None, examples=["2026-12-03T09:00:00+08:00"])
+    updated_at: LocalTime | None = Field(default=None, examples=["2026-12-03T09:00:00+08:00"])
 
 
 def _public(
@@ -249,62 +250,42 @@ async def get_line_calendar(
     return _public(ent, code, "enterprise", await _stored(conn, ent, None))
 
 
-async def _put(
-    *,
-    conn: Conn,
-    request: Request,
-    principal: Principal,
-    addr: str,
-    ent: EnterpriseRef,
-    line: str | None,
-    body: CalendarIn,
-) -> CalendarPublic:
-    line_pk = None if line is None else await _line_pk(conn, ent, line)
+async def _put(w: Writer, ent: EnterpriseRef, line: str | None, body: CalendarIn) -> CalendarPublic:
+    line_pk = None if line is None else await _line_pk(w.conn, ent, line)
     calendar = _domain(ent, line, body)
     source: Source = "enterprise" if line is None else "line"
-    before = _public(ent, line, source, await _stored(conn, ent, line_pk))
-    await store_calendars(conn, [calendar])
-    after = _public(ent, line, source, await _stored(conn, ent, line_pk))
-    await audit(
-        conn,
-        request,
-        principal,
-        "update" if before.source != "none" else "create",
-        addr=addr,
-        object_type="calendar",
-        object_key=key_of(ent, line) if line else ent.credit_code,
-        before=_audited(before),
-        after=_audited(after),
-        status=200,
-    )
+    before = _public(ent, line, source, await _stored(w.conn, ent, line_pk))
+    await store_calendars(w.conn, [calendar])
+    after = _public(ent, line, source, await _stored(w.conn, ent, line_pk))
+    await _audit(w, ent, line, "update" if before.source != "none" else "create", before,
+                 after=after, status=200)  # fmt: skip
     return after
 
 
-async def _delete(
-    *,
-    conn: Conn,
-    request: Request,
-    principal: Principal,
-    addr: str,
+async def _delete(w: Writer, ent: EnterpriseRef, line: str | None) -> None:
+    line_pk = None if line is None else await _line_pk(w.conn, ent, line)
+    source: Source = "enterprise" if line is None else "line"
+    before = _public(ent, line, source, await _stored(w.conn, ent, line_pk))
+    removed = await delete_calendar(w.conn, ent.id, line_pk)
+    await _audit(w, ent, line, "delete", before, detail={"removed": removed})
+
+
+async def _audit(
+    w: Writer,
     ent: EnterpriseRef,
     line: str | None,
+    action: str,
+    before: CalendarPublic,
+    *,
+    after: CalendarPublic | None = None,
+    status: int | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> None:
-    line_pk = None if line is None else await _line_pk(conn, ent, line)
-    source: Source = "enterprise" if line is None else "line"
-    before = _public(ent, line, source, await _stored(conn, ent, line_pk))
-    removed = await delete_calendar(conn, ent.id, line_pk)
-    await audit(
-        conn,
-        request,
-        principal,
-        "delete",
-        addr=addr,
-        object_type="calendar",
-        object_key=key_of(ent, line) if line else ent.credit_code,
-        before=_audited(before),
-        status=204,
-        detail={"removed": removed},
-    )
+    await audit_change(
+        w.conn, w.request, w.principal, action, addr=w.addr, object_type="calendar",
+        object_key=key_of(ent, line) if line else ent.credit_code, before=before, after=after,
+        dump=_audited, status=status, detail=detail,
+    )  # fmt: skip
 
 
 @router.put(
@@ -314,18 +295,10 @@ async def _delete(
     responses=problem_responses(401, 403, 404, 422),
 )
 async def put_enterprise_calendar(
-    *,
-    request: Request,
-    credit_code: CreditCodePath,
-    body: CalendarIn,
-    principal: CurrentPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
+    *, credit_code: CreditCodePath, body: CalendarIn, w: WriterDep
 ) -> CalendarPublic:
-    ent = await writable_enterprise(conn, principal, credit_code)
-    return await _put(
-        conn=conn, request=request, principal=principal, addr=addr, ent=ent, line=None, body=body
-    )
+    ent = await writable_enterprise(w.conn, w.principal, credit_code)
+    return await _put(w, ent, None, body)
 
 
 @router.delete(
@@ -334,16 +307,9 @@ async def put_enterprise_calendar(
     summary="删除企业班次日历 Remove the enterprise's calendar",
     responses=problem_responses(401, 403, 404, 422),
 )
-async def delete_enterprise_calendar(
-    *,
-    request: Request,
-    credit_code: CreditCodePath,
-    principal: CurrentPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
-) -> None:
-    ent = await writable_enterprise(conn, principal, credit_code)
-    await _delete(conn=conn, request=request, principal=principal, addr=addr, ent=ent, line=None)
+async def delete_enterprise_calendar(*, credit_code: CreditCodePath, w: WriterDep) -> None:
+    ent = await writable_enterprise(w.conn, w.principal, credit_code)
+    await _delete(w, ent, None)
 
 
 @router.put(
@@ -353,19 +319,10 @@ async def delete_enterprise_calendar(
     responses=problem_responses(401, 403, 404, 422),
 )
 async def put_line_calendar(
-    *,
-    request: Request,
-    credit_code: CreditCodePath,
-    code: CodePath,
-    body: CalendarIn,
-    principal: CurrentPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
+    *, credit_code: CreditCodePath, code: CodePath, body: CalendarIn, w: WriterDep
 ) -> CalendarPublic:
-    ent = await writable_enterprise(conn, principal, credit_code)
-    return await _put(
-        conn=conn, request=request, principal=principal, addr=addr, ent=ent, line=code, body=body
-    )
+    ent = await writable_enterprise(w.conn, w.principal, credit_code)
+    return await _put(w, ent, code, body)
 
 
 @router.delete(
@@ -375,13 +332,7 @@ async def put_line_calendar(
     responses=problem_responses(401, 403, 404, 422),
 )
 async def delete_line_calendar(
-    *,
-    request: Request,
-    credit_code: CreditCodePath,
-    code: CodePath,
-    principal: CurrentPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
+    *, credit_code: CreditCodePath, code: CodePath, w: WriterDep
 ) -> None:
-    ent = await writable_enterprise(conn, principal, credit_code)
-    await _delete(conn=conn, request=request, principal=principal, addr=addr, ent=ent, line=code)
+    ent = await writable_enterprise(w.conn, w.principal, credit_code)
+    await _delete(w, ent, code)

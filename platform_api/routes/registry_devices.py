@@ -21,27 +21,36 @@ not, the answer is the same 422.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Response
 from psycopg import sql
 from pydantic import BaseModel, Field, ValidationError
 
-from platform_api.audit import audit
-from platform_api.deps import ClientAddr, ConnDep, CurrentPrincipal, Principal
+from platform_api.changes import (
+    ETAG_RESPONSE,
+    IfMatch,
+    Kind,
+    WriterDep,
+    changed,
+    changing,
+    claim,
+    created,
+    shown,
+)
+from platform_api.deps import ConnDep, CurrentPrincipal, Principal
 from platform_api.listing import SortParam, fetch_page, fetch_rows, order_by
 from platform_api.problems import (
     ProblemError,
     field_error,
-    not_found,
     problem_responses,
     validation_problem,
 )
 from platform_api.routes.registry import contains, region_query
 from platform_api.routes.registry_places import line_id, site_id
-from platform_api.schemas import Limit, Offset, Page, RequestBody
+from platform_api.schemas import Limit, LocalTime, Offset, Page, RequestBody
 from platform_api.scope import (
     CodePath,
     CreditCodePath,
@@ -121,7 +130,7 @@ class DevicePublic(BaseModel):
         description="in service today (the enterprise's local day)", examples=[True]
     )
     edge_ids: list[str] = Field(description="edge gateways serving it", examples=[["edge-nb1"]])
-    updated_at: datetime = Field(examples=["2026-12-03T09:00:00+08:00"])
+    updated_at: LocalTime = Field(examples=["2026-12-03T09:00:00+08:00"])
 
 
 _TODAY = "(now() AT TIME ZONE e.time_zone)::date"
@@ -325,16 +334,18 @@ async def list_devices(
     "/enterprises/{credit_code}/devices/{code}",
     response_model=DevicePublic,
     summary="设备 A device",
-    responses=problem_responses(401, 404, 422),
+    responses={**problem_responses(401, 404, 422), **ETAG_RESPONSE},
 )
 async def get_device(
-    *, credit_code: CreditCodePath, code: CodePath, principal: CurrentPrincipal, conn: ConnDep
+    *,
+    credit_code: CreditCodePath,
+    code: CodePath,
+    principal: CurrentPrincipal,
+    conn: ConnDep,
+    response: Response,
 ) -> DevicePublic:
     ent = await readable_enterprise(conn, principal, credit_code)
-    device = await _device(conn, ent, code)
-    if device is None:
-        raise not_found("device", code)
-    return device
+    return await shown(conn, response, DEVICE, ent, code)
 
 
 def _domain(data: dict[str, Any]) -> Device:
@@ -359,6 +370,15 @@ def _audited(device: DevicePublic) -> dict[str, Any]:
     return device.model_dump(mode="json", exclude={"enterprise_name", "in_service"})
 
 
+DEVICE: Kind[EnterpriseRef, DevicePublic] = Kind(
+    "device",
+    "device",
+    "SELECT id FROM device WHERE enterprise_id = %(ent)s AND code = %(code)s FOR NO KEY UPDATE",
+    _device,
+    dump=_audited,
+)
+
+
 @router.post(
     "/enterprises/{credit_code}/devices",
     response_model=DevicePublic,
@@ -367,44 +387,25 @@ def _audited(device: DevicePublic) -> dict[str, Any]:
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def create_device(
-    *,
-    request: Request,
-    credit_code: CreditCodePath,
-    body: DeviceCreate,
-    principal: CurrentPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
+    *, credit_code: CreditCodePath, body: DeviceCreate, w: WriterDep
 ) -> DevicePublic:
-    ent = await writable_enterprise(conn, principal, credit_code)
+    ent = await writable_enterprise(w.conn, w.principal, credit_code)
     data = body.model_dump()
     if data["is_production_equipment"] is None:
         data["is_production_equipment"] = not body.device_type.is_auxiliary
     device = _domain({**data, "enterprise": ent.credit_code})
-    await _check_places(conn, ent, device)
+    await _check_places(w.conn, ent, device)
     # Claim the code first, so that a concurrent creation of the same code is a 409
     # rather than an overwrite by the store's upsert; the upsert then fills the row.
-    cur = await conn.execute(
+    await claim(
+        w.conn,
         "INSERT INTO device (enterprise_id, code, name, device_type) VALUES (%s, %s, %s, %s)"
         " ON CONFLICT (enterprise_id, code) DO NOTHING RETURNING id",
         (ent.id, device.code, device.name, device.device_type.value),
+        f"device {device.code!r} exists",
     )
-    if await cur.fetchone() is None:
-        raise ProblemError(409, f"device {device.code!r} exists", kind="conflict")
-    await upsert_devices(conn, [device])
-    created = await _device(conn, ent, device.code)
-    assert created is not None  # noqa: S101 - stored just above
-    await audit(
-        conn,
-        request,
-        principal,
-        "create",
-        addr=addr,
-        object_type="device",
-        object_key=key_of(ent, device.code),
-        after=_audited(created),
-        status=201,
-    )
-    return created
+    await upsert_devices(w.conn, [device])
+    return await created(w, DEVICE, ent, device.code)
 
 
 async def _target(
@@ -424,24 +425,21 @@ async def _target(
     "/enterprises/{credit_code}/devices/{code}",
     response_model=DevicePublic,
     summary="修改设备(含停用) Update a device, decommission it, or move it",
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses={**problem_responses(401, 403, 404, 409, 412, 422), **ETAG_RESPONSE},
 )
 async def update_device(
     *,
-    request: Request,
     credit_code: CreditCodePath,
     code: CodePath,
     body: DeviceUpdate,
-    principal: CurrentPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
+    w: WriterDep,
+    if_match: IfMatch = None,
 ) -> DevicePublic:
-    ent = await writable_enterprise(conn, principal, credit_code)
-    before = await _device(conn, ent, code)
-    if before is None:
-        raise not_found("device", code)
+    conn = w.conn
+    ent = await writable_enterprise(conn, w.principal, credit_code)
+    before = await changing(w, DEVICE, ent, code, if_match)
     change = body.model_dump(exclude_unset=True)
-    target = await _target(conn, principal, ent, change.pop("enterprise", None))
+    target = await _target(conn, w.principal, ent, change.pop("enterprise", None))
     current = before.model_dump(
         include={
             "code", "name", "device_type", "site_code", "line_code", "is_production_equipment",
@@ -466,18 +464,5 @@ async def update_device(
             (target.id, ent.id, code),
         )
     await upsert_devices(conn, [device])
-    after = await _device(conn, target, code)
-    assert after is not None  # noqa: S101 - stored just above
-    await audit(
-        conn,
-        request,
-        principal,
-        "update",
-        addr=addr,
-        object_type="device",
-        object_key=key_of(ent, code),
-        before=_audited(before),
-        after=_audited(after),
-        status=200,
-    )
-    return after
+    # A moved device is read where it is now, and audited under the key it had.
+    return await changed(w, DEVICE, target, code, before, key=key_of(ent, code))

@@ -9,30 +9,37 @@ data; its devices stay in the ledger.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Response
 from psycopg import sql
 from pydantic import BaseModel, Field, ValidationError
 
-from platform_api.audit import audit
-from platform_api.deps import ClientAddr, ConnDep, CurrentPrincipal
+from platform_api.changes import (
+    ETAG_RESPONSE,
+    IfMatch,
+    Kind,
+    WriterDep,
+    changed,
+    changing,
+    claim,
+    created,
+    deleted,
+    shown,
+)
+from platform_api.deps import ConnDep, CurrentPrincipal
 from platform_api.listing import SortParam, fetch_page, fetch_rows, order_by
 from platform_api.problems import (
-    ProblemError,
     field_error,
-    not_found,
     problem_responses,
     validation_problem,
 )
-from platform_api.schemas import Limit, Offset, Page, RequestBody
+from platform_api.schemas import Limit, LocalTime, Offset, Page, RequestBody
 from platform_api.scope import (
     CodePath,
     CreditCodePath,
     EnterpriseRef,
-    key_of,
     readable_enterprise,
     writable_enterprise,
 )
@@ -66,7 +73,7 @@ class EdgePublic(BaseModel):
     edge_id: str = Field(examples=["edge-nb1"])
     name: str | None = Field(default=None, examples=["一号线网关"])
     device_codes: list[str] = Field(examples=[["M01", "M02", "M03"]])
-    created_at: datetime = Field(examples=["2026-12-03T09:00:00+08:00"])
+    created_at: LocalTime = Field(examples=["2026-12-03T09:00:00+08:00"])
 
 
 _SELECT = sql.SQL(
@@ -97,6 +104,15 @@ async def _edge(conn: Conn, ent: EnterpriseRef, edge_id: str) -> EdgePublic | No
         params={"ent": ent.id, "edge": edge_id},
     )
     return _public(rows[0]) if rows else None
+
+
+EDGE: Kind[EnterpriseRef, EdgePublic] = Kind(
+    "edge",
+    "edge gateway",
+    "SELECT id FROM edge_gateway WHERE enterprise_id = %(ent)s AND edge_id = %(code)s"
+    " FOR NO KEY UPDATE",
+    _edge,
+)
 
 
 async def _domain(conn: Conn, ent: EnterpriseRef, data: dict[str, Any]) -> EdgeGateway:
@@ -164,16 +180,18 @@ async def list_edges(
     "/enterprises/{credit_code}/edges/{edge_id}",
     response_model=EdgePublic,
     summary="边缘网关 An edge gateway",
-    responses=problem_responses(401, 404, 422),
+    responses={**problem_responses(401, 404, 422), **ETAG_RESPONSE},
 )
 async def get_edge(
-    *, credit_code: CreditCodePath, edge_id: CodePath, principal: CurrentPrincipal, conn: ConnDep
+    *,
+    credit_code: CreditCodePath,
+    edge_id: CodePath,
+    principal: CurrentPrincipal,
+    conn: ConnDep,
+    response: Response,
 ) -> EdgePublic:
     ent = await readable_enterprise(conn, principal, credit_code)
-    edge = await _edge(conn, ent, edge_id)
-    if edge is None:
-        raise not_found("edge gateway", edge_id)
-    return edge
+    return await shown(conn, response, EDGE, ent, edge_id)
 
 
 @router.post(
@@ -183,84 +201,45 @@ async def get_edge(
     summary="登记边缘网关 Register an edge gateway",
     responses=problem_responses(401, 403, 404, 409, 422),
 )
-async def create_edge(
-    *,
-    request: Request,
-    credit_code: CreditCodePath,
-    body: EdgeCreate,
-    principal: CurrentPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
-) -> EdgePublic:
-    ent = await writable_enterprise(conn, principal, credit_code)
-    edge = await _domain(conn, ent, body.model_dump())
+async def create_edge(*, credit_code: CreditCodePath, body: EdgeCreate, w: WriterDep) -> EdgePublic:
+    ent = await writable_enterprise(w.conn, w.principal, credit_code)
+    edge = await _domain(w.conn, ent, body.model_dump())
     # Claim the id first: the store's upsert would hand an id that another request
     # registered meanwhile over to this enterprise.
-    cur = await conn.execute(
+    await claim(
+        w.conn,
         "INSERT INTO edge_gateway (edge_id, enterprise_id, name) VALUES (%s, %s, %s)"
         " ON CONFLICT (edge_id) DO NOTHING RETURNING id",
         (edge.edge_id, ent.id, edge.name),
+        f"edge id {edge.edge_id!r} is registered",
     )
-    if await cur.fetchone() is None:
-        raise ProblemError(409, f"edge id {edge.edge_id!r} is registered", kind="conflict")
-    await upsert_edges(conn, [edge])
-    created = await _edge(conn, ent, edge.edge_id)
-    assert created is not None  # noqa: S101 - stored just above
-    await audit(
-        conn,
-        request,
-        principal,
-        "create",
-        addr=addr,
-        object_type="edge",
-        object_key=key_of(ent, edge.edge_id),
-        after=created.model_dump(mode="json"),
-        status=201,
-    )
-    return created
+    await upsert_edges(w.conn, [edge])
+    return await created(w, EDGE, ent, edge.edge_id)
 
 
 @router.patch(
     "/enterprises/{credit_code}/edges/{edge_id}",
     response_model=EdgePublic,
     summary="修改边缘网关 Update an edge gateway and the devices it serves",
-    responses=problem_responses(401, 403, 404, 422),
+    responses={**problem_responses(401, 403, 404, 412, 422), **ETAG_RESPONSE},
 )
 async def update_edge(
     *,
-    request: Request,
     credit_code: CreditCodePath,
     edge_id: CodePath,
     body: EdgeUpdate,
-    principal: CurrentPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
+    w: WriterDep,
+    if_match: IfMatch = None,
 ) -> EdgePublic:
-    ent = await writable_enterprise(conn, principal, credit_code)
-    before = await _edge(conn, ent, edge_id)
-    if before is None:
-        raise not_found("edge gateway", edge_id)
+    ent = await writable_enterprise(w.conn, w.principal, credit_code)
+    before = await changing(w, EDGE, ent, edge_id, if_match)
     current = {"edge_id": edge_id, "name": before.name, "device_codes": before.device_codes}
     change = body.model_dump(exclude_unset=True)
     if "device_codes" in change and change["device_codes"] is None:
         change["device_codes"] = []
-    edge = await _domain(conn, ent, {**current, **change})
-    await upsert_edges(conn, [edge])
-    after = await _edge(conn, ent, edge_id)
-    assert after is not None  # noqa: S101 - it existed a moment ago, in this transaction
-    await audit(
-        conn,
-        request,
-        principal,
-        "update",
-        addr=addr,
-        object_type="edge",
-        object_key=key_of(ent, edge_id),
-        before=before.model_dump(mode="json"),
-        after=after.model_dump(mode="json"),
-        status=200,
-    )
-    return after
+    edge = await _domain(w.conn, ent, {**current, **change})
+    await upsert_edges(w.conn, [edge])
+    return await changed(w, EDGE, ent, edge_id, before)
 
 
 @router.delete(
@@ -269,30 +248,10 @@ async def update_edge(
     summary="注销边缘网关 Delete an edge gateway (ingest refuses its data from then on)",
     responses=problem_responses(401, 403, 404, 422),
 )
-async def delete_edge(
-    *,
-    request: Request,
-    credit_code: CreditCodePath,
-    edge_id: CodePath,
-    principal: CurrentPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
-) -> None:
-    ent = await writable_enterprise(conn, principal, credit_code)
-    before = await _edge(conn, ent, edge_id)
-    if before is None:
-        raise not_found("edge gateway", edge_id)
-    await conn.execute(
+async def delete_edge(*, credit_code: CreditCodePath, edge_id: CodePath, w: WriterDep) -> None:
+    ent = await writable_enterprise(w.conn, w.principal, credit_code)
+    before = await changing(w, EDGE, ent, edge_id)
+    await w.conn.execute(
         "DELETE FROM edge_gateway WHERE enterprise_id = %s AND edge_id = %s", (ent.id, edge_id)
     )
-    await audit(
-        conn,
-        request,
-        principal,
-        "delete",
-        addr=addr,
-        object_type="edge",
-        object_key=key_of(ent, edge_id),
-        before=before.model_dump(mode="json"),
-        status=204,
-    )
+    await deleted(w, EDGE, ent, edge_id, before)

@@ -11,27 +11,33 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Response
 from psycopg import sql
 from pydantic import BaseModel, Field, ValidationError
 
-from platform_api.audit import audit
-from platform_api.deps import ClientAddr, ConnDep, CurrentPrincipal
-from platform_api.listing import SortParam, fetch_page, fetch_rows, order_by
-from platform_api.problems import (
-    ProblemError,
-    field_error,
-    not_found,
-    problem_responses,
-    validation_problem,
+from platform_api.changes import (
+    ETAG_RESPONSE,
+    IfMatch,
+    Kind,
+    P,
+    Writer,
+    WriterDep,
+    changed,
+    changing,
+    claim,
+    created,
+    deleted,
+    shown,
 )
+from platform_api.deps import ConnDep, CurrentPrincipal
+from platform_api.listing import SortParam, fetch_page, fetch_rows, order_by
+from platform_api.problems import field_error, problem_responses, validation_problem
 from platform_api.routes.registry import contains
 from platform_api.schemas import Limit, Offset, Page, RequestBody
 from platform_api.scope import (
     CodePath,
     CreditCodePath,
     EnterpriseRef,
-    key_of,
     readable_enterprise,
     writable_enterprise,
 )
@@ -136,15 +142,18 @@ async def line_public(conn: Conn, ent: EnterpriseRef, code: str) -> LinePublic |
     return LinePublic(**rows[0]) if rows else None
 
 
-async def _detached(conn: Conn, column: str, pk: int) -> list[str]:
-    # ``column`` is one of two literals of this module, never input.
-    cur = await conn.execute(
-        sql.SQL("SELECT code FROM device WHERE {} = %s ORDER BY code").format(
-            sql.Identifier(column)
-        ),
-        (pk,),
-    )
-    return [str(r[0]) for r in await cur.fetchall()]
+SITE: Kind[EnterpriseRef, SitePublic] = Kind(
+    "site",
+    "site",
+    "SELECT id FROM site WHERE enterprise_id = %(ent)s AND code = %(code)s FOR NO KEY UPDATE",
+    _site,
+)
+LINE: Kind[EnterpriseRef, LinePublic] = Kind(
+    "line",
+    "line",
+    "SELECT id FROM line WHERE enterprise_id = %(ent)s AND code = %(code)s FOR NO KEY UPDATE",
+    line_public,
+)
 
 
 # --- sites -----------------------------------------------------------------------------
@@ -191,16 +200,18 @@ async def list_sites(
     "/enterprises/{credit_code}/sites/{code}",
     response_model=SitePublic,
     summary="厂区/车间 A site",
-    responses=problem_responses(401, 404, 422),
+    responses={**problem_responses(401, 404, 422), **ETAG_RESPONSE},
 )
 async def get_site(
-    *, credit_code: CreditCodePath, code: CodePath, principal: CurrentPrincipal, conn: ConnDep
+    *,
+    credit_code: CreditCodePath,
+    code: CodePath,
+    principal: CurrentPrincipal,
+    conn: ConnDep,
+    response: Response,
 ) -> SitePublic:
     ent = await readable_enterprise(conn, principal, credit_code)
-    site = await _site(conn, ent, code)
-    if site is None:
-        raise not_found("site", code)
-    return site
+    return await shown(conn, response, SITE, ent, code)
 
 
 @router.post(
@@ -210,86 +221,71 @@ async def get_site(
     summary="新建厂区/车间 Create a site",
     responses=problem_responses(401, 403, 404, 409, 422),
 )
-async def create_site(
-    *,
-    request: Request,
-    credit_code: CreditCodePath,
-    body: SiteCreate,
-    principal: CurrentPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
-) -> SitePublic:
-    ent = await writable_enterprise(conn, principal, credit_code)
+async def create_site(*, credit_code: CreditCodePath, body: SiteCreate, w: WriterDep) -> SitePublic:
+    ent = await writable_enterprise(w.conn, w.principal, credit_code)
     try:
         site = Site(enterprise=ent.credit_code, code=body.code, name=body.name)
     except ValidationError as exc:
         raise validation_problem(exc) from exc
-    cur = await conn.execute(
+    await claim(
+        w.conn,
         "INSERT INTO site (enterprise_id, code, name) VALUES (%s, %s, %s)"
         " ON CONFLICT (enterprise_id, code) DO NOTHING RETURNING id",
         (ent.id, site.code, site.name),
+        f"site {site.code!r} exists",
     )
-    if await cur.fetchone() is None:
-        raise ProblemError(409, f"site {site.code!r} exists", kind="conflict")
-    created = await _site(conn, ent, site.code)
-    assert created is not None  # noqa: S101 - inserted just above
-    await audit(
-        conn,
-        request,
-        principal,
-        "create",
-        addr=addr,
-        object_type="site",
-        object_key=key_of(ent, site.code),
-        after=created.model_dump(mode="json"),
-        status=201,
-    )
-    return created
+    return await created(w, SITE, ent, site.code)
 
 
 @router.patch(
     "/enterprises/{credit_code}/sites/{code}",
     response_model=SitePublic,
     summary="修改厂区/车间 Rename a site",
-    responses=problem_responses(401, 403, 404, 422),
+    responses={**problem_responses(401, 403, 404, 412, 422), **ETAG_RESPONSE},
 )
 async def update_site(
     *,
-    request: Request,
     credit_code: CreditCodePath,
     code: CodePath,
     body: SiteUpdate,
-    principal: CurrentPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
+    w: WriterDep,
+    if_match: IfMatch = None,
 ) -> SitePublic:
-    ent = await writable_enterprise(conn, principal, credit_code)
-    before = await _site(conn, ent, code)
-    if before is None:
-        raise not_found("site", code)
+    ent = await writable_enterprise(w.conn, w.principal, credit_code)
+    before = await changing(w, SITE, ent, code, if_match)
     try:
         site = Site(enterprise=ent.credit_code, code=code, name=body.name)
     except ValidationError as exc:
         raise validation_problem(exc) from exc
-    await conn.execute(
+    await w.conn.execute(
         "UPDATE site SET name = %s WHERE enterprise_id = %s AND code = %s",
         (site.name, ent.id, code),
     )
-    after = await _site(conn, ent, code)
-    assert after is not None  # noqa: S101 - it existed a moment ago, in this transaction
-    await audit(
-        conn,
-        request,
-        principal,
-        "update",
-        addr=addr,
-        object_type="site",
-        object_key=key_of(ent, code),
-        before=before.model_dump(mode="json"),
-        after=after.model_dump(mode="json"),
-        status=200,
+    return await changed(w, SITE, ent, code, before)
+
+
+async def _delete_place(
+    w: Writer, kind: Kind[EnterpriseRef, P], credit_code: str, code: str
+) -> None:
+    """Delete a site or a line; its devices stay without one (``site_id`` or
+    ``line_id`` becomes NULL), and the audit row lists them."""
+    ent = await writable_enterprise(w.conn, w.principal, credit_code)
+    before = await changing(w, kind, ent, code)
+    # ``kind.name`` is "site" or "line", literals of this module, never input.
+    table, column = sql.Identifier(kind.name), sql.Identifier(f"{kind.name}_id")
+    cur = await w.conn.execute(
+        sql.SQL("SELECT id FROM {} WHERE enterprise_id = %s AND code = %s").format(table),
+        (ent.id, code),
     )
-    return after
+    pk = (await cur.fetchone() or (None,))[0]
+    cur = await w.conn.execute(
+        sql.SQL("SELECT code FROM device WHERE {} = %s ORDER BY code").format(column), (pk,)
+    )
+    devices = [str(r[0]) for r in await cur.fetchall()]
+    # A line's devices get line_id NULL (ON DELETE SET NULL), which the rollup trigger
+    # notes: their scheduled time follows the enterprise's calendar from now on.
+    await w.conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(table), (pk,))
+    await deleted(w, kind, ent, code, before, detail={f"devices_left_without_{kind.name}": devices})
 
 
 @router.delete(
@@ -298,34 +294,8 @@ async def update_site(
     summary="删除厂区/车间 Delete a site (its devices and lines stay, without a site)",
     responses=problem_responses(401, 403, 404, 422),
 )
-async def delete_site(
-    *,
-    request: Request,
-    credit_code: CreditCodePath,
-    code: CodePath,
-    principal: CurrentPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
-) -> None:
-    ent = await writable_enterprise(conn, principal, credit_code)
-    before = await _site(conn, ent, code)
-    pk = await site_id(conn, ent, code)
-    if before is None or pk is None:
-        raise not_found("site", code)
-    devices = await _detached(conn, "site_id", pk)
-    await conn.execute("DELETE FROM site WHERE id = %s", (pk,))
-    await audit(
-        conn,
-        request,
-        principal,
-        "delete",
-        addr=addr,
-        object_type="site",
-        object_key=key_of(ent, code),
-        before=before.model_dump(mode="json"),
-        status=204,
-        detail={"devices_left_without_site": devices},
-    )
+async def delete_site(*, credit_code: CreditCodePath, code: CodePath, w: WriterDep) -> None:
+    await _delete_place(w, SITE, credit_code, code)
 
 
 # --- lines -----------------------------------------------------------------------------
@@ -376,16 +346,18 @@ async def list_lines(
     "/enterprises/{credit_code}/lines/{code}",
     response_model=LinePublic,
     summary="产线 A line",
-    responses=problem_responses(401, 404, 422),
+    responses={**problem_responses(401, 404, 422), **ETAG_RESPONSE},
 )
 async def get_line(
-    *, credit_code: CreditCodePath, code: CodePath, principal: CurrentPrincipal, conn: ConnDep
+    *,
+    credit_code: CreditCodePath,
+    code: CodePath,
+    principal: CurrentPrincipal,
+    conn: ConnDep,
+    response: Response,
 ) -> LinePublic:
     ent = await readable_enterprise(conn, principal, credit_code)
-    line = await line_public(conn, ent, code)
-    if line is None:
-        raise not_found("line", code)
-    return line
+    return await shown(conn, response, LINE, ent, code)
 
 
 async def _site_of(conn: Conn, ent: EnterpriseRef, code: str | None) -> int | None:
@@ -404,64 +376,39 @@ async def _site_of(conn: Conn, ent: EnterpriseRef, code: str | None) -> int | No
     summary="新建产线 Create a line",
     responses=problem_responses(401, 403, 404, 409, 422),
 )
-async def create_line(
-    *,
-    request: Request,
-    credit_code: CreditCodePath,
-    body: LineCreate,
-    principal: CurrentPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
-) -> LinePublic:
-    ent = await writable_enterprise(conn, principal, credit_code)
+async def create_line(*, credit_code: CreditCodePath, body: LineCreate, w: WriterDep) -> LinePublic:
+    ent = await writable_enterprise(w.conn, w.principal, credit_code)
     try:
         line = Line(enterprise=ent.credit_code, **body.model_dump())
     except ValidationError as exc:
         raise validation_problem(exc) from exc
-    site_pk = await _site_of(conn, ent, line.site_code)
-    cur = await conn.execute(
+    site_pk = await _site_of(w.conn, ent, line.site_code)
+    await claim(
+        w.conn,
         "INSERT INTO line (enterprise_id, code, name, site_id) VALUES (%s, %s, %s, %s)"
         " ON CONFLICT (enterprise_id, code) DO NOTHING RETURNING id",
         (ent.id, line.code, line.name, site_pk),
+        f"line {line.code!r} exists",
     )
-    if await cur.fetchone() is None:
-        raise ProblemError(409, f"line {line.code!r} exists", kind="conflict")
-    created = await line_public(conn, ent, line.code)
-    assert created is not None  # noqa: S101 - inserted just above
-    await audit(
-        conn,
-        request,
-        principal,
-        "create",
-        addr=addr,
-        object_type="line",
-        object_key=key_of(ent, line.code),
-        after=created.model_dump(mode="json"),
-        status=201,
-    )
-    return created
+    return await created(w, LINE, ent, line.code)
 
 
 @router.patch(
     "/enterprises/{credit_code}/lines/{code}",
     response_model=LinePublic,
     summary="修改产线 Update a line",
-    responses=problem_responses(401, 403, 404, 422),
+    responses={**problem_responses(401, 403, 404, 412, 422), **ETAG_RESPONSE},
 )
 async def update_line(
     *,
-    request: Request,
     credit_code: CreditCodePath,
     code: CodePath,
     body: LineUpdate,
-    principal: CurrentPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
+    w: WriterDep,
+    if_match: IfMatch = None,
 ) -> LinePublic:
-    ent = await writable_enterprise(conn, principal, credit_code)
-    before = await line_public(conn, ent, code)
-    if before is None:
-        raise not_found("line", code)
+    ent = await writable_enterprise(w.conn, w.principal, credit_code)
+    before = await changing(w, LINE, ent, code, if_match)
     current = {"name": before.name, "site_code": before.site_code}
     try:
         line = Line(
@@ -471,26 +418,12 @@ async def update_line(
         )
     except ValidationError as exc:
         raise validation_problem(exc) from exc
-    site_pk = await _site_of(conn, ent, line.site_code)
-    await conn.execute(
+    site_pk = await _site_of(w.conn, ent, line.site_code)
+    await w.conn.execute(
         "UPDATE line SET name = %s, site_id = %s WHERE enterprise_id = %s AND code = %s",
         (line.name, site_pk, ent.id, code),
     )
-    after = await line_public(conn, ent, code)
-    assert after is not None  # noqa: S101 - it existed a moment ago, in this transaction
-    await audit(
-        conn,
-        request,
-        principal,
-        "update",
-        addr=addr,
-        object_type="line",
-        object_key=key_of(ent, code),
-        before=before.model_dump(mode="json"),
-        after=after.model_dump(mode="json"),
-        status=200,
-    )
-    return after
+    return await changed(w, LINE, ent, code, before)
 
 
 @router.delete(
@@ -499,33 +432,5 @@ async def update_line(
     summary="删除产线 Delete a line (its devices stay, without a line)",
     responses=problem_responses(401, 403, 404, 422),
 )
-async def delete_line(
-    *,
-    request: Request,
-    credit_code: CreditCodePath,
-    code: CodePath,
-    principal: CurrentPrincipal,
-    conn: ConnDep,
-    addr: ClientAddr,
-) -> None:
-    ent = await writable_enterprise(conn, principal, credit_code)
-    before = await line_public(conn, ent, code)
-    pk = await line_id(conn, ent, code)
-    if before is None or pk is None:
-        raise not_found("line", code)
-    devices = await _detached(conn, "line_id", pk)
-    # The devices' line_id becomes NULL (ON DELETE SET NULL), which the rollup trigger
-    # notes: their scheduled time follows the enterprise's calendar from now on.
-    await conn.execute("DELETE FROM line WHERE id = %s", (pk,))
-    await audit(
-        conn,
-        request,
-        principal,
-        "delete",
-        addr=addr,
-        object_type="line",
-        object_key=key_of(ent, code),
-        before=before.model_dump(mode="json"),
-        status=204,
-        detail={"devices_left_without_line": devices},
-    )
+async def delete_line(*, credit_code: CreditCodePath, code: CodePath, w: WriterDep) -> None:
+    await _delete_place(w, LINE, credit_code, code)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Path, Query
@@ -27,6 +27,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 
 from platform_api.deps import ConnDep, CurrentPrincipal, cached_answer, require_raw
 from platform_api.problems import not_found, problem_responses
+from platform_api.schemas import LocalTime
 from zhizao import telemetry as tel
 from zhizao.storage import telemetry as store
 from zhizao.storage.connection import Conn
@@ -45,7 +46,14 @@ DeviceCode = Annotated[
 EdgeId = Annotated[
     str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$", description="edge gateway id")
 ]
-MetricName = Annotated[str, Path(min_length=1, max_length=128, description="metric name")]
+MetricName = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=128,
+        description="metric name; a '/' in it is sent percent-encoded, as %2F",
+    ),
+]
 
 # A '+' that was not encoded as %2B arrives as a space: "08:00:00 08:00".
 _SPACE_FOR_PLUS = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)$")
@@ -119,7 +127,7 @@ _DEFAULT_ROWS = 1000
 
 class MetricLatest(BaseModel):
     metric: str = Field(examples=["spindle_speed"])
-    time: datetime = Field(examples=["2026-03-02T09:41:07.250+08:00"])
+    time: LocalTime = Field(examples=["2026-03-02T09:41:07.250+08:00"])
     value: float = Field(examples=[8200.0])
     quality: Quality = Field(examples=["good"])
 
@@ -155,12 +163,12 @@ class _Ranged(BaseModel):
     enterprise: str = Field(examples=["91330206MA2AGQ1E35"])
     device: str = Field(examples=["M01"])
     time_zone: str = Field(examples=["Asia/Shanghai"])
-    start: datetime = Field(examples=["2026-03-02T08:00:00+08:00"])
-    end: datetime = Field(examples=["2026-03-02T20:00:00+08:00"])
+    start: LocalTime = Field(examples=["2026-03-02T08:00:00+08:00"])
+    end: LocalTime = Field(examples=["2026-03-02T20:00:00+08:00"])
 
 
 class SeriesBucket(BaseModel):
-    start: datetime = Field(
+    start: LocalTime = Field(
         description="the bucket's aligned start", examples=["2026-03-02T08:00:00+08:00"]
     )
     min: float = Field(examples=[7950.0])
@@ -181,8 +189,8 @@ class MetricSeries(_Ranged):
 
 
 class StateInterval(BaseModel):
-    start: datetime = Field(examples=["2026-03-02T08:00:00+08:00"])
-    end: datetime = Field(examples=["2026-03-02T08:42:10+08:00"])
+    start: LocalTime = Field(examples=["2026-03-02T08:00:00+08:00"])
+    end: LocalTime = Field(examples=["2026-03-02T08:42:10+08:00"])
     seconds: float = Field(examples=[2530.0])
     state: StateClass = Field(examples=["RUNNING"])
     state_label: str = Field(examples=["运行 Running"])
@@ -192,7 +200,7 @@ class StateInterval(BaseModel):
         examples=["state"],
     )
     source_label: str = Field(examples=["设备上报 Reported by the device"])
-    since: datetime | None = Field(
+    since: LocalTime | None = Field(
         description="when the transition happened (before start for the one in force at"
         " start; null for none)",
         examples=["2026-03-02T07:15:00+08:00"],
@@ -225,7 +233,7 @@ class StateTimeline(_Ranged):
 
 
 class CountBucket(BaseModel):
-    start: datetime = Field(examples=["2026-03-02T08:00:00+08:00"])
+    start: LocalTime = Field(examples=["2026-03-02T08:00:00+08:00"])
     good: int = Field(examples=[118])
     reject: int = Field(examples=[2])
 
@@ -245,7 +253,7 @@ class ProductionCounts(_Ranged):
 
 
 class ConnectivityEvent(BaseModel):
-    time: datetime = Field(examples=["2026-03-02T10:12:30+08:00"])
+    time: LocalTime = Field(examples=["2026-03-02T10:12:30+08:00"])
     online: bool = Field(examples=[False])
     status_label: str = Field(examples=["离线 Offline"])
     reason: str | None = Field(examples=["OPC UA session lost: BadConnectionClosed"])
@@ -272,7 +280,7 @@ class ConnectivityHistory(_Ranged):
 
 
 class EdgeStatusRecord(BaseModel):
-    time: datetime = Field(examples=["2026-03-02T07:58:00+08:00"])
+    time: LocalTime = Field(examples=["2026-03-02T07:58:00+08:00"])
     online: bool = Field(examples=[True])
     status_label: str = Field(examples=["在线 Online"])
     kind_label: str = Field(examples=["上线 Birth"])
@@ -296,20 +304,20 @@ class EdgeStatus(BaseModel):
         examples=[True],
     )
     status_label: str = Field(examples=["在线 Online"])
-    since: datetime | None = Field(examples=["2026-03-02T07:58:00+08:00"])
-    last_seen: datetime | None = Field(
+    since: LocalTime | None = Field(examples=["2026-03-02T07:58:00+08:00"])
+    last_seen: LocalTime | None = Field(
         description="the later of the last status message and the last data message stored",
         examples=["2026-03-02T09:41:08+08:00"],
     )
-    last_message_at: datetime | None = Field(examples=["2026-03-02T09:41:08+08:00"])
+    last_message_at: LocalTime | None = Field(examples=["2026-03-02T09:41:08+08:00"])
     software: str | None = Field(
         description="named by the edge's last birth (or Will) that named one",
         examples=["zhizao-edge 0.1.0"],
     )
     high_seq: int | None = Field(description="highest sequence number stored", examples=[18341])
     messages: int = Field(description="data messages stored", examples=[18342])
-    start: datetime = Field(examples=["2026-02-01T00:00:00+08:00"])
-    end: datetime = Field(examples=["2026-03-03T00:00:00+08:00"])
+    start: LocalTime = Field(examples=["2026-02-01T00:00:00+08:00"])
+    end: LocalTime = Field(examples=["2026-03-03T00:00:00+08:00"])
     history: list[EdgeStatusRecord] = Field(
         description="births and deaths of the range, in time order", examples=[[_STATUS_EXAMPLE]]
     )
@@ -320,7 +328,7 @@ class SequenceGap(BaseModel):
     first_seq: int = Field(examples=[18200])
     last_seq: int = Field(examples=[18204])
     missing: int = Field(examples=[5])
-    detected_at: datetime = Field(examples=["2026-03-02T09:00:03+08:00"])
+    detected_at: LocalTime = Field(examples=["2026-03-02T09:00:03+08:00"])
 
 
 class SequenceEvent(BaseModel):
@@ -329,7 +337,7 @@ class SequenceEvent(BaseModel):
     first_seq: int = Field(examples=[18200])
     last_seq: int = Field(examples=[18204])
     count: int = Field(examples=[5])
-    detected_at: datetime = Field(examples=["2026-03-02T09:00:03+08:00"])
+    detected_at: LocalTime = Field(examples=["2026-03-02T09:00:03+08:00"])
 
 
 class SequenceGaps(BaseModel):
@@ -345,8 +353,8 @@ class SequenceGaps(BaseModel):
                     "detected_at": "2026-03-02T09:00:03+08:00"}]],
     )  # fmt: skip
     open_truncated: bool = Field(examples=[False])
-    start: datetime = Field(examples=["2026-02-01T00:00:00+08:00"])
-    end: datetime = Field(examples=["2026-03-03T00:00:00+08:00"])
+    start: LocalTime = Field(examples=["2026-02-01T00:00:00+08:00"])
+    end: LocalTime = Field(examples=["2026-03-03T00:00:00+08:00"])
     events: list[SequenceEvent] = Field(
         description="what ingest saw in the range (by detection time): gaps, late, replays",
         examples=[[{"kind": "late", "kind_label": "迟到补齐 Late arrival", "first_seq": 18202,
@@ -380,6 +388,18 @@ async def _edge(
 
 def _zone(ref: store.EnterpriseRef) -> ZoneInfo:
     return ZoneInfo(ref.time_zone)
+
+
+def _span(ref: store.EnterpriseRef, start: datetime, end: datetime) -> dict[str, Any]:
+    """The fields every answer over a range starts with: whose it is, in which zone,
+    and the range in that zone."""
+    zone = _zone(ref)
+    return {
+        "enterprise": ref.credit_code,
+        "time_zone": ref.time_zone,
+        "start": _local(start, zone),
+        "end": _local(end, zone),
+    }
 
 
 def _local(value: datetime, zone: ZoneInfo) -> datetime:
@@ -479,7 +499,9 @@ async def enterprise_latest(
 
 
 @router.get(
-    "/enterprises/{credit_code}/devices/{code}/metrics/{metric}/series",
+    # ``:path``: a metric name may hold '/' (``spindle/temp``), sent as %2F or as is;
+    # the path is matched decoded, so a plain segment would never reach the route.
+    "/enterprises/{credit_code}/devices/{code}/metrics/{metric:path}/series",
     response_model=MetricSeries,
     summary="指标时序(降采样) A metric's series, downsampled",
     responses=_RAW_RESPONSES,
@@ -508,11 +530,8 @@ async def metric_series(
         start=start, end=end, plan=plan, include_bad=include_bad,
     )  # fmt: skip
     return MetricSeries(
-        enterprise=device.enterprise.credit_code,
+        **_span(device.enterprise, start, end),
         device=device.code,
-        time_zone=device.enterprise.time_zone,
-        start=_local(start, zone),
-        end=_local(end, zone),
         metric=metric,
         bucket_s=plan.width_s,
         include_bad=include_bad,
@@ -549,11 +568,8 @@ async def device_states(
     )
     totals = [(state, timeline.totals[state]) for state in StateClass if state in timeline.totals]
     return StateTimeline(
-        enterprise=device.enterprise.credit_code,
+        **_span(device.enterprise, timeline.start, timeline.end),
         device=device.code,
-        time_zone=device.enterprise.time_zone,
-        start=_local(timeline.start, zone),
-        end=_local(timeline.end, zone),
         intervals=[
             StateInterval(
                 start=_local(i.start, zone), end=_local(i.end, zone), seconds=i.seconds,
@@ -596,11 +612,8 @@ async def device_counts(
         conn, principal.visibility, device, start=start, end=end, plan=plan
     )
     return ProductionCounts(
-        enterprise=device.enterprise.credit_code,
+        **_span(device.enterprise, start, end),
         device=device.code,
-        time_zone=device.enterprise.time_zone,
-        start=_local(start, zone),
-        end=_local(end, zone),
         bucket_s=plan.width_s,
         totals=CountTotals(good=sum(b.good for b in buckets),
                            reject=sum(b.reject for b in buckets)),
@@ -646,11 +659,8 @@ async def device_connectivity(
     )
     events = [e for e in (_connectivity(e, zone) for e in history.events) if e is not None]
     return ConnectivityHistory(
-        enterprise=device.enterprise.credit_code,
+        **_span(device.enterprise, start, end),
         device=device.code,
-        time_zone=device.enterprise.time_zone,
-        start=_local(start, zone),
-        end=_local(end, zone),
         current=_connectivity(history.current, zone),
         at_start=_connectivity(history.at_start, zone),
         events=events,
@@ -691,10 +701,9 @@ async def edge_status(
     )
     current = report.current
     return EdgeStatus(
-        enterprise=edge.enterprise.credit_code,
+        **_span(edge.enterprise, start, end),
         edge_id=edge.edge_id,
         name=edge.name,
-        time_zone=edge.enterprise.time_zone,
         online=None if current is None else current.online,
         status_label=(
             "无数据 Never reported" if current is None else tel.connectivity_label(current.online)
@@ -705,8 +714,6 @@ async def edge_status(
         software=report.software,
         high_seq=report.high_seq,
         messages=report.messages,
-        start=_local(start, zone),
-        end=_local(end, zone),
         history=[_status_record(r, zone) for r in report.history],
         truncated=report.truncated,
     )
@@ -735,9 +742,8 @@ async def edge_gaps(
         conn, principal.visibility, edge, start=start, end=end, limit=limit
     )
     return SequenceGaps(
-        enterprise=edge.enterprise.credit_code,
+        **_span(edge.enterprise, start, end),
         edge_id=edge.edge_id,
-        time_zone=edge.enterprise.time_zone,
         high_seq=report.high_seq,
         messages=report.messages,
         missing=report.open_missing,
@@ -747,8 +753,6 @@ async def edge_gaps(
             for g in report.open_gaps
         ],
         open_truncated=report.open_truncated,
-        start=_local(start, zone),
-        end=_local(end, zone),
         events=[
             SequenceEvent(kind=e.kind, kind_label=tel.SEQUENCE_LABELS.get(e.kind, e.kind),
                           first_seq=e.first_seq, last_seq=e.last_seq, count=e.size,

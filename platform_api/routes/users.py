@@ -18,7 +18,7 @@ from platform_api import security
 from platform_api.audit import audit
 from platform_api.deps import AdminPrincipal, ClientAddr, ConnDep, CurrentPrincipal, SettingsDep
 from platform_api.problems import ProblemError, field_error, not_found, problem_responses
-from platform_api.schemas import local
+from platform_api.schemas import LocalTime, local
 from zhizao.access import ROLE_LABELS, Grant, Role, check_grant
 from zhizao.errors import InvalidValue
 from zhizao.storage import users as store
@@ -73,7 +73,7 @@ class UserPublic(BaseModel):
     username: str = Field(examples=["zhang.wei"])
     full_name: str | None = Field(default=None, examples=["张伟"])
     disabled: bool = Field(examples=[False])
-    created_at: datetime = Field(examples=["2026-12-03T09:00:00+08:00"])
+    created_at: LocalTime = Field(examples=["2026-12-03T09:00:00+08:00"])
     grants: list[GrantPublic]
 
 
@@ -251,10 +251,10 @@ class TokenPublic(BaseModel):
     prefix: str = Field(examples=["zt_Q2x9fK"])
     username: str = Field(examples=["zhang.wei"])
     grants: list[GrantPublic]
-    created_at: datetime
-    expires_at: datetime
-    revoked_at: datetime | None = None
-    last_used_at: datetime | None = None
+    created_at: LocalTime
+    expires_at: LocalTime
+    revoked_at: LocalTime | None = None
+    last_used_at: LocalTime | None = None
     last_used_from: str | None = Field(default=None, examples=["10.0.0.12"])
 
 

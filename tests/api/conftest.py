@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from platform_api import create_app
@@ -90,6 +91,21 @@ class ApiClient:
     async def close(self) -> None:
         for client in self._clients:
             await client.aclose()
+
+
+async def waiting_for_locks(db_url: str, count: int) -> None:
+    """Until ``count`` sessions of the database wait for a lock: how a test of a race
+    knows that the requests it started are all past their reads and held at a write."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for _ in range(500):
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if row is not None and row[0] >= count:
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError(f"{count} sessions never waited for a lock")
 
 
 def make_settings(db_url: str, **overrides: Any) -> ApiSettings:

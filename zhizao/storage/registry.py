@@ -15,6 +15,7 @@ of a given code; a code without a name leaves the name alone.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -619,34 +620,77 @@ async def upsert_edges(
     edges: Iterable[EdgeGateway],
     fields_of: Callable[[EdgeGateway], Set[str] | None] = lambda _: None,
     refuse: Refuse = _refuse_nothing,
+    *,
+    owners: Set[int] | None = None,
+    taken: Callable[[EdgeGateway], None] | None = None,
 ) -> UpsertCounts:
     """Insert or update gateways and the devices they serve; a file without the name
     or device columns leaves those as they were. Gateways are few (one per factory
     or line), so each is one upsert and one statement for its devices, each in a
-    savepoint of its own."""
+    savepoint of its own.
+
+    ``owners`` (enterprise ids) limits the gateways this may change to theirs: an edge
+    id registered to any other enterprise is left as it is and handed to ``taken``.
+    The limit is part of the upsert's own statement (``DO UPDATE … WHERE`` the row's
+    enterprise is an owner), so it holds against a concurrent transaction that
+    registers the id between a caller's check and this write: the upsert waits for
+    that transaction and then finds the id taken."""
     counts = UpsertCounts()
     ids = await enterprise_ids(conn)
+    refused: dict[str, EdgeGateway] = {}
 
     async def run(batch: Sequence[EdgeGateway]) -> None:
         for edge in batch:
-            counts.add(await _upsert_edge(conn, edge, ids, fields_of(edge)))
+            outcome = await _upsert_edge(conn, edge, ids, fields_of(edge), owners)
+            if outcome is _Taken.TAKEN:
+                refused[edge.edge_id] = edge
+            else:
+                counts.add(outcome)
 
     await _in_batches(conn, list(edges), run, refuse)
+    if taken is not None:
+        for edge in refused.values():
+            taken(edge)
     return counts
 
 
+class _Taken(enum.Enum):
+    """What :func:`_upsert_edge` answers for an edge id held by an enterprise not an owner."""
+
+    TAKEN = "taken"
+
+
 async def _upsert_edge(
-    conn: Conn, edge: EdgeGateway, ids: Mapping[str, int], given: Set[str] | None
-) -> bool | None:
+    conn: Conn,
+    edge: EdgeGateway,
+    ids: Mapping[str, int],
+    given: Set[str] | None,
+    owners: Set[int] | None = None,
+) -> bool | _Taken | None:
     columns = _given(("enterprise_id", "name"), given, {"enterprise": "enterprise_id"})
+    conflict = _set_clause("edge_gateway", columns)
+    params: list[object] = [edge.edge_id, ids[edge.enterprise], edge.name]
+    if owners is not None:
+        conflict = sql.SQL("{} AND edge_gateway.enterprise_id = ANY(%s)").format(conflict)
+        params.append(sorted(owners))
     query = sql.SQL(
         """
         INSERT INTO edge_gateway (edge_id, enterprise_id, name) VALUES (%s, %s, %s)
         ON CONFLICT (edge_id) DO UPDATE {conflict}
         RETURNING (xmax = 0)
         """
-    ).format(conflict=_set_clause("edge_gateway", columns))
-    result = await _upsert(conn, query, (edge.edge_id, ids[edge.enterprise], edge.name))
+    ).format(conflict=conflict)
+    result = await _upsert(conn, query, params)
+    if result is None and owners is not None:
+        # Nothing changed, or the id is another enterprise's. DO UPDATE locks the
+        # conflicting row even where its WHERE is false, so its owner read now is the
+        # committed one and stays so until this transaction ends.
+        cur = await conn.execute(
+            "SELECT enterprise_id FROM edge_gateway WHERE edge_id = %s", (edge.edge_id,)
+        )
+        row = await cur.fetchone()
+        if row is not None and int(row[0]) not in owners:
+            return _Taken.TAKEN
     if given is not None and "device_codes" not in given:
         return result
     cur = await conn.execute(
@@ -751,20 +795,25 @@ def _keep(ledger: Ledger, models: Iterable[M], problem: Callable[[M], Problem]) 
         found = problem(model)
         if found is None:
             kept.append(model)
-            continue
-        column, value, reason = found
-        origin = ledger.origin(model)
-        ledger.errors.append(
-            RowError(
-                ledger.source,
-                origin.sheet if origin else "",
-                origin.row if origin else 0,
-                origin.headers.get(column, column) if origin else column,
-                value,
-                reason,
-            )
-        )
+        else:
+            _row_error(ledger, model, found)
     return kept
+
+
+def _row_error(ledger: Ledger, model: LedgerModel, found: tuple[str, object, str]) -> None:
+    """A problem of ``model`` as a RowError at its row and column."""
+    column, value, reason = found
+    origin = ledger.origin(model)
+    ledger.errors.append(
+        RowError(
+            ledger.source,
+            origin.sheet if origin else "",
+            origin.row if origin else 0,
+            origin.headers.get(column, column) if origin else column,
+            value,
+            reason,
+        )
+    )
 
 
 async def _registered_clusters(
@@ -862,7 +911,8 @@ async def store_ledger(
     changes.enterprises = await upsert_enterprises(
         conn, await _registered_clusters(conn, ledger, enterprises), ledger.fields_of, refuse
     )
-    stored = set(await enterprise_ids(conn))
+    ids = await enterprise_ids(conn)
+    stored = set(ids)
 
     def owner_problem(model: Device | EdgeGateway) -> Problem:
         if model.enterprise in stored:
@@ -886,6 +936,9 @@ async def store_ledger(
     for credit, code in await cur.fetchall():
         registered.setdefault(str(credit).strip(), set()).add(str(code))
 
+    # The ids already another enterprise's are refused here, before any write; one
+    # that a concurrent import or request registers after this check is refused by
+    # upsert_edges(owners=...) in the upsert itself, with the same words.
     taken: set[str] = set()
     if writable is not None and ledger.edges:
         cur = await conn.execute(
@@ -899,16 +952,26 @@ async def store_ledger(
         if (owner := owner_problem(edge)) is not None:
             return owner
         if edge.edge_id in taken:
-            return ("edge_id", edge.edge_id, "edge id is registered to another enterprise")
+            return _taken_problem(edge)
         unknown = sorted(set(edge.device_codes) - registered.get(edge.enterprise, set()))
         if unknown:
             return ("device_codes", "、".join(unknown), "devices not in the enterprise's ledger")
         return None
 
+    owners = None if writable is None else {ids[c] for c in writable if c in ids}
     changes.edges = await upsert_edges(
-        conn, _keep(ledger, ledger.edges, edge_problem), ledger.fields_of, refuse
+        conn,
+        _keep(ledger, ledger.edges, edge_problem),
+        ledger.fields_of,
+        refuse,
+        owners=owners,
+        taken=lambda edge: _row_error(ledger, edge, _taken_problem(edge)),
     )
     return changes
+
+
+def _taken_problem(edge: EdgeGateway) -> tuple[str, object, str]:
+    return ("edge_id", edge.edge_id, "edge id is registered to another enterprise")
 
 
 @dataclass(frozen=True)
