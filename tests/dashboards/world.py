@@ -3,7 +3,8 @@ one day of the ``factory`` simulator scenario, rolled up.
 
 The scenario's timeline (edge/simulator/timeline.py: exact state intervals and parts, the
 ground truth the simulator replays) is written as facts for its enterprise 宁波瑞驰
-(HOME, a two-shift calendar 08:00-16:00 and 16:00-24:00), and the timelines of its first
+(HOME, a two-shift calendar 08:00-16:00 and 16:00-24:00; its robot RB-202 is left
+silent), and the timelines of its first
 devices are replayed on the first production devices of 慈溪宏拓 (OTHER): a second tenant
 whose rows the first must never see. No MQTT or OPC UA here (tests/test_ground_truth.py
 covers that path); the facts are what that path stores.
@@ -25,6 +26,7 @@ SH = ZoneInfo("Asia/Shanghai")
 HOME = "91330206MA2GR7K17L"  # 宁波瑞驰, the scenario's enterprise (cluster NB-AUTO-PARTS)
 OTHER = "91330282MA28CX3P78"  # 慈溪宏拓, the same cluster
 DAY = date(2026, 3, 2)
+SILENT = "RB-202"
 SCENARIO = load_scenario(bundled("factory"))
 
 
@@ -61,7 +63,8 @@ async def fill(conn: Conn) -> None:
     timelines = build_timeline(SCENARIO)
     home = await _device_ids(conn, HOME)
     other = await _device_ids(conn, OTHER)
-    played = {code: home[code] for code in timelines if code in home}
+    # RB-202 stays silent: the enterprise has a device that is not networked.
+    played = {code: home[code] for code in timelines if code in home and code != SILENT}
     replayed = dict(zip(list(timelines)[:3], list(other.values())[:3], strict=True))
     calendars = parse_calendars(
         {
