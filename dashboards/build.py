@@ -23,6 +23,7 @@ from grafana_foundation_sdk.builders import (
     table,
     timeseries,
 )
+from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.models import dashboard as model
@@ -126,6 +127,11 @@ def _thresholds(*steps: tuple[float | None, str]) -> dash.ThresholdsConfig:
 OEE_THRESHOLDS = ((None, RED), (0.6, YELLOW), (0.85, GREEN))
 #: networking rate: Zhejiang's pilots aim at 80 % and more
 RATE_THRESHOLDS = ((None, RED), (0.5, YELLOW), (0.8, GREEN))
+
+
+def _last_value() -> common_builders.ReduceDataOptions:
+    """Stat panels show the one row of their query (Grafana's default when unset)."""
+    return common_builders.ReduceDataOptions().values(False).calcs(["lastNotNull"])
 
 
 def _link(title: str, url: str) -> dash.DashboardLink:
@@ -237,6 +243,7 @@ def line_dashboard() -> dash.Dashboard:
                 w=12,
                 h=6,
             )
+            .reduce_options(_last_value())
             .thresholds(_thresholds(*OEE_THRESHOLDS))
             .graph_mode(BigValueGraphMode.NONE)
             .min(0)
@@ -253,6 +260,7 @@ def line_dashboard() -> dash.Dashboard:
                 h=6,
                 description="1 − 计划时间内离线 / 计划开动时间 (1 − offline / planned busy time)",
             )
+            .reduce_options(_last_value())
             .thresholds(_thresholds((None, RED), (0.9, YELLOW), (0.98, GREEN)))
             .min(0)
             .max(1)
@@ -334,6 +342,7 @@ def enterprise_dashboard() -> dash.Dashboard:
                 " / networking: networked device-days / in-service device-days;"
                 " NC: on the period's last day",
             )
+            .reduce_options(_last_value())
             .thresholds(_thresholds(*RATE_THRESHOLDS))
             .min(0)
             .max(1)
@@ -348,6 +357,7 @@ def enterprise_dashboard() -> dash.Dashboard:
                 w=12,
                 h=6,
             )
+            .reduce_options(_last_value())
             .thresholds(_thresholds((None, RED), (0.9, YELLOW), (0.98, GREEN)))
             .min(0)
             .max(1)
@@ -511,6 +521,7 @@ def province_dashboard() -> dash.Dashboard:
                 w=8,
                 h=8,
             )
+            .reduce_options(_last_value())
             .thresholds(_thresholds(*RATE_THRESHOLDS))
             .min(0)
             .max(1)
