@@ -12,6 +12,7 @@ from zhizao.cli import (
     anomalies,
     api,
     contract,
+    dashboards,
     db,
     edge,
     ingest,
@@ -42,6 +43,7 @@ app.add_typer(kpi.app, name="kpi")
 app.add_typer(api.app, name="api")
 app.add_typer(users.app, name="users")
 app.add_typer(users.tokens_app, name="tokens")
+app.add_typer(dashboards.app, name="dashboards")
 app.command("demo")(demo)
 
 
