@@ -4,8 +4,9 @@ macros and the dashboard's variables are expanded: :mod:`dashboards.grafana_sql`
 Two kinds of readers, two kinds of SQL (migration 0012, docs/dashboards.md):
 
 - line and enterprise dashboards log in as the enterprise's own role and read the
-  registry, facts and rollups directly; row-level security leaves them only their
-  enterprise's rows, whatever the SQL says;
+  registry and rollups, where row-level security leaves them only their enterprise's
+  rows whatever the SQL says, and the facts through the ``tenant_*`` views (the fact
+  tables may be TimescaleDB hypertables, which cannot have row-level security);
 - cluster and province dashboards log in as the aggregate role and read the
   ``dash_*`` views only.
 
@@ -66,12 +67,12 @@ LINE_STATE_TIMELINE = _fill(
     """
     SELECT greatest(s.time, $__timeFrom()::timestamptz) AS "time", d.code AS metric,
            array_position(enum_range(NULL::state_class), s.state) - 1 AS "状态 state"
-    FROM state_change s
+    FROM tenant_state_change s
     JOIN device d ON d.id = s.device_id
     JOIN enterprise e ON e.id = d.enterprise_id
     JOIN line l ON l.id = d.line_id
     WHERE <<ENTERPRISE>> AND <<LINE>> AND s.time <= $__timeTo()
-      AND s.time >= coalesce((SELECT max(p.time) FROM state_change p
+      AND s.time >= coalesce((SELECT max(p.time) FROM tenant_state_change p
                               WHERE p.device_id = s.device_id AND p.time <= $__timeFrom()),
                              $__timeFrom()::timestamptz)
     ORDER BY 1, 2
@@ -122,7 +123,7 @@ _LAST_SEEN = """
     greatest(
         (SELECT max(h.last_good) FROM device_hour_tally h
          WHERE h.device_id = d.id AND h.hour < <<BEFORE>>),
-        (SELECT max(c.time) FROM device_connectivity c
+        (SELECT max(c.time) FROM tenant_device_connectivity c
          WHERE c.device_id = d.id AND c.online AND c.time < <<BEFORE>>))
 """
 
@@ -133,7 +134,7 @@ LINE_OFFLINE_NOW = _fill(
     JOIN enterprise e ON e.id = d.enterprise_id
     JOIN line l ON l.id = d.line_id
     CROSS JOIN LATERAL (SELECT <<LAST_SEEN>> AS at) seen
-    LEFT JOIN LATERAL (SELECT c.online FROM device_connectivity c
+    LEFT JOIN LATERAL (SELECT c.online FROM tenant_device_connectivity c
                        WHERE c.device_id = d.id ORDER BY c.time DESC LIMIT 1) conn ON true
     WHERE <<ENTERPRISE>> AND <<LINE>>
       AND (seen.at IS NULL OR seen.at < now() - interval '25 hours' OR NOT conn.online)

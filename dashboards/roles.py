@@ -1,16 +1,17 @@
 """The PostgreSQL roles Grafana's datasources log in as (DESIGN §8, docs/dashboards.md).
 
 Migration 0012 decides what a dashboard session may see (row-level security keyed by
-``session_user`` through ``dashboard_role``, and the aggregate ``dash_*`` views); this
+``session_user`` through ``dashboard_role`` on the registry and rollups, ``tenant_*``
+views of the fact tables, and the aggregate ``dash_*`` views); this
 module makes the roles, because roles belong to the whole server and the schema to one
 database:
 
 - a per-database prefix ``zd_`` + 8 random hex digits, kept in ``dashboard_installation``
   with the database's name; a copy under another name (a test database copied from a
   template, a restored backup) gets a new prefix, so two databases never share a role;
-- two group roles without login: ``{prefix}_enterprise`` (SELECT on the registry, facts
-  and rollups, all under row-level security) and ``{prefix}_aggregate`` (SELECT on the
-  ``dash_*`` views only);
+- two group roles without login: ``{prefix}_enterprise`` (SELECT on the registry and the
+  rollups under row-level security, and on the ``tenant_*`` views of the facts) and
+  ``{prefix}_aggregate`` (SELECT on the ``dash_*`` views only);
 - one login role per enterprise, ``{prefix}_e{id}``, member of the enterprise group and
   listed in ``dashboard_role`` with its enterprise, and one login role ``{prefix}_agg``
   for the cluster and province dashboards.
@@ -39,13 +40,20 @@ from psycopg import sql
 from zhizao.errors import StorageError
 from zhizao.storage.connection import Conn
 
-#: What the enterprise group may select: every row under the policy ``dashboard_tenant``
-#: of migration 0012, except region, cluster and metric_name (reference data).
+#: What the enterprise group may select: plain tables under the policy ``dashboard_tenant``
+#: of migration 0012 (region, cluster and metric_name are reference data), and the
+#: ``tenant_*`` views of the fact tables, which get no grant (TimescaleDB hypertables).
 ENTERPRISE_TABLES = (
     "region", "cluster", "metric_name", "enterprise", "enterprise_cluster", "site", "line",
-    "device", "shift_calendar", "edge_gateway", "edge_device", "edge_status", "metric_point",
-    "state_change", "production_count", "device_connectivity", "device_event",
-    "device_hour_tally", "rollup_device_hour", "rollup_device_day",
+    "device", "shift_calendar", "edge_gateway", "edge_device", "device_hour_tally",
+    "rollup_device_hour", "rollup_device_day", "tenant_metric_point", "tenant_state_change",
+    "tenant_production_count", "tenant_device_connectivity", "tenant_device_event",
+    "tenant_edge_status",
+)  # fmt: skip
+#: The fact tables, which a dashboard role never reads directly.
+FACT_TABLES = (
+    "metric_point", "state_change", "production_count", "device_connectivity",
+    "device_event", "edge_status",
 )  # fmt: skip
 
 #: What the aggregate group may select: nothing else.

@@ -15,16 +15,22 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from dashboards.roles import AGGREGATE_VIEWS, DashboardRole, PasswordFile, ensure_roles
+from dashboards.roles import (
+    AGGREGATE_VIEWS,
+    FACT_TABLES,
+    DashboardRole,
+    PasswordFile,
+    ensure_roles,
+)
 from tests.dashboards.conftest import World
 from tests.dashboards.world import HOME, OTHER
 from tests.fix_db import RUN_ID, create_database, drop_database
 
 ENTERPRISE_DATA = (
     "enterprise", "site", "line", "device", "shift_calendar", "edge_gateway", "edge_device",
-    "edge_status", "metric_point", "state_change", "production_count", "device_connectivity",
-    "device_event", "device_hour_tally", "rollup_device_hour", "rollup_device_day",
-    "enterprise_cluster",
+    "tenant_edge_status", "tenant_metric_point", "tenant_state_change",
+    "tenant_production_count", "tenant_device_connectivity", "tenant_device_event",
+    "device_hour_tally", "rollup_device_hour", "rollup_device_day", "enterprise_cluster",
 )  # fmt: skip
 RAW = ("metric_point", "state_change", "production_count", "device_connectivity",
        "device_event", "device_hour_tally", "rollup_device_hour", "rollup_device_day",
@@ -85,14 +91,16 @@ def test_an_enterprise_role_sees_its_own_rows_only(
     assert home.execute("SELECT DISTINCT enterprise_id FROM device").fetchall() == [(own,)]
     by_enterprise = ("site", "line", "device", "shift_calendar", "edge_gateway")
     for table in ENTERPRISE_DATA:
-        if table in ("enterprise", "edge_device", "edge_status", "enterprise_cluster"):
+        if table in ("enterprise", "edge_device", "tenant_edge_status", "enterprise_cluster"):
             continue
         ident = sql.Identifier(table)
+        # What the owner counts in the table under the view.
+        underlying = sql.Identifier(table.removeprefix("tenant_"))
         if table in by_enterprise:
             query = sql.SQL("SELECT count(*) FROM {} WHERE enterprise_id {} %s")
             theirs = home.execute(query.format(ident, sql.SQL("<>")), (own,)).fetchone()
             mine = home.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
-            expected = owner.execute(query.format(ident, sql.SQL("=")), (own,)).fetchone()
+            expected = owner.execute(query.format(underlying, sql.SQL("=")), (own,)).fetchone()
         else:
             theirs = home.execute(
                 sql.SQL("SELECT count(*) FROM {} WHERE device_id <> ALL(%s)").format(ident),
@@ -100,13 +108,49 @@ def test_an_enterprise_role_sees_its_own_rows_only(
             ).fetchone()
             mine = home.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
             expected = owner.execute(
-                sql.SQL("SELECT count(*) FROM {} WHERE device_id = ANY(%s)").format(ident),
+                sql.SQL("SELECT count(*) FROM {} WHERE device_id = ANY(%s)").format(underlying),
                 (own_devices,),
             ).fetchone()
         assert theirs == (0,), table
         assert mine == expected, table  # all of its own rows, nothing less
-    (states,) = home.execute("SELECT count(*) FROM state_change").fetchone() or (0,)
+    (states,) = home.execute("SELECT count(*) FROM tenant_state_change").fetchone() or (0,)
     assert int(states) > 0  # its own facts are there
+
+
+def test_an_enterprise_role_cannot_read_the_fact_tables_themselves(
+    home: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    """Facts may live in TimescaleDB hypertables, whose chunks would not carry a policy:
+    the roles get no grant on them at all, only the tenant views."""
+    for table in FACT_TABLES:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            home.execute(sql.SQL("SELECT 1 FROM {} LIMIT 1").format(sql.Identifier(table)))
+
+
+def test_a_users_function_sees_only_the_rows_a_tenant_view_lets_through(
+    home: psycopg.Connection[tuple[object, ...]], owner: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """security_barrier: a leaky function in the WHERE clause runs after the view's filter.
+    (A dashboard role cannot create functions in the schema; a temporary one will do, once
+    the user has turned the read-only default off, as anyone may.)"""
+    home.execute("SET default_transaction_read_only = off")
+    home.execute(
+        "CREATE FUNCTION pg_temp.peek(d integer) RETURNS boolean LANGUAGE plpgsql"
+        " COST 0.0000001 AS $$ BEGIN RAISE NOTICE 'saw %', d; RETURN true; END $$"
+    )
+    seen: list[str] = []
+    home.add_notice_handler(lambda diag: seen.append(str(diag.message_primary)))
+    home.execute("SELECT count(*) FROM tenant_state_change WHERE pg_temp.peek(device_id)")
+    own = {
+        f"saw {r[0]}"
+        for r in owner.execute(
+            "SELECT d.id FROM device d JOIN enterprise e ON e.id = d.enterprise_id"
+            " WHERE e.credit_code = %s",
+            (HOME,),
+        ).fetchall()
+    }
+    assert seen
+    assert set(seen) <= own
 
 
 def test_joins_and_subqueries_do_not_reach_around_the_policy(
@@ -117,7 +161,7 @@ def test_joins_and_subqueries_do_not_reach_around_the_policy(
         "SELECT count(*) FROM enterprise WHERE credit_code = %s",
         "SELECT count(*) FROM device d JOIN enterprise e ON e.id = d.enterprise_id"
         " WHERE e.credit_code = %s",
-        "SELECT count(*) FROM state_change s WHERE EXISTS (SELECT 1 FROM device d"
+        "SELECT count(*) FROM tenant_state_change s WHERE EXISTS (SELECT 1 FROM device d"
         " JOIN enterprise e ON e.id = d.enterprise_id WHERE d.id = s.device_id"
         " AND e.credit_code = %s)",
         "WITH RECURSIVE x AS (SELECT id FROM enterprise WHERE credit_code = %s)"
@@ -134,10 +178,12 @@ def test_an_enterprise_role_cannot_read_aggregates_users_or_write(
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             home.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(table)))
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-        home.execute("DELETE FROM state_change")
+        home.execute("DELETE FROM device")
     home.execute("SET default_transaction_read_only = off")  # a user may; it opens nothing
-    with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        home.execute("DELETE FROM state_change")
+    for write in ("DELETE FROM device", "UPDATE rollup_device_day SET good = 0",
+                  "DELETE FROM tenant_state_change", "DELETE FROM state_change"):  # fmt: skip
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            home.execute(write)
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         home.execute("CREATE TABLE mine (x int)")
 
@@ -191,7 +237,7 @@ def test_a_login_slipped_into_a_group_sees_nothing(world: World) -> None:
             sql.Identifier(f"{prefix}_enterprise"), sql.Identifier(stray)))  # fmt: skip
         try:
             with psycopg.connect(make_conninfo(world.url, user=stray), autocommit=True) as conn:
-                for table in ("enterprise", "device", "state_change", "rollup_device_day"):
+                for table in ("enterprise", "device", "tenant_state_change", "rollup_device_day"):
                     query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
                     assert conn.execute(query).fetchone() == (0,), table
         finally:

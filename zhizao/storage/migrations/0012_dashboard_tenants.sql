@@ -48,10 +48,11 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
     SELECT r.enterprise_id FROM public.dashboard_role r WHERE r.role_name = session_user
 $$;
 
--- Row-level security on everything that belongs to an enterprise. A session that is not a
--- dashboard's (the platform's own services, whatever role they use) passes unchanged; a
--- dashboard session sees its enterprise's rows or nothing. The functions are wrapped in
--- scalar subqueries so that each runs once per statement, not once per row.
+-- Row-level security on the plain tables that belong to an enterprise (the registry and
+-- the rollups). A session that is not a dashboard's (the platform's own services, whatever
+-- role they use) passes unchanged; a dashboard session sees its enterprise's rows or
+-- nothing. The functions are wrapped in scalar subqueries so that each runs once per
+-- statement, not once per row.
 DO $$
 DECLARE
     t record;
@@ -66,11 +67,7 @@ BEGIN
         ('edge_gateway', 'enterprise_id = (SELECT dashboard_enterprise())'),
         ('edge_device', 'edge_pk IN (SELECT g.id FROM edge_gateway g'
                         ' WHERE g.enterprise_id = (SELECT dashboard_enterprise()))'),
-        ('edge_status', 'edge_pk IN (SELECT g.id FROM edge_gateway g'
-                        ' WHERE g.enterprise_id = (SELECT dashboard_enterprise()))'),
-        ('metric_point', NULL), ('state_change', NULL), ('production_count', NULL),
-        ('device_connectivity', NULL), ('device_event', NULL), ('device_hour_tally', NULL),
-        ('rollup_device_hour', NULL), ('rollup_device_day', NULL)
+        ('device_hour_tally', NULL), ('rollup_device_hour', NULL), ('rollup_device_day', NULL)
     ) AS v(tbl, own)
     LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t.tbl);
@@ -82,6 +79,40 @@ BEGIN
                             ' WHERE d.enterprise_id = (SELECT dashboard_enterprise()))'));
     END LOOP;
 END $$;
+
+-- The fact tables become TimescaleDB hypertables where the extension is present, and
+-- TimescaleDB refuses compression on a table with row-level security and does not give a
+-- hypertable's policies to its chunks (whose grants it does copy). So the dashboard roles
+-- get no grant on a fact table, and read their enterprise's facts through these views
+-- instead: owned by the migrating role, filtered by the session's enterprise, and
+-- security_barrier so that a user's function in a WHERE clause only ever sees rows the
+-- filter let through.
+CREATE OR REPLACE VIEW tenant_metric_point WITH (security_barrier) AS
+    SELECT f.* FROM metric_point f
+    WHERE f.device_id IN (SELECT d.id FROM device d
+                          WHERE d.enterprise_id = (SELECT dashboard_enterprise()));
+CREATE OR REPLACE VIEW tenant_state_change WITH (security_barrier) AS
+    SELECT f.* FROM state_change f
+    WHERE f.device_id IN (SELECT d.id FROM device d
+                          WHERE d.enterprise_id = (SELECT dashboard_enterprise()));
+CREATE OR REPLACE VIEW tenant_production_count WITH (security_barrier) AS
+    SELECT f.* FROM production_count f
+    WHERE f.device_id IN (SELECT d.id FROM device d
+                          WHERE d.enterprise_id = (SELECT dashboard_enterprise()));
+CREATE OR REPLACE VIEW tenant_device_connectivity WITH (security_barrier) AS
+    SELECT f.* FROM device_connectivity f
+    WHERE f.device_id IN (SELECT d.id FROM device d
+                          WHERE d.enterprise_id = (SELECT dashboard_enterprise()));
+CREATE OR REPLACE VIEW tenant_device_event WITH (security_barrier) AS
+    SELECT f.* FROM device_event f
+    WHERE f.device_id IN (SELECT d.id FROM device d
+                          WHERE d.enterprise_id = (SELECT dashboard_enterprise()));
+CREATE OR REPLACE VIEW tenant_edge_status WITH (security_barrier) AS
+    SELECT f.* FROM edge_status f
+    WHERE f.edge_pk IN (SELECT g.id FROM edge_gateway g
+                        WHERE g.enterprise_id = (SELECT dashboard_enterprise()));
+REVOKE ALL ON tenant_metric_point, tenant_state_change, tenant_production_count,
+    tenant_device_connectivity, tenant_device_event, tenant_edge_status FROM PUBLIC;
 
 -- Aggregate views for the cluster and province dashboards. Owned by the migrating role
 -- (which owns the tables, so row-level security does not apply inside them) and granted
