@@ -178,3 +178,26 @@ def test_export_of_dashboards_alone_needs_no_database(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "provisioning/datasources").exists()
     assert len(list((tmp_path / "dashboards").rglob("*.json"))) == 4
+
+
+DEPLOY = Path(__file__).parents[2] / "deploy" / "grafana"
+
+
+def test_the_files_deploy_mounts_are_what_export_writes_now(tmp_path: Path) -> None:
+    written = export(tmp_path, None, None)
+    for path in written:
+        shipped = DEPLOY / path.relative_to(tmp_path)
+        assert shipped.read_text(encoding="utf-8") == path.read_text(encoding="utf-8"), (
+            f"{shipped} is stale: run `zhizao dashboards export deploy/grafana --no-datasources`"
+        )
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
+    grafana = compose["services"]["grafana"]
+    assert grafana["image"].endswith(":11.6.0")  # the version the SDK build is pinned for
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in grafana["volumes"] if v.startswith(".")}
+    assert mounts["./provisioning"] == "/etc/grafana/provisioning"
+    providers = yaml.safe_load((DEPLOY / "provisioning/dashboards/zhizao.yaml").read_text())
+    for provider in providers["providers"]:
+        inside = provider["options"]["path"].removeprefix(mounts["./dashboards"]).lstrip("/")
+        assert list((DEPLOY / "dashboards" / inside).glob("*.json")), provider["name"]
+    # No default secret: the admin password must be given.
+    assert ":?" in grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
