@@ -32,6 +32,7 @@ from dashboards.build import (
     ENTERPRISE_DS_NAME,
     LEVELS,
     TAG,
+    Level,
     dashboards,
     enterprise_ds_uid,
     to_json,
@@ -153,15 +154,21 @@ def _dashboard_body(board: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in board.items() if k not in ("id", "version")}
 
 
-def push(api: Any, roles: Sequence[DashboardRole], db: Database) -> PushReport:
+def push(
+    api: Any, roles: Sequence[DashboardRole], db: Database, *, aggregate: bool = True
+) -> PushReport:
     """Create or update folders, datasources and dashboards; changes nothing that is
     already as zhizao makes it. ``api`` is a ``grafana_client.GrafanaApi`` (untyped: its
-    answers are Grafana's JSON, read here as dicts)."""
+    answers are Grafana's JSON, read here as dicts). Without ``aggregate``, only the line and
+    enterprise levels and the enterprise datasources (a Grafana organisation of one
+    enterprise must not hold the aggregate datasource: it shows every enterprise's rates)."""
     report = PushReport()
     try:
         build = api.health.check() or {}
         report.grafana_version = build.get("version")
-        _push(api, roles, db, report)
+        levels = [lv for lv in LEVELS if aggregate or not lv.aggregate]
+        kept = [r for r in roles if aggregate or r.kind == "enterprise"]
+        _push(api, levels, kept, db, report)
     except GrafanaException as exc:
         raise ProvisionError(
             f"Grafana answered {exc.status_code}: {exc.message}"
@@ -173,14 +180,20 @@ def push(api: Any, roles: Sequence[DashboardRole], db: Database) -> PushReport:
     return report
 
 
-def _push(api: Any, roles: Sequence[DashboardRole], db: Database, report: PushReport) -> None:
-    _push_folders(api, report)
+def _push(
+    api: Any,
+    levels: Sequence[Level],
+    roles: Sequence[DashboardRole],
+    db: Database,
+    report: PushReport,
+) -> None:
+    _push_folders(api, levels, report)
     _push_datasources(api, roles, db, report)
-    _push_dashboards(api, report)
+    _push_dashboards(api, levels, report)
 
 
-def _push_folders(api: Any, report: PushReport) -> None:
-    for level in LEVELS:
+def _push_folders(api: Any, levels: Sequence[Level], report: PushReport) -> None:
+    for level in levels:
         have = _get(api.folder.get_folder, level.folder_uid)
         if have is None:
             api.folder.create_folder(level.folder_title, uid=level.folder_uid)
@@ -214,9 +227,9 @@ def _push_datasources(
         report.changes.append(Change("datasource", spec.uid, str(spec.body["name"]), action))
 
 
-def _push_dashboards(api: Any, report: PushReport) -> None:
+def _push_dashboards(api: Any, levels: Sequence[Level], report: PushReport) -> None:
     boards = dashboards()
-    for level in LEVELS:
+    for level in levels:
         body = to_json(boards[level.uid])
         have = _get(api.dashboard.get_dashboard, level.uid)
         if have is None:

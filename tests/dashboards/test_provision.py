@@ -201,3 +201,16 @@ def test_the_files_deploy_mounts_are_what_export_writes_now(tmp_path: Path) -> N
         assert list((DEPLOY / "dashboards" / inside).glob("*.json")), provider["name"]
     # No default secret: the admin password must be given.
     assert ":?" in grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+
+
+def test_an_organisation_of_one_enterprise_gets_no_aggregates(
+    world: World, grafana: FakeGrafana, httpserver: HTTPServer
+) -> None:
+    args = ["dashboards", "push", "--url", httpserver.url_for("/").rstrip("/"),
+            "--token", TOKEN, "--db-url", world.url, "--passwords", str(world.passwords),
+            "--enterprise", HOME]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert set(grafana.datasources) == {enterprise_ds_uid(HOME)}
+    assert set(grafana.boards) == {"zhizao-line", "zhizao-enterprise"}
+    assert set(grafana.folders) == {"zhizao-line", "zhizao-enterprise"}

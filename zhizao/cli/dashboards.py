@@ -39,7 +39,10 @@ PgAddressOption = typer.Option(
 )
 SslModeOption = typer.Option("require", "--pg-sslmode", help="sslmode of the datasources.")
 EnterpriseOption = typer.Option(
-    None, "--enterprise", help="Only this enterprise's role and datasource (repeatable)."
+    None,
+    "--enterprise",
+    help="Only this enterprise (repeatable): its role, datasource and the line and"
+    " enterprise dashboards, for a Grafana organisation of its own; no aggregates.",
 )
 
 
@@ -82,7 +85,9 @@ def push_command(  # noqa: PLR0917 - typer maps each option to a parameter
     try:
         roles = _roles(settings.url, passwords, enterprise)
         api = GrafanaApi.from_url(url, credential=token)
-        report = push(api, roles, _database(settings.url, pg_address, pg_sslmode))
+        report = push(
+            api, roles, _database(settings.url, pg_address, pg_sslmode), aggregate=not enterprise
+        )
     except ZhizaoError as exc:
         raise fail(exc) from exc
     for change in report.changes:
