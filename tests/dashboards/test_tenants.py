@@ -289,3 +289,40 @@ async def test_provisioning_again_changes_nothing(world: World) -> None:
     assert not any(r.created for r in again)
     assert [r.password for r in again] == [r.password for r in world.roles]
     assert all(r.created for r in world.roles)
+
+
+async def test_the_migration_runs_twice_and_in_parallel_databases(world: World) -> None:
+    """It creates no role (roles belong to the server), so migrating many databases at once
+    cannot collide; and each of its statements may run again."""
+    import asyncio
+    from importlib import resources
+
+    from zhizao.settings import DatabaseSettings
+    from zhizao.storage.connection import connect
+    from zhizao.storage.migrate import upgrade
+
+    names = [f"zhizao_t_{RUN_ID}_{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    urls = [create_database(name) for name in names]
+    try:
+        results = await asyncio.gather(*(upgrade(DatabaseSettings(url=u)) for u in urls))
+        assert all(r.version >= 12 for r in results)
+        for url in urls:
+            with psycopg.connect(url) as check:
+                # No prefix was drawn, so no role can have been named after one.
+                assert check.execute("SELECT count(*) FROM dashboard_installation").fetchone() == (
+                    0,
+                )
+                assert check.execute("SELECT count(*) FROM dashboard_role").fetchone() == (0,)
+        text = (
+            resources.files("zhizao.storage") / "migrations" / "0012_dashboard_tenants.sql"
+        ).read_text(encoding="utf-8")
+        conn = await connect(urls[0], autocommit=True)
+        async with conn:
+            await conn.execute(text.encode())
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_policies WHERE policyname = 'dashboard_tenant'"
+            )
+            assert await cur.fetchone() == (11,)
+    finally:
+        for name in names:
+            drop_database(name)
