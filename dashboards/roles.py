@@ -236,9 +236,27 @@ async def ensure_roles(
                 (name, kind, pk),
             )
             out.append(DashboardRole(name, kind, credit, ent_name, stored[name], created))
+        if enterprises is None:
+            await _drop_departed(conn, prefix, {name for name, *_ in wanted}, stored)
         # Saved inside the transaction: a password the file lost would lock Grafana out.
         passwords.save(stored)
     return out
+
+
+async def _drop_departed(conn: Conn, prefix: str, wanted: set[str], stored: dict[str, str]) -> None:
+    """Drop the login roles of enterprises no longer in the registry. (Until then such a
+    role is harmless: unlisted but in the enterprise group, it sees nothing.)"""
+    cur = await conn.execute(
+        "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s) AND rolname ~ %s",
+        (prefix + "_e", r"_e[0-9]+$"),
+    )
+    for (name,) in await cur.fetchall():
+        if name in wanted:
+            continue
+        ident = sql.Identifier(str(name))
+        await conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
+        await conn.execute(sql.SQL("DROP ROLE {}").format(ident))
+        stored.pop(str(name), None)
 
 
 async def _current_database(conn: Conn) -> str:

@@ -7,6 +7,7 @@ role: refused, or nothing comes back.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 
@@ -260,6 +261,7 @@ async def test_a_copied_database_gets_roles_of_its_own(world: World, tmp_path: o
         async with conn:
             copy_roles = await ensure_roles(conn, PasswordFile(Path(str(tmp_path)) / "pw.json"))
             copied_home = next(r for r in copy_roles if r.enterprise == HOME)
+            copied_other = next(r for r in copy_roles if r.enterprise == OTHER)
             assert copied_home.name != world.role_of(HOME).name
             assert copied_home.created
             try:
@@ -270,6 +272,17 @@ async def test_a_copied_database_gets_roles_of_its_own(world: World, tmp_path: o
                     stranger.execute("SELECT count(*) FROM device")
                 with login(url, copied_home) as own:
                     assert own.execute("SELECT credit_code FROM enterprise").fetchall() == [(HOME,)]
+                # An enterprise that leaves the registry takes its role with it.
+                await conn.execute("DELETE FROM enterprise WHERE credit_code = %s", (OTHER,))
+                again = await ensure_roles(conn, PasswordFile(Path(str(tmp_path)) / "pw.json"))
+                assert copied_other.name not in {r.name for r in again}
+                cur = await conn.execute(
+                    "SELECT count(*) FROM pg_roles WHERE rolname = %s", (copied_other.name,)
+                )
+                assert await cur.fetchone() == (0,)
+                stored = json.loads((Path(str(tmp_path)) / "pw.json").read_text())
+                assert copied_other.name not in stored
+                assert not any(r.created for r in again)
             finally:
                 from dashboards.roles import drop_roles
 
