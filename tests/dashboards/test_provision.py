@@ -214,3 +214,16 @@ def test_an_organisation_of_one_enterprise_gets_no_aggregates(
     assert set(grafana.datasources) == {enterprise_ds_uid(HOME)}
     assert set(grafana.boards) == {"zhizao-line", "zhizao-enterprise"}
     assert set(grafana.folders) == {"zhizao-line", "zhizao-enterprise"}
+
+
+def test_drop_roles_removes_the_databases_roles_and_groups(world: World) -> None:
+    """Last in this module: its world's roles are gone afterwards."""
+    import psycopg
+
+    names = [r.name for r in world.roles]
+    result = CliRunner().invoke(app, ["dashboards", "drop-roles", "--db-url", world.url])
+    assert result.exit_code == 0, result.output
+    assert f"dropped {len(names) + 2} roles" in result.output  # and the two groups
+    with psycopg.connect(world.url) as conn:
+        left = conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (names,))
+        assert left.fetchall() == []
