@@ -294,3 +294,35 @@ async def test_province_figures_equal_the_kpi_functions(world: World, run: Run) 
     assert {r[0] for r in rows} == {HOME, OTHER, "91330226MA2AH9D426"}
     _, rows = run(PROVINCE_UID, "趋势与目标 Trend against the target", target="0.9")
     assert {float(r[3]) for r in rows} == {0.9}
+
+
+def _query_variables() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (uid, variable)
+        for uid, board in dashboards().items()
+        for variable in to_json(board)["templating"]["list"]
+        if variable["type"] == "query"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("uid", "variable"), _query_variables(), ids=[f"{u}:{v['name']}" for u, v in _query_variables()]
+)
+def test_every_variable_query_runs_under_its_role(
+    run: Run, uid: str, variable: dict[str, Any]
+) -> None:
+    first, last = day_range()
+    text = expand(variable["query"], VARIABLES, time_from=first, time_to=last)
+    cur = run.conn(uid).execute(text.encode())
+    assert cur.description is not None
+    assert [c.name for c in cur.description] == ["__value", "__text"]
+    values = {str(r[0]).strip() for r in cur.fetchall()}
+    expected = {
+        "enterprise": {HOME},  # its own enterprise only, whatever the registry holds
+        "line": {"L1", "L2"},
+        "cluster": {CLUSTER},
+        "region": {"330000", "330200"},
+    }[variable["name"]]
+    assert values >= expected
+    if variable["name"] == "enterprise":
+        assert values == {HOME}
