@@ -97,8 +97,8 @@ class Run:
         self.world = world
         self.conns: dict[str, psycopg.Connection[tuple[Any, ...]]] = {}
 
-    def conn(self, uid: str) -> psycopg.Connection[tuple[Any, ...]]:
-        role = self.world.role_of(None if uid in (CLUSTER_UID, PROVINCE_UID) else HOME)
+    def conn(self, uid: str, tenant: str = HOME) -> psycopg.Connection[tuple[Any, ...]]:
+        role = self.world.role_of(None if uid in (CLUSTER_UID, PROVINCE_UID) else tenant)
         if role.name not in self.conns:
             self.conns[role.name] = psycopg.connect(
                 make_conninfo(self.world.url, user=role.name, password=role.password),
@@ -112,6 +112,7 @@ class Run:
         title: str,
         start: datetime | None = None,
         end: datetime | None = None,
+        tenant: str = HOME,
         **variables: str,
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         panel = next(p for u, p in PANELS if u == uid and p["title"] == title)
@@ -120,7 +121,7 @@ class Run:
             panel["targets"][0]["rawSql"], {**VARIABLES, **variables},
             time_from=start or first, time_to=end or last,
         )  # fmt: skip
-        cur = self.conn(uid).execute(text.encode())
+        cur = self.conn(uid, tenant).execute(text.encode())
         assert cur.description is not None
         return [c.name for c in cur.description], cur.fetchall()
 
@@ -326,3 +327,18 @@ def test_every_variable_query_runs_under_its_role(
     assert values >= expected
     if variable["name"] == "enterprise":
         assert values == {HOME}
+
+
+ENTERPRISE_PANELS = [(u, p) for u, p in PANELS if u in (LINE_UID, ENTERPRISE_UID)]
+
+
+@pytest.mark.parametrize(
+    ("uid", "panel"), ENTERPRISE_PANELS, ids=[f"{u}:{p['title']}" for u, p in ENTERPRISE_PANELS]
+)
+def test_another_enterprise_choosing_this_one_in_the_variables_gets_nothing(
+    run: Run, uid: str, panel: dict[str, Any]
+) -> None:
+    """OTHER's datasource with ``enterprise`` set to HOME (a URL anyone can edit): every
+    panel comes back empty or without a figure."""
+    _, rows = run(uid, panel["title"], tenant=OTHER)
+    assert all(value is None for row in rows for value in row), rows
