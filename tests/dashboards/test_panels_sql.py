@@ -51,7 +51,6 @@ VARIABLES = {
 }
 OEE = ["OEE", "A 时间开动率 availability", "P 性能开动率 performance", "Q 合格品率 quality"]
 RATES = ["联网率 networking rate", "数控化率 NC rate"]
-BY = ["code", "", *RATES, "企业数 enterprises"]  # "" : the group's name, labelled per panel
 #: the columns each panel's visualisation and links use, by title
 COLUMNS: dict[str, list[str]] = {
     "设备综合效率 OEE (A × P × Q)": OEE,

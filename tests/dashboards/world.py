@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from edge.simulator.scenario import bundled, load_scenario
-from edge.simulator.timeline import build_timeline
+from edge.simulator.timeline import DeviceTimeline, build_timeline
 from zhizao.calendar import parse_calendars
 from zhizao.storage.connection import Conn
 from zhizao.storage.facts import CountRow, FactBatch, StateRow, write_facts
@@ -45,15 +45,15 @@ async def _device_ids(conn: Conn, credit: str) -> dict[str, int]:
     return {str(code): int(pk) for code, pk in await cur.fetchall()}
 
 
-def _facts(timelines: dict[str, object], ids: dict[str, int]) -> FactBatch:
+def _facts(timelines: dict[str, DeviceTimeline], ids: dict[str, int]) -> FactBatch:
     batch = FactBatch()
     for code, pk in ids.items():
         timeline = timelines[code]
-        for interval in timeline.intervals:  # type: ignore[attr-defined]
+        for interval in timeline.intervals:
             batch.states.append(
                 StateRow(pk, interval.start, interval.state, reason=interval.reason)
             )
-        for part in timeline.parts:  # type: ignore[attr-defined]
+        for part in timeline.parts:
             batch.counts.append(CountRow(pk, part.ts, 1 if part.reject else 0, 1))
     return batch
 
