@@ -216,6 +216,14 @@ def test_an_organisation_of_one_enterprise_gets_no_aggregates(
     assert set(grafana.folders) == {"zhizao-line", "zhizao-enterprise"}
 
 
+def test_an_unreachable_grafana_is_one_sentence(world: World) -> None:
+    from tests.fix_mqtt import free_port
+
+    api = GrafanaApi.from_url(f"http://127.0.0.1:{free_port()}", credential=TOKEN, timeout=2)
+    with pytest.raises(ProvisionError, match="Grafana cannot be reached"):
+        push(api, world.roles, DB)
+
+
 def test_drop_roles_removes_the_databases_roles_and_groups(world: World) -> None:
     """Last in this module: its world's roles are gone afterwards."""
     import psycopg
