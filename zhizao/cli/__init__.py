@@ -12,6 +12,7 @@ from zhizao.cli import (
     anomalies,
     api,
     contract,
+    dashboards,
     db,
     edge,
     federation,
@@ -46,6 +47,7 @@ app.add_typer(federation.app, name="federation")
 app.add_typer(api.app, name="api")
 app.add_typer(users.app, name="users")
 app.add_typer(users.tokens_app, name="tokens")
+app.add_typer(dashboards.app, name="dashboards")
 app.command("demo")(demo)
 
 
