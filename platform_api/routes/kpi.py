@@ -267,12 +267,18 @@ async def reach(conn: Conn, principal: Principal, scope: OeeScope) -> None:
         raise not_found(*_scope_key(scope))
 
 
-def visible(principal: Principal) -> Within:
-    """The caller's SUMMARY scope as the kernel's restriction."""
+def visible(principal: Principal) -> Within | None:
+    """The caller's SUMMARY scope as the kernel's restriction; None for an admin, who
+    sees every enterprise (the kernel's unrestricted queries skip the filter joins,
+    which cost a networking rate over a province 40 ms)."""
+    if principal.is_admin:
+        return None
     return principal.visibility.enterprise_filter("e")
 
 
-async def area(conn: Conn, principal: Principal, region: str | None, cluster: str | None) -> Within:
+async def area(
+    conn: Conn, principal: Principal, region: str | None, cluster: str | None
+) -> Within | None:
     """The caller's scope, narrowed to a region and/or a cluster it reaches."""
     if region is not None:
         region = _region(region, "query.region")
@@ -280,7 +286,9 @@ async def area(conn: Conn, principal: Principal, region: str | None, cluster: st
     if cluster is not None:
         cluster = _cluster(cluster, "query.cluster")
         await reach(conn, principal, OeeScope(Level.CLUSTER, cluster))
-    return kpi.restrict(visible(principal), kpi.area_filter(region, cluster))
+    narrowed = kpi.area_filter(region, cluster)
+    base = visible(principal)
+    return narrowed if base is None else kpi.restrict(base, narrowed)
 
 
 # --- periods --------------------------------------------------------------------------
