@@ -153,6 +153,11 @@ def parse_period(text: str, field_name: str = "period") -> ReportPeriod:
     )  # fmt: skip
 
 
+def difference(now: float | None, before: float | None) -> float | None:
+    """The change of a rate against the previous period; none without both."""
+    return None if now is None or before is None else now - before
+
+
 class Breakdown:
     """A breakdown of the report: its grouping, its industry depth and its labels."""
 
@@ -187,9 +192,7 @@ class RateRow:
 
     @property
     def change(self) -> float | None:
-        if self.rate is None or self.previous_rate is None:
-            return None
-        return self.rate - self.previous_rate
+        return difference(self.rate, self.previous_rate)
 
 
 @dataclass(frozen=True)
@@ -210,9 +213,7 @@ class EnterpriseRow:
 
     @property
     def change(self) -> float | None:
-        if self.rate is None or self.previous_rate is None:
-            return None
-        return self.rate - self.previous_rate
+        return difference(self.rate, self.previous_rate)
 
 
 @dataclass(frozen=True)

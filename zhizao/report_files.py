@@ -13,6 +13,7 @@ import io
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
@@ -39,6 +40,12 @@ _SCOPE_ZH = {s: s.label_zh for s in Scope}
 _KIND_ZH = {Kind.NC: "数控化率", Kind.NC_KEY_PROCESS: "关键工序数控化率"}
 _KIND_EN = {Kind.NC: "NC rate", Kind.NC_KEY_PROCESS: "key-process NC rate"}
 _BREAKDOWN_ZH = {b.key: b.zh for b in BREAKDOWNS}
+
+
+class ReportFormat(StrEnum):
+    JSON = "json"
+    CSV = "csv"
+    XLSX = "xlsx"
 
 
 @dataclass(frozen=True)

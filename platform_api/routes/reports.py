@@ -27,6 +27,7 @@ from zhizao.report import ReportPeriod, cluster_report, networking_report, parse
 from zhizao.report_files import (
     CLUSTER_TABLE_KEYS,
     TABLE_KEYS,
+    ReportFormat,
     cluster_csv_text,
     cluster_plain,
     csv_text,
@@ -39,12 +40,6 @@ from zhizao.storage import kpi
 router = APIRouter(prefix="/api/v1/reports", tags=["reports 报表"])
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-
-
-class ReportFormat(StrEnum):
-    JSON = "json"
-    CSV = "csv"
-    XLSX = "xlsx"
 
 
 class Table(StrEnum):

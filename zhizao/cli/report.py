@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from enum import StrEnum
 from pathlib import Path
 from typing import IO, TypeVar
 from zoneinfo import ZoneInfo
@@ -25,6 +24,7 @@ from zhizao.report import (
 from zhizao.report_files import (
     CLUSTER_TABLE_KEYS,
     TABLE_KEYS,
+    ReportFormat,
     cluster_csv_text,
     cluster_plain,
     csv_text,
@@ -40,12 +40,6 @@ R = TypeVar("R")
 app = typer.Typer(help="Reports: 设备联网率统计报表 (XLSX, CSV, JSON).", no_args_is_help=True)
 
 
-class Format(StrEnum):
-    XLSX = "xlsx"
-    CSV = "csv"
-    JSON = "json"
-
-
 @app.command("networking")
 def networking_command(  # noqa: PLR0917 - typer maps each option to a parameter
     period: str = typer.Option(
@@ -55,7 +49,7 @@ def networking_command(  # noqa: PLR0917 - typer maps each option to a parameter
     ),
     region: str | None = typer.Option(None, help="A region code (330000, 330200, 330203 …)."),
     cluster: str | None = typer.Option(None, help="An industrial cluster's code."),
-    fmt: Format = typer.Option(Format.XLSX, "--format", help="xlsx, csv or json."),
+    fmt: ReportFormat = typer.Option(ReportFormat.XLSX, "--format", help="xlsx, csv or json."),
     out: Path | None = typer.Option(
         None, help="The file to write (default: stdout for csv and json)."
     ),
@@ -98,7 +92,7 @@ def networking_command(  # noqa: PLR0917 - typer maps each option to a parameter
 def cluster_command(  # noqa: PLR0917 - typer maps each option to a parameter
     code: str = typer.Argument(..., help="The industrial cluster's code."),
     period: str = typer.Option(..., help="A month (2026-10), a quarter, a year or days."),
-    fmt: Format = typer.Option(Format.XLSX, "--format", help="xlsx, csv or json."),
+    fmt: ReportFormat = typer.Option(ReportFormat.XLSX, "--format", help="xlsx, csv or json."),
     out: Path | None = typer.Option(
         None, help="The file to write (default: stdout for csv and json)."
     ),
@@ -133,10 +127,10 @@ def cluster_command(  # noqa: PLR0917 - typer maps each option to a parameter
         )
 
 
-def _check_output(fmt: Format, out: Path | None, table: str, tables: tuple[str, ...]) -> None:
-    if fmt is Format.XLSX and out is None:
+def _check_output(fmt: ReportFormat, out: Path | None, table: str, tables: tuple[str, ...]) -> None:
+    if fmt is ReportFormat.XLSX and out is None:
         raise fail("--format xlsx needs --out FILE (a workbook is not written to a terminal)")
-    if fmt is Format.CSV and table not in tables:
+    if fmt is ReportFormat.CSV and table not in tables:
         raise fail(f"--table {table!r} is not one of {', '.join(tables)}")
 
 
@@ -159,18 +153,18 @@ def _build(
 
 
 def _write(
-    fmt: Format,
+    fmt: ReportFormat,
     out: Path | None,
     *,
     xlsx: Callable[[IO[bytes]], None],
     csv_text: Callable[[], str],
     data: Callable[[], object],
 ) -> None:
-    if fmt is Format.XLSX and out is not None:
+    if fmt is ReportFormat.XLSX and out is not None:
         with out.open("wb") as stream:
             xlsx(stream)
         return
-    if fmt is Format.CSV:
+    if fmt is ReportFormat.CSV:
         text = csv_text()
     else:
         text = json.dumps(data(), ensure_ascii=False, indent=2) + "\n"
