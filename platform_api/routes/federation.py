@@ -20,6 +20,7 @@ from platform_api.deps import AdminPrincipal, ClientAddr, ConnDep
 from platform_api.problems import ProblemError, problem_responses
 from zhizao.federation import (
     INSTANCE_HEADER,
+    MAX_REPORT_BYTES,
     SIGNATURE_HEADER,
     Refused,
     list_peers,
@@ -79,7 +80,7 @@ async def post_report(
     replaces the one kept. Refused: an unregistered or disabled instance, a bad
     signature (401); an enterprise outside the instance's registration (403); other
     content under a revision already received (409); a malformed body (422)."""
-    body = await request.body()
+    body = await _read_at_most(request, MAX_REPORT_BYTES + 1)
     actor = f"instance:{instance or '?'}"
     try:
         received = await receive(conn, instance, signature, body)
@@ -98,6 +99,17 @@ async def post_report(
     return ReportReceipt(outcome=received.outcome, instance=report.instance,
                          enterprise=report.enterprise.credit_code, day=report.day.isoformat(),
                          revision=report.revision)  # fmt: skip
+
+
+async def _read_at_most(request: Request, limit: int) -> bytes:
+    """The body, but no more than ``limit`` bytes of it: a sender of a huge body gets
+    its 413 without the province holding the whole of it in memory."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) >= limit:
+            return bytes(body[:limit])
+    return bytes(body)
 
 
 @router.get("/peers", response_model=list[PeerPublic],

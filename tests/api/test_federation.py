@@ -200,6 +200,19 @@ def test_refused_reports_and_a_province_that_is_down(
         INSTANCE_HEADER: "CL-NOBODY", SIGNATURE_HEADER: stranger.sign(body)})  # fmt: skip
     assert unknown.status_code == 401
     assert "not registered" in unknown.json()["detail"]
+    # A body too large, and signed garbage of the registered instance.
+    from zhizao.federation import load_identity
+
+    identity = load_identity(key)
+    huge = b"[" * (1 << 20)
+    too_large = httpx.post(reports, content=huge, headers={
+        INSTANCE_HEADER: "CL-ZJ", SIGNATURE_HEADER: identity.sign(huge)})  # fmt: skip
+    assert too_large.status_code == 413
+    garbage = b'{"format": 1, "instance": "CL-ZJ", "day": "2026-02-30"}'
+    malformed = httpx.post(reports, content=garbage, headers={
+        INSTANCE_HEADER: "CL-ZJ", SIGNATURE_HEADER: identity.sign(garbage)})  # fmt: skip
+    assert malformed.status_code == 422
+    assert malformed.json()["detail"].startswith("body.")
     # The province is down: the cluster keeps its outbox and says so.
     province.stop()
     down = _push(api_db_url, key, province)
@@ -219,9 +232,6 @@ def test_refused_reports_and_a_province_that_is_down(
         # Retry now rather than in 10 s.
         conn.execute("UPDATE federation_outbox SET next_attempt_at = now()")
     province.start()
-    from zhizao.federation import load_identity
-
-    identity = load_identity(key)
     forged = real.replace(b'"networked":', b'"networked":9', 1)
     assert forged != real
     tampered = httpx.post(reports, content=forged, headers={
@@ -235,7 +245,8 @@ def test_refused_reports_and_a_province_that_is_down(
         "SELECT detail->>'reason' FROM audit_log WHERE action = 'federation.refused' ORDER BY id"
     )
     reasons = [r[0] for r in refusals]
-    assert len(reasons) == 3
+    assert len(reasons) == 5
     assert "not registered" in reasons[1]
+    assert "at most" in reasons[2]
     assert all(WZ not in r for r in reasons)
     assert base64.b64decode(public)  # the printed key is base64 of 32 bytes
