@@ -619,6 +619,7 @@ def suggested_commands(endpoints: Endpoints, scenario: Scenario) -> list[str]:
         f"zhizao kpi shifts enterprise {ent} --date {day}",
         f"zhizao kpi networking --group-by enterprise --date {day} --evidence {ent}",
         f"zhizao kpi nc --group-by cluster --date {day}",
+        f"zhizao report networking --period {day}..{day} --format csv --table enterprises",
         "zhizao registry show",
     ]
 
