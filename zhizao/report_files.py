@@ -198,9 +198,19 @@ def write_csv(report: NetworkingReport, out: IO[str], table_key: str = "city") -
     _write_table(table, out)
 
 
+#: What a spreadsheet takes as the start of a formula (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_cell(value: object) -> object:
     # Rates as plain fractions (0.8125), as the API gives them; no thousands marks.
-    return "" if value is None else value
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        # A name from a ledger such as "=HYPERLINK(...)" must stay text when Excel
+        # opens the file: the quote makes it so, and Excel does not show it.
+        return "'" + value
+    return value
 
 
 def csv_text(report: NetworkingReport, table_key: str = "city") -> str:
@@ -357,6 +367,11 @@ def _sheet(book: Workbook, table: Table) -> None:
         sheet.column_dimensions[get_column_letter(i)].width = column.width
     for item in table.rows:
         sheet.append([c.value(item) for c in table.columns])
+        for cell in sheet[sheet.max_row]:
+            # openpyxl stores a string starting with "=" as a formula: a name from a
+            # ledger must stay the text it is.
+            if isinstance(cell.value, str) and cell.value.startswith("="):
+                cell.data_type = "s"
     for i, column in enumerate(table.columns, start=1):
         if column.fmt:
             for (cell,) in sheet.iter_rows(min_row=3, min_col=i, max_col=i):

@@ -288,3 +288,22 @@ def test_the_cli_writes_the_cluster_report(api_db_url: str, tmp_path: Path) -> N
     )  # fmt: skip
     assert missing.returncode == 2
     assert "NO-SUCH" in missing.stderr
+
+
+async def test_names_that_look_like_formulas_stay_text(api: ApiClient, day_conn: Conn) -> None:
+    """A hostile ledger name never becomes a formula in the workbook or in Excel's
+    reading of the CSV (OWASP: CSV injection)."""
+    await day_conn.execute("UPDATE enterprise SET name = '=HYPERLINK(\"http://x\",\"点击\")'"
+                           " WHERE credit_code = %s", (NB2,))  # fmt: skip
+    await day_conn.execute("UPDATE device SET name = '@SUM(1+1)' WHERE code = 'P02'")
+    await day_conn.commit()
+    book = await _xlsx(api, "admin", f"period={MONTH}")
+    [row] = [r for r in book["企业"].iter_rows(min_row=3) if r[0].value == NB2]
+    assert row[1].value == '=HYPERLINK("http://x","点击")'
+    assert row[1].data_type == "s"  # text, not a formula
+    devices = (await api.as_("admin").get(f"{_R}?period={MONTH}&format=csv&table=devices")).text
+    rows = list(csv.reader(io.StringIO(devices.lstrip("\ufeff"))))
+    assert [NB2, "P02", "'@SUM(1+1)"] in [r[:3] for r in rows]
+    enterprises = (await api.as_("admin").get(f"{_R}?period={MONTH}&format=csv"
+                                              "&table=enterprises")).text  # fmt: skip
+    assert "'=HYPERLINK" in enterprises
