@@ -423,7 +423,11 @@ async def receive(
         raise Refused(422, f"body.instance {report.instance!r} is not the sender {instance_id!r}")
     if report.format != FORMAT:
         raise Refused(422, f"body.format {report.format} is not {FORMAT}")
-    if not peer.may_report(report.enterprise):
+    try:
+        allowed = peer.may_report(report.enterprise)
+    except InvalidValue as exc:
+        raise Refused(422, f"body.enterprise.{exc.field}: {exc.value!r} {exc.rule}") from exc
+    if not allowed:
         raise Refused(
             403,
             f"enterprise {report.enterprise.credit_code} (region"

@@ -213,6 +213,20 @@ def test_refused_reports_and_a_province_that_is_down(
         INSTANCE_HEADER: "CL-ZJ", SIGNATURE_HEADER: identity.sign(garbage)})  # fmt: skip
     assert malformed.status_code == 422
     assert malformed.json()["detail"].startswith("body.")
+    # A report whose region code breaks GB/T 2260 (a county without its city).
+    nowhere = canonical({
+        "format": 1, "instance": "CL-ZJ", "day": str(DAY), "revision": 1,
+        "generated_at": "2026-03-03T00:00:00+00:00",
+        "enterprise": {"credit_code": NB1, "name": "x", "region_code": "330099",
+                       "industry_code": "C34"},
+        "devices": {"in_service": 1, "networked": 1, "nc": 0, "key_process": 0,
+                    "key_process_nc": 0},
+        "oee": {}, "lines": {},
+    })  # fmt: skip
+    unknown_region = httpx.post(reports, content=nowhere, headers={
+        INSTANCE_HEADER: "CL-ZJ", SIGNATURE_HEADER: identity.sign(nowhere)})  # fmt: skip
+    assert unknown_region.status_code == 422, unknown_region.text
+    assert "region_code" in unknown_region.json()["detail"]
     # The province is down: the cluster keeps its outbox and says so.
     province.stop()
     down = _push(api_db_url, key, province)
@@ -245,7 +259,7 @@ def test_refused_reports_and_a_province_that_is_down(
         "SELECT detail->>'reason' FROM audit_log WHERE action = 'federation.refused' ORDER BY id"
     )
     reasons = [r[0] for r in refusals]
-    assert len(reasons) == 5
+    assert len(reasons) == 6
     assert "not registered" in reasons[1]
     assert "at most" in reasons[2]
     assert all(WZ not in r for r in reasons)
