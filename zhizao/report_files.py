@@ -12,7 +12,6 @@ import csv
 import io
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from typing import IO, Any
 from zoneinfo import ZoneInfo
@@ -30,6 +29,7 @@ from zhizao.report import (
     NcRow,
     NetworkingReport,
     RateRow,
+    ReportPeriod,
 )
 
 RATE = "0.0%"
@@ -248,14 +248,16 @@ def _enterprise(e: EnterpriseRow) -> dict[str, object]:
     }  # fmt: skip
 
 
+def _period(p: ReportPeriod) -> dict[str, object]:
+    return {"kind": p.kind, "label": p.label, "label_zh": p.label_zh,
+            "first_day": p.first.isoformat(), "last_day": p.last.isoformat()}  # fmt: skip
+
+
 def plain(report: NetworkingReport, zone: ZoneInfo) -> dict[str, object]:
     """The report as JSON-ready data (the API's and ``--format json``'s)."""
     p, prev = report.period, report.previous
     return {
-        "period": {"kind": p.kind, "label": p.label, "label_zh": p.label_zh,
-                   "first_day": p.first.isoformat(), "last_day": p.last.isoformat()},
-        "previous": {"kind": prev.kind, "label": prev.label, "label_zh": prev.label_zh,
-                     "first_day": prev.first.isoformat(), "last_day": prev.last.isoformat()},
+        "period": _period(p), "previous": _period(prev),
         "region": report.region, "cluster": report.cluster, "restricted": report.restricted,
         "generated_at": report.generated_at.astimezone(zone).isoformat(),
         "covered_days": report.covered_days, "days": p.days, "nc_day": report.nc_day.isoformat(),
@@ -269,10 +271,6 @@ def plain(report: NetworkingReport, zone: ZoneInfo) -> dict[str, object]:
             for e in report.not_networked
         ],
     }  # fmt: skip
-
-
-def local_now(zone: ZoneInfo) -> datetime:
-    return datetime.now(zone)
 
 
 # --- the cluster operator's monthly report ----------------------------------------------
@@ -409,8 +407,7 @@ def cluster_plain(report: ClusterReport, zone: ZoneInfo) -> dict[str, object]:
     p = report.period
     return {
         "cluster": report.cluster, "cluster_name": report.cluster_name,
-        "period": {"kind": p.kind, "label": p.label, "label_zh": p.label_zh,
-                   "first_day": p.first.isoformat(), "last_day": p.last.isoformat()},
+        "period": _period(p),
         "restricted": report.restricted,
         "generated_at": report.generated_at.astimezone(zone).isoformat(),
         "covered_days": report.covered_days, "days": p.days,
