@@ -22,11 +22,12 @@ with :class:`~zhizao.errors.ConnectionReplaced` so that their owner sends them a
 What every user gets the same way:
 
 * **Acknowledgements guarded by their connection.** Each connection has a generation
-  number; a :class:`Received` message carries the generation it arrived on, and
-  :meth:`MqttSession.ack` drops the acknowledgement of a message from an earlier
-  connection (counted in ``stale_acks``). Message ids are per connection: sent on a
-  new one, the PUBACK would acknowledge whatever the broker now numbers so, a message
-  never processed. The broker redelivers the old one (persistent session).
+  number (bumped on every accepted CONNACK); a :class:`Received` message carries the
+  generation it arrived on, and :meth:`MqttSession.ack` drops the acknowledgement of
+  a message from an earlier connection (counted in ``stale_acks``). Message ids are
+  per connection: sent on a new one, the PUBACK would acknowledge whatever the broker
+  now numbers so, a message never processed. The broker redelivers the old one
+  (persistent session).
 * **SUBACK reason codes checked.** A filter the broker refuses (MQTT 5 reason ≥ 0x80,
   e.g. 0x87 "Not authorized"; 3.1.1 return code 0x80) is logged as an error and kept
   in :attr:`MqttSession.refused` for ``/health``; it is asked for again every
@@ -219,6 +220,8 @@ class BrokerConnection(BaseModel):
                 )
             self.username = user
             self.password = None if password is None else SecretStr(password)
+            # Kept apart from here on: the URL can be logged, and validated again.
+            self.url = _without_credentials(self.url)
         elif self.password is not None and self.username is None:
             raise ValueError("password is given without username")
         return self
@@ -248,6 +251,12 @@ def url_credentials(url: str) -> tuple[str | None, str | None]:
         return None, None
     password = None if parts.password is None else unquote(parts.password)
     return unquote(parts.username), password
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=netloc).geturl()
 
 
 def redact_url(url: str) -> str:
@@ -424,7 +433,7 @@ class MqttSession:
         self.subscribed = asyncio.Event()
         #: topic filter → reason code text, for every filter the broker refused
         self.refused: dict[str, str] = {}
-        #: Connection number: bumped on every disconnect (and client replacement).
+        #: Connection number: bumped on every accepted CONNACK (0: never connected).
         self.generation = 0
         self.session_present = False
         self.callback_errors = 0
@@ -505,7 +514,7 @@ class MqttSession:
         if message.qos == 0:
             return False
         client = self._client
-        if client is None or message.generation != self.generation:
+        if client is None or not self.connected or message.generation != self.generation:
             self.stale_acks += 1
             log.debug(
                 "acknowledgement of an earlier connection dropped",
@@ -691,7 +700,6 @@ class MqttSession:
         """Use MQTT 3.1.1 from now on (a new paho client: the protocol is fixed in it)."""
         log.info("broker does not speak MQTT 5: using 3.1.1", session=self.name, why=why)
         self.protocol = MQTTProtocolVersion.MQTTv311
-        self.generation += 1
         self._fail_pending(ConnectionReplaced("protocol fallback to MQTT 3.1.1"))
         self._client = self._make_client()
 
@@ -768,6 +776,10 @@ class MqttSession:
         self, _c: PahoClient, _u: Any, flags: mqtt.ConnectFlags, code: ReasonCode, _p: Any
     ) -> None:
         self.session_present = bool(flags.session_present)
+        if not code.is_failure:
+            # Here, not when the connect coroutine resumes: the messages the broker
+            # queued for this session may follow the CONNACK in the same read.
+            self.generation += 1
         if self._connack is not None and not self._connack.done():
             self._connack.set_result(code)
 
@@ -776,7 +788,6 @@ class MqttSession:
     ) -> None:
         self.last_error = str(code)
         was_up = self._up.is_set()
-        self.generation += 1
         if self._connack is not None and not self._connack.done():
             self._connack.set_exception(MqttError(f"connection closed before CONNACK: {code}"))
         self._pending_subs.clear()
