@@ -86,8 +86,8 @@ def apply_settings(config: EdgeConfig, settings: EdgeSettings) -> EdgeConfig:
             first = exc.errors(include_url=False)[0]
             loc = [str(part) for part in first["loc"]]
             problem = str(first["msg"]).removeprefix("Value error, ")
-            if not loc:  # a check of the whole model names its field first
-                word = problem.split(" ", 1)[0]
+            word = problem.split(" ", 1)[0]  # a check of a whole model names its field first
+            if loc in ([], ["tls"]):
                 loc = ["tls", word] if word in ("ca_file", "cert_file", "key_file") else ["url"]
             name = "_".join(loc[:2]) if loc[0] == "tls" and len(loc) > 1 else loc[0]
             raise ConfigError(
