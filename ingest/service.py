@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from ingest.broker import Broker, ClientFactory, make_client
+from ingest.broker import Broker
 from ingest.convert import Converted, Converter, Inbound
 from ingest.directory import Directory
 from ingest.health import HealthServer
@@ -43,6 +43,7 @@ from ingest.writer import (
     ShutdownWhileUnavailable,
 )
 from zhizao.errors import ContractError
+from zhizao.mqtt import ClientFactory, paho_client
 from zhizao.storage.connection import connect
 from zhizao.storage.rollups import run_rollups_periodically
 from zhizao.wire import parse_topic
@@ -272,11 +273,19 @@ async def _start_health(
         return None
 
     def status() -> dict[str, Any]:
-        broker_ok = broker.connected.is_set()
+        broker_ok = broker.connected
         db_ok = db.healthy
+        # Connected but refused its subscription by the broker's ACL: nothing would
+        # ever arrive, so the worker is failing, with the topic and the reason.
+        refused = broker.session.problems()
+        healthy = broker_ok and db_ok and not refused
         return {
-            "healthy": broker_ok and db_ok,
+            "healthy": healthy,
+            "status": "ok" if healthy else "failing",
+            "broker": settings.broker.address,
             "broker_connected": broker_ok,
+            "broker_error": None if broker_ok else broker.session.last_error,
+            "subscriptions_refused": refused,
             "database_ok": db_ok,
             "inflight": len(broker.inbox),
             "inflight_bytes": broker.inflight_bytes,
@@ -295,7 +304,7 @@ async def run_ingest(
     *,
     stop: asyncio.Event | None = None,
     metrics: IngestMetrics | None = None,
-    client_factory: ClientFactory = make_client,
+    client_factory: ClientFactory = paho_client,
 ) -> None:
     """Run one ingest worker until ``stop`` is set (or SIGTERM/SIGINT when not given).
 
