@@ -33,9 +33,12 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rich wraps at 80 columns off a terminal; a wide console keeps a message on one
-    line, as on the screen of the office PC that runs the import."""
-    monkeypatch.setattr(cli_common.console, "width", 400)
-    monkeypatch.setattr(cli_common.err_console, "width", 400)
+    line, as on the screen of the office PC that runs the import. The private
+    ``_width`` and not the ``width`` property: undoing the property would set the
+    width it read (80 off a terminal) for good, and later tests' COLUMNS would not
+    count."""
+    monkeypatch.setattr(cli_common.console, "_width", 400)
+    monkeypatch.setattr(cli_common.err_console, "_width", 400)
 
 
 def zhizao(*args: str) -> tuple[int, str]:
