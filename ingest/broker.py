@@ -58,8 +58,8 @@ from ingest.convert import Inbound
 from ingest.memory import TrimAfterBurst, trim
 from ingest.metrics import IngestMetrics
 from ingest.settings import IngestSettings
-from ingest.writer import Backoff
 from zhizao.aio import call_on_loop
+from zhizao.backoff import Backoff
 from zhizao.wire import subscription_filter
 
 log = structlog.get_logger("ingest.broker")
