@@ -100,9 +100,10 @@ class IngestSettings(BaseSettings):
     health_host: str = "127.0.0.1"
     health_port: int | None = Field(default=9109, ge=0, le=65535)  # the edge has 9108
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    #: Run the KPI rollups on a schedule inside this worker (issue 5). Several workers
-    #: may all run them: an advisory lock lets one run at a time.
-    rollups: bool = True
+    #: Run the KPI rollups on a schedule inside this worker (the demo, one-host trials).
+    #: In production they are their own service, ``zhizao rollup serve``
+    #: (ingest.rollup_service); several of either may run: a lock lets one run at a time.
+    rollups: bool = False
     rollup: RollupSettings = Field(default_factory=RollupSettings)
 
     @field_validator("mqtt_url")
