@@ -327,7 +327,10 @@ async def run_ingest(
         retry_max_s=settings.retry_max_s,
     )
     directory = Directory(
-        db, miss_retry_s=settings.registry_miss_retry_s, ttl_s=settings.registry_ttl_s
+        db,
+        miss_retry_s=settings.registry_miss_retry_s,
+        ttl_s=settings.registry_ttl_s,
+        max_metric_names=settings.max_metric_names,
     )
     converter = Converter(directory, max_future_ms=int(settings.max_future_s * 1000))
     broker = Broker(settings, metrics, client_factory=client_factory)

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingest.directory import DEFAULT_MAX_METRIC_NAMES
 from zhizao.settings import DatabaseSettings
 from zhizao.storage.rollups import RollupSettings
 from zhizao.wire import MAX_PAYLOAD_BYTES
@@ -91,6 +92,10 @@ class IngestSettings(BaseSettings):
     registry_miss_retry_s: float = Field(default=5.0, ge=0)
     #: Known edges and devices are re-read after this long (moves between enterprises).
     registry_ttl_s: float = Field(default=300.0, gt=0)
+    #: Distinct metric names one enterprise may use. Points under a new name beyond it
+    #: go to the dead letters (the reason names the enterprise and this limit), so a
+    #: misconfigured edge cannot grow the metric table and the caches without bound.
+    max_metric_names: int = Field(default=DEFAULT_MAX_METRIC_NAMES, ge=1)
     #: Backoff bounds for database and broker reconnects.
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=10.0, gt=0)
