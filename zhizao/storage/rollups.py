@@ -28,8 +28,13 @@ So a plain run never needs ``since``: the cost is the hours that changed, the ho
 coverage adds (once), and the carried window.
 
 Each chunk of devices is one transaction that consumes its dirty marks together
-with writing the rollups, so a crash loses no mark. Upserts only touch rows whose
-values differ: rerunning changes nothing, not even ``computed_at``. Day rows are sums
+with writing the rollups, so a crash loses no mark. A run holds a session-level advisory
+lock from start to end: :func:`run_rollups` waits for it (the CLI), :func:`try_run_rollups`
+returns None when another run holds it (the rollup services, ``ingest.rollup_service``,
+of which several may run: one computes, the others stand by). A run killed mid-way
+releases the lock with its connection; its open chunk rolls back with its marks.
+Upserts only touch rows whose values differ: rerunning changes nothing, not even
+``computed_at``. Day rows are sums
 of hour rows, which is exact for time zones at whole-hour offsets from UTC (every
 zone in China); the job refuses others rather than mis-assign time.
 """
@@ -78,7 +83,7 @@ Progress = Callable[[int, int], None]
 
 
 class RollupSettings(BaseSettings):
-    """How the rollup job runs, wherever it runs (ingest service, demo, CLI)."""
+    """How the rollup job runs, wherever it runs (rollup service, ingest, demo, CLI)."""
 
     model_config = SettingsConfigDict(env_prefix="ZHIZAO_KPI_", extra="ignore")
 
