@@ -328,14 +328,12 @@ class Converter:
         newest = 0
         limit = received + self._max_future_ms
         facts = out.facts
-        # New metric names of the batch in one look-up, before the loop: a batch of a
-        # thousand new names costs one round trip, and names beyond the enterprise's
-        # limit (or refused by the database) dead-letter their points below.
         metric_ids = self._directory.metrics(enterprise)
-        unknown = [  # in arrival order: the first new names are the ones admitted
-            p.name for p in batch.points if p.kind is PointKind.METRIC and p.name not in metric_ids
-        ]
-        metric_limit, bad_names = await self._intern(enterprise, unknown)
+        # Filled at the batch's first unknown name (see below); nothing to do when all
+        # its names are known, as they almost always are.
+        interned = False
+        metric_limit: MetricLimit | None = None
+        bad_names: dict[str, str] = {}
         # Locals for the per-point loop: it runs for every point ingest receives.
         add_metric = facts.metrics.append
         qualities = QUALITY_CODES
@@ -365,6 +363,18 @@ class Converter:
             kind = point.kind
             if kind is metric_kind:
                 mid = metric_ids.get(point.name)
+                if mid is None and not interned:
+                    # All new names of the batch in one look-up: a batch of a thousand
+                    # new names costs one round trip, and names beyond the enterprise's
+                    # limit (or refused by the database) dead-letter their points.
+                    interned = True
+                    unknown = [  # in arrival order: the first new names are admitted
+                        p.name
+                        for p in batch.points
+                        if p.kind is metric_kind and p.name not in metric_ids
+                    ]
+                    metric_limit, bad_names = await self._intern(enterprise, unknown)
+                    mid = metric_ids.get(point.name)
                 if mid is None:
                     why = bad_names.get(point.name)
                     if why is None:
