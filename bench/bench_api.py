@@ -330,9 +330,14 @@ async def measure(url: str, args: argparse.Namespace, *, reuse: bool) -> None:
                  f" cache as by default (5 s), one without; direct: pool"
                  f" {pool_size * args.workers}; load generator in another process")  # fmt: skip
             n = args.concurrency
-            for target in targets(enterprise, line):
-                if args.only and not any(word in target.name for word in args.only):
-                    continue
+            chosen = [
+                target for target in targets(enterprise, line)
+                if not args.only or any(w.lower() in target.name.lower() for w in args.only)
+            ]  # fmt: skip
+            if not chosen:
+                names = "; ".join(t.name for t in targets(enterprise, line))
+                raise SystemExit(f"--only {' '.join(args.only)}: no endpoint is named so ({names})")
+            for target in chosen:
                 _say(f"\n{target.name}  ({target.path[:70]}…)")
                 single = max(50, args.requests // 10)
                 rows = [

@@ -24,6 +24,8 @@ class SourceHealth:
     points_read: int = 0
     errors: int = 0
     last_error: str | None = None
+    #: topic filter → the broker's reason, for subscriptions it refused (ACL)
+    subscriptions_refused: dict[str, str] = field(default_factory=dict)
     #: (device, counter) -> increments not counted (edge.counters anomalies)
     counter_anomalies: dict[tuple[str, str], int] = field(default_factory=dict)
     #: (device, counter) -> re-baselines after a reconnect or a device restart

@@ -40,12 +40,12 @@ from pydantic import (
 
 from edge.config_yaml import compose, format_key, read_text
 from edge.mqtt.config import MqttSourceConfig
-from edge.mqtt_session import BrokerConnection
 from edge.opcua.config import OpcUaSourceConfig
 from edge.quantities import ByteSize, Duration
 from edge.spool import Durability
 from zhizao.codes import validate_credit_code
 from zhizao.errors import ConfigError, InvalidValue
+from zhizao.mqtt import BrokerConnection
 from zhizao.wire import MAX_PAYLOAD_BYTES, MAX_POINTS_PER_BATCH
 
 _DEVICE_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"

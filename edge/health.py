@@ -7,7 +7,8 @@ process (tests, the demo). The HTTP server is the kernel's
 (:mod:`zhizao.health`), shared by every service.
 
 ``/health`` always answers 200 while the process runs, with ``status`` ``ok`` or
-``degraded`` (uplink or a source disconnected) in the body: a broker outage is
+``degraded`` (uplink or a source disconnected, or a subscription the broker refused,
+listed with its topic and reason under the source) in the body: a broker outage is
 exactly when the edge must keep running and spooling, so a supervisor must not
 restart it for that.
 """
@@ -46,6 +47,11 @@ class EdgeMetrics(PromCollector):
         connected = GaugeMetricFamily(
             "zhizao_edge_source_connected", "1 when the source is connected", labels=["source"]
         )
+        refused = GaugeMetricFamily(
+            "zhizao_edge_source_subscriptions_refused",
+            "Topic filters of the source the broker refused (SUBACK reason code)",
+            labels=["source"],
+        )
         anomalies = CounterMetricFamily(
             "zhizao_edge_counter_anomalies",
             "Counter increments not counted as implausible (sent as counter_anomaly events)",
@@ -61,11 +67,12 @@ class EdgeMetrics(PromCollector):
             read.add_metric([name], health.points_read)
             errors.add_metric([name], health.errors)
             connected.add_metric([name], 1 if health.connected else 0)
+            refused.add_metric([name], len(health.subscriptions_refused))
             for (device, counter), count in sorted(health.counter_anomalies.items()):
                 anomalies.add_metric([device, counter], count)
             for (device, counter), count in sorted(health.counter_rebaselines.items()):
                 rebaselines.add_metric([device, counter], count)
-        yield from (read, errors, connected, anomalies, rebaselines)
+        yield from (read, errors, connected, refused, anomalies, rebaselines)
 
         spool = self._spool.stats
         yield CounterMetricFamily(
@@ -132,10 +139,15 @@ def health_document(
             "points_read": c.health.points_read,
             "errors": c.health.errors,
             "last_error": c.health.last_error,
+            "subscriptions_refused": [
+                {"topic": topic, "reason": reason}
+                for topic, reason in c.health.subscriptions_refused.items()
+            ],
         }
         for name, c in collectors.items()
     ]
-    ok = up.connected and all(s["connected"] for s in sources)
+    # A refused subscription is a source that cannot receive: degraded, not ok.
+    ok = up.connected and all(s["connected"] and not s["subscriptions_refused"] for s in sources)
     return {
         "status": "ok" if ok else "degraded",
         "edge": edge_id,

@@ -24,10 +24,10 @@ from edge.collector import Collector
 from edge.collectors import CollectorContext, build_collector
 from edge.config import EdgeConfig
 from edge.health import health_server
-from edge.mqtt_session import ClientFactory, paho_client
 from edge.spool import Spool
 from edge.uplink import Uplink
 from zhizao.health import HealthServer
+from zhizao.mqtt import ClientFactory, paho_client
 
 log = structlog.get_logger(__name__)
 
@@ -96,7 +96,7 @@ class EdgeRuntime:
                 edge=self.config.identity.edge_id,
                 sources=list(self.collectors),
                 spool=str(self.config.spool.path),
-                uplink=self.config.uplink.url,
+                uplink=self.config.uplink.address,
             )
             self.ready.set()
             stopped = asyncio.create_task(stop.wait(), name="edge-stop")

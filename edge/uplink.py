@@ -2,7 +2,7 @@
 
 Design
 ------
-Two tasks run under :meth:`Uplink.run`: the :class:`~edge.mqtt_session.MqttSession`
+Two tasks run under :meth:`Uplink.run`: the :class:`~zhizao.mqtt.MqttSession`
 (connect, reconnect with backoff) and the *pump*. The pump waits until it is
 connected, has a free slot in its window of ``inflight_batches``, and the spool says
 a batch is due (``batch_max_points`` waiting, or the oldest waiting for
@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING
 import structlog
 from paho.mqtt.enums import MQTTProtocolVersion
 
-from edge.mqtt_session import ClientFactory, MqttSession, Will, paho_client
 from edge.spool import Spool, SpooledBatch
 from zhizao import __version__
 from zhizao.errors import MqttError, PublishRejected
+from zhizao.mqtt import ClientFactory, MqttSession, Will, paho_client
 from zhizao.wire import Connectivity, EdgeStatus, data_topic, encode_status, status_topic
 
 if TYPE_CHECKING:

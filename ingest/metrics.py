@@ -91,6 +91,11 @@ class IngestMetrics:
         self.broker_connected = Gauge(
             "zhizao_ingest_broker_connected", "1 while connected to the broker", registry=r
         )
+        self.subscriptions_refused = Gauge(
+            "zhizao_ingest_subscriptions_refused",
+            "Topic filters the broker refused to subscribe (SUBACK reason code; the ACL)",
+            registry=r,
+        )
         self.database_ok = Gauge(
             "zhizao_ingest_database_ok",
             "1 while the last database attempt succeeded",

@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from ingest.broker import Broker, ClientFactory, make_client
+from ingest.broker import Broker
 from ingest.convert import Converted, Converter, Inbound
 from ingest.directory import Directory
 from ingest.metrics import IngestMetrics
@@ -44,6 +44,7 @@ from ingest.writer import (
 )
 from zhizao.errors import ContractError
 from zhizao.health import HealthServer
+from zhizao.mqtt import ClientFactory, paho_client
 from zhizao.wire import parse_topic
 
 log = structlog.get_logger("ingest")
@@ -277,13 +278,20 @@ async def _start_health(
         return None
 
     def status() -> tuple[bool, dict[str, Any]]:
-        broker_ok = broker.connected.is_set()
+        broker_ok = broker.connected
         db_ok = db.healthy
+        # Connected but refused its subscription by the broker's ACL: nothing would
+        # ever arrive, so the worker is failing, with the topic and the reason.
+        refused = broker.session.problems()
+        # Embedded rollups that fail make the worker failing too: silence was the bug.
         rollups_ok = rollups is None or rollups.healthy
-        healthy = broker_ok and db_ok and rollups_ok
+        healthy = broker_ok and db_ok and not refused and rollups_ok
         doc: dict[str, Any] = {
             "healthy": healthy,
+            "broker": settings.broker.address,
             "broker_connected": broker_ok,
+            "broker_error": None if broker_ok else broker.session.last_error,
+            "subscriptions_refused": refused,
             "database_ok": db_ok,
             "inflight": len(broker.inbox),
             "inflight_bytes": broker.inflight_bytes,
@@ -291,12 +299,16 @@ async def _start_health(
             "rows_committed": metrics.points_committed,
         }
         if rollups is not None:
-            # Embedded rollups that fail make the worker degraded: silence was the bug.
             doc["rollups"] = rollups.health()
         return healthy, doc
 
     health = HealthServer(
-        "ingest", status, metrics.registry, host=settings.health_host, port=settings.health_port
+        "ingest",
+        status,
+        metrics.registry,
+        host=settings.health_host,
+        port=settings.health_port,
+        degraded_status="failing",
     )
     await health.start()
     metrics.health_port = health.port
@@ -308,7 +320,7 @@ async def run_ingest(
     *,
     stop: asyncio.Event | None = None,
     metrics: IngestMetrics | None = None,
-    client_factory: ClientFactory = make_client,
+    client_factory: ClientFactory = paho_client,
 ) -> None:
     """Run one ingest worker until ``stop`` is set (or SIGTERM/SIGINT when not given).
 

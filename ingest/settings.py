@@ -7,28 +7,68 @@ delivered again when it comes back. ``shared_group`` adds an MQTT 5 shared
 subscription (``$share/<group>/...``) so that several workers split the stream; with
 an MQTT 3.1.1 broker (the demo's amqtt) there are no shared subscriptions and the
 worker uses a plain persistent session (clean_session False).
+
+The broker connection is the kernel's (:class:`zhizao.mqtt.BrokerConnection`):
+``mqtt_url`` (``mqtts://`` for TLS), ``mqtt_username`` and ``mqtt_password`` (a secret,
+never logged) or percent-encoded credentials in the URL, and the TLS files and
+options ``mqtt_tls_*``. A wrong value is a :class:`zhizao.errors.ConfigError` naming
+the variable (``ZHIZAO_INGEST_MQTT_TLS_CA_FILE: no such file: ...``).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.directory import DEFAULT_MAX_METRIC_NAMES
+from zhizao.errors import ConfigError
+from zhizao.mqtt import BrokerConnection, TlsSettings
 from zhizao.settings import DatabaseSettings
 from zhizao.storage.rollups import RollupSettings
 from zhizao.wire import MAX_PAYLOAD_BYTES
 
+_PREFIX = "ZHIZAO_INGEST_"
 #: Room for the topic, the properties and the fixed header of a PUBLISH.
 _PACKET_OVERHEAD = 64 * 1024
 MIN_PACKET_BYTES = MAX_PAYLOAD_BYTES + _PACKET_OVERHEAD
 #: deploy/mosquitto/mosquitto.conf's max_packet_size.
 MAX_PACKET_BYTES = 5 * 2**20 + _PACKET_OVERHEAD
+
+
+#: BrokerConnection's fields → the settings they come from.
+_BROKER_KEYS = {
+    "url": "mqtt_url",
+    "username": "mqtt_username",
+    "password": "mqtt_password",
+    "protocol": "mqtt_protocol",
+    "reconnect_min_s": "retry_initial_s",
+    "reconnect_max_s": "retry_max_s",
+}
+
+
+def _named(
+    exc: ValidationError,
+    model: type[BaseModel],
+    prefix: str,
+    whole: str,
+    keys: dict[str, str] | None = None,
+) -> str:
+    """``ZHIZAO_INGEST_<KEY>: problem`` for the first error of a nested model."""
+    first = exc.errors(include_url=False)[0]
+    problem = str(first["msg"]).removeprefix("Value error, ")
+    if first["loc"]:
+        field: str | None = str(first["loc"][0])
+    else:
+        # A check of the whole model names its field first ("key_file is given ...").
+        word = problem.split(" ", 1)[0]
+        field = word if word in model.model_fields else None
+    key = whole if field is None else (keys or {}).get(field, prefix + field)
+    return f"{_PREFIX}{key.upper()}: {problem}"
 
 
 def _default_client_id() -> str:
@@ -42,8 +82,19 @@ class IngestSettings(BaseSettings):
 
     mqtt_url: str = Field(
         default="mqtt://127.0.0.1:1883",
-        description="mqtt://[user:password@]host[:port] of the broker",
+        description="mqtt://host[:port], or mqtts:// for TLS (credentials percent-encoded)",
     )
+    mqtt_username: str | None = Field(default=None, min_length=1, max_length=256)
+    mqtt_password: SecretStr | None = None
+    #: TLS: the CA that signed the broker's certificate (else the system trust store);
+    #: setting any mqtt_tls_* also turns TLS on for an mqtt:// URL.
+    mqtt_tls_ca_file: Path | None = None
+    #: Client certificate and key, for a broker that authenticates by certificate.
+    mqtt_tls_cert_file: Path | None = None
+    mqtt_tls_key_file: Path | None = None
+    #: Check that the broker's certificate names the host (off only by choice, logged).
+    mqtt_tls_verify_hostname: bool = True
+    mqtt_tls_min_version: Literal["1.2", "1.3"] = "1.2"
     mqtt_protocol: Literal["5", "3.1.1"] = "5"
     client_id: str = Field(default_factory=_default_client_id, min_length=1, max_length=64)
     #: MQTT 5 shared subscription group; None subscribes plainly (single worker).
@@ -111,13 +162,7 @@ class IngestSettings(BaseSettings):
     rollups: bool = False
     rollup: RollupSettings = Field(default_factory=RollupSettings)
 
-    @field_validator("mqtt_url")
-    @classmethod
-    def _mqtt_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError("mqtt_url must look like mqtt://host:port")
-        return value
+    _broker: BrokerConnection = PrivateAttr()
 
     @model_validator(mode="after")
     def _v311_has_no_shared_subscriptions(self) -> IngestSettings:
@@ -125,32 +170,76 @@ class IngestSettings(BaseSettings):
             self.shared_group = None
         return self
 
+    @model_validator(mode="after")
+    def _broker_connection(self) -> IngestSettings:
+        tls_values = {
+            "ca_file": self.mqtt_tls_ca_file,
+            "cert_file": self.mqtt_tls_cert_file,
+            "key_file": self.mqtt_tls_key_file,
+        }
+        given = {key: value for key, value in tls_values.items() if value is not None}
+        tls_options = {
+            "verify_hostname": self.mqtt_tls_verify_hostname,
+            "min_version": self.mqtt_tls_min_version,
+        }
+        try:
+            tls = TlsSettings(**given, **tls_options) if given else None
+        except ValidationError as exc:
+            raise ValueError(_named(exc, TlsSettings, "mqtt_tls_", "mqtt_tls_cert_file")) from exc
+        try:
+            self._broker = BrokerConnection(
+                url=self.mqtt_url,
+                username=self.mqtt_username,
+                password=self.mqtt_password,
+                tls=tls,
+                protocol=self.mqtt_protocol,
+                client_id=self.client_id,
+                keepalive_s=self.keepalive_s,
+                reconnect_min_s=self.retry_initial_s,
+                reconnect_max_s=self.retry_max_s,
+                session_expiry_s=self.session_expiry_s,
+            )
+        except ValidationError as exc:
+            raise ValueError(_named(exc, BrokerConnection, "", "mqtt_url", _BROKER_KEYS)) from exc
+        if self.mqtt_url.startswith(("mqtts:", "ssl:")) and tls is None:
+            self._broker.tls = TlsSettings(**tls_options)
+        return self
+
+    @property
+    def broker(self) -> BrokerConnection:
+        """The broker connection these settings describe (the kernel's model)."""
+        return self._broker
+
     @property
     def mqtt_host(self) -> str:
-        return urlsplit(self.mqtt_url).hostname or "127.0.0.1"
+        return self._broker.host
 
     @property
     def mqtt_port(self) -> int:
-        return urlsplit(self.mqtt_url).port or 1883
-
-    @property
-    def mqtt_username(self) -> str | None:
-        return urlsplit(self.mqtt_url).username
-
-    @property
-    def mqtt_password(self) -> str | None:
-        return urlsplit(self.mqtt_url).password
+        return self._broker.port
 
 
 def ingest_settings(**overrides: object) -> IngestSettings:
     """Settings from the environment, with explicit ``overrides`` taking precedence.
 
     The database comes from ``ZHIZAO_DB_*`` unless ``database`` (DatabaseSettings) or
-    ``db_url`` is given.
+    ``db_url`` is given. A wrong value is a ConfigError naming its variable.
     """
     db_url = overrides.pop("db_url", None)
     if db_url is not None and "database" not in overrides:
         overrides["database"] = DatabaseSettings(url=str(db_url))
     if "client_id" not in overrides and (worker := os.environ.get("ZHIZAO_INGEST_WORKER")):
         overrides["client_id"] = f"{_default_client_id()}-{worker}"[:64]
-    return IngestSettings(**overrides)  # type: ignore[arg-type]
+    try:
+        return IngestSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        problem = str(first["msg"]).removeprefix("Value error, ")
+        if first["loc"]:
+            key = f"{_PREFIX}{'_'.join(str(p) for p in first['loc']).upper()}"
+        else:  # a model check: its message starts with the variable it is about
+            key, _, problem = problem.partition(": ")
+        more = exc.error_count() - 1
+        if more:
+            problem += f" (and {more} more problem{'s' if more > 1 else ''})"
+        raise ConfigError("the environment", key, problem) from exc

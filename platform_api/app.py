@@ -28,8 +28,10 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from platform_api import problems
 from platform_api.board import mount_board
-from platform_api.cache import ResultCache, WriteInvalidation
+from platform_api.cache import KeptAnswers, ResultCache, WriteInvalidation
+from platform_api.deps import kept_grants
 from platform_api.metrics import ApiMetrics, MetricsMiddleware
+from platform_api.principals import PrincipalCache
 from platform_api.routes import (
     audit,
     auth,
@@ -151,14 +153,19 @@ def create_app(settings: ApiSettings, *, metrics: ApiMetrics | None = None) -> F
         )
         await pool.open(wait=False)
         app.state.pool = pool
-        keeper = asyncio.create_task(_housekeeping(pool, settings), name="api-housekeeping")
+        tasks = [asyncio.create_task(_housekeeping(pool, settings), name="api-housekeeping")]
+        if settings.principal_cache_s > 0:
+            listen = principals.listen(settings.database.url)
+            tasks.append(asyncio.create_task(listen, name="api-access-changes"))
         log.info("api started", db=redact(settings.database.url))
         try:
             yield
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await pool.close()
 
     app = FastAPI(
@@ -179,6 +186,8 @@ def create_app(settings: ApiSettings, *, metrics: ApiMetrics | None = None) -> F
     cache = ResultCache(settings.result_cache_s, max_entries=settings.result_cache_entries)
     app.state.result_cache = cache
     metrics.watch_cache(cache)
+    principals = PrincipalCache(settings.principal_cache_s)
+    app.state.principals = principals
     problems.install(app)
 
     async def on_pool_timeout(request: Request, exc: Exception) -> JSONResponse:
@@ -196,6 +205,9 @@ def create_app(settings: ApiSettings, *, metrics: ApiMetrics | None = None) -> F
         app.include_router(router)
     # The board: static pages whose data comes from the routes above (docs/board.md).
     mount_board(app)
+    # Innermost first: a kept answer is served inside the metrics and after any write
+    # has emptied the cache.
+    app.add_middleware(KeptAnswers, cache=cache, grants_of=kept_grants(settings, principals))
     app.add_middleware(WriteInvalidation, cache=cache)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.openapi = _problem_openapi(app)  # type: ignore[method-assign]

@@ -22,6 +22,10 @@ query cache do:
   CLI, the rollup service) show within ``ttl_s``: answers say how old they are
   (``Age``) and for how long they may be reused (``Cache-Control``).
 * Bounded by entries and bytes, least recently used first out.
+* **Served before routing** when it can be (:class:`KeptAnswers`): a request whose
+  answer is kept, from a caller whose session is known to be valid
+  (:mod:`platform_api.principals`), is answered without the router, the route's
+  dependencies or a database connection; everything else takes the full path.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
 
-from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,6 +51,8 @@ class _Entry:
     body: bytes
     stored: float
     expires: float
+    #: The route that computed it (the metrics label the answer by its template).
+    route: Any = None
 
 
 class ResultCache:
@@ -84,8 +91,18 @@ class ResultCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def peek(self, key: Hashable) -> tuple[Response, Any] | None:
+        """A kept answer (fresh, or stale while another request computes it afresh)
+        and its route; None when only computing would answer."""
+        if not self.enabled:
+            return None
+        found = self._lookup(key)
+        if isinstance(found, Response):
+            return found, self._entries[key].route
+        return None
+
     async def answer(
-        self, key: Hashable, compute: Callable[[], Awaitable[BaseModel]]
+        self, key: Hashable, compute: Callable[[], Awaitable[BaseModel]], *, route: Any = None
     ) -> Response | BaseModel:
         """The kept answer of ``key``, or ``compute()``'s, serialised and kept. Off,
         the route's own model, which FastAPI serialises as for any route."""
@@ -96,7 +113,7 @@ class ResultCache:
             if isinstance(found, Response):
                 return found
             if found is None:
-                return await self._compute(key, compute)
+                return await self._compute(key, compute, route)
             # Another request is computing an answer not kept at all: wait for it. If
             # it failed or was cancelled (its client went away), compute it here.
             await asyncio.wait({found})
@@ -126,7 +143,7 @@ class ResultCache:
         return running
 
     async def _compute(
-        self, key: Hashable, compute: Callable[[], Awaitable[BaseModel]]
+        self, key: Hashable, compute: Callable[[], Awaitable[BaseModel]], route: Any
     ) -> Response:
         self.misses += 1
         future: asyncio.Future[_Entry] = asyncio.get_running_loop().create_future()
@@ -145,7 +162,7 @@ class ResultCache:
             if self._running.get(key) is future:
                 del self._running[key]
         stored = self.clock()
-        entry = _Entry(body, stored, stored + self.ttl_s)
+        entry = _Entry(body, stored, stored + self.ttl_s, route)
         future.set_result(entry)
         if generation == self._generation:
             self._keep(key, entry)
@@ -179,10 +196,54 @@ def _response(body: bytes, *, age: float, left: float) -> Response:
     return Response(body, media_type=_JSON, headers=headers)
 
 
-def request_key(request: Request, grants: Hashable) -> Hashable:
-    """The path, the query parameters (order ignored) and the caller's grants."""
-    query = tuple(sorted(request.query_params.multi_items()))
-    return (request.url.path, query, grants)
+def request_key(scope: Scope, grants: Hashable) -> Hashable:
+    """The path, the query parameters (order ignored) and the caller's grants. Made
+    from the ASGI scope, so that :class:`KeptAnswers` (before routing) and the route's
+    dependency make the same key; the query is parsed as Starlette parses it."""
+    raw: bytes = scope.get("query_string", b"")
+    query = tuple(sorted(parse_qsl(raw.decode("latin-1"), keep_blank_values=True)))
+    return (scope["path"], query, grants)
+
+
+def bearer_token(scope: Scope) -> str | None:
+    """The ``Authorization: Bearer …`` credential, as OAuth2PasswordBearer reads it."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, credential = value.decode("latin-1").partition(" ")
+            return credential if scheme.lower() == "bearer" and credential else None
+    return None
+
+
+class KeptAnswers:
+    """Pure ASGI middleware: a GET whose answer is kept is answered before routing.
+
+    ``grants_of(token)`` gives the caller's grants when the token is a valid access
+    token of a user whose record is kept and current (:mod:`platform_api.principals`),
+    else None. The key is then the one the route's own dependency makes; an answer is
+    kept under a path only by the route the router chose for that path, so the path
+    needs no matching here. Anything else (no kept answer, a machine token, a user
+    not kept, an invalid token) goes to the application, which answers as always.
+    """
+
+    def __init__(
+        self, app: ASGIApp, cache: ResultCache, grants_of: Callable[[str], Hashable | None]
+    ) -> None:
+        self.app = app
+        self.cache = cache
+        self.grants_of = grants_of
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "GET" and self.cache.enabled:
+            token = bearer_token(scope)
+            grants = self.grants_of(token) if token else None
+            if grants is not None:
+                kept = self.cache.peek(request_key(scope, grants))
+                if kept is not None:
+                    response, route = kept
+                    scope["route"] = route
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 class WriteInvalidation:

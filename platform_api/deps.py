@@ -1,9 +1,11 @@
 """Dependencies of the routes, with their aliases (``ConnDep``, ``CurrentPrincipal`` ...).
 
 Authentication reads the bearer token: a JWT access token from the login route, or
-a machine token (``zt_...``). Either way the grants come from the database on every
-request (see :mod:`platform_api.security`), and the principal's
-:class:`zhizao.access.Visibility` is made by the kernel's one function.
+a machine token (``zt_...``). The grants are the database's: a machine token's are
+read on every request (its use is recorded), a user's are kept between requests
+only while the database is heard announcing every change to users and grants
+(:mod:`platform_api.principals`). The principal's :class:`zhizao.access.Visibility`
+is made by the kernel's one function.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import ipaddress
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -25,11 +27,12 @@ from pydantic import BaseModel
 from platform_api import security
 from platform_api.cache import ResultCache, request_key
 from platform_api.metrics import ApiMetrics
+from platform_api.principals import PrincipalCache
 from platform_api.problems import ProblemError
 from platform_api.settings import ApiSettings
 from zhizao.access import Access, Grant, Role, Visibility, visibility
 from zhizao.storage.connection import Conn
-from zhizao.storage.users import record_token_use, token_by_secret, user_by_id
+from zhizao.storage.users import UserRow, record_token_use, token_by_secret, user_by_id
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -111,9 +114,47 @@ def _unauthorised(detail: str) -> ProblemError:
     return ProblemError(401, detail, kind="unauthenticated", headers=_UNAUTHENTICATED)
 
 
+def session_refusal(claims: security.AccessClaims, user: UserRow | None) -> str | None:
+    """Why an access token's session is over, or None while it holds."""
+    if user is None or user.disabled:
+        return "the account is disabled or no longer exists"
+    # iat has one-second resolution: compare at that resolution.
+    if claims.issued_at < user.sessions_valid_from.replace(microsecond=0):
+        return "the session has ended (password changed or account disabled)"
+    return None
+
+
+def kept_grants(
+    settings: ApiSettings, principals: PrincipalCache
+) -> Callable[[str], Hashable | None]:
+    """For :class:`platform_api.cache.KeptAnswers`: the grants of a valid access
+    token's user when the user is kept and current, else None (the full path then
+    authenticates, and answers 401 where it must)."""
+
+    def grants_of(token: str) -> Hashable | None:
+        if security.is_machine_token(token):
+            return None
+        try:
+            claims = security.decode_access_token(settings.signing_key(), token)
+        except security.InvalidToken:
+            return None
+        user = principals.kept(claims.user_id)
+        if user is None or session_refusal(claims, user) is not None:
+            return None
+        return frozenset(user.grants)
+
+    return grants_of
+
+
+async def get_principals(request: Request) -> PrincipalCache:
+    principals: PrincipalCache = request.app.state.principals
+    return principals
+
+
 async def current_principal(
     conn: ConnDep,
     settings: SettingsDep,
+    principals: Annotated[PrincipalCache, Depends(get_principals)],
     addr: ClientAddr,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> Principal:
@@ -140,12 +181,10 @@ async def current_principal(
         claims = security.decode_access_token(settings.signing_key(), token)
     except security.InvalidToken as exc:
         raise _unauthorised(str(exc)) from exc
-    user = await user_by_id(conn, claims.user_id)
-    if user is None or user.disabled:
-        raise _unauthorised("the account is disabled or no longer exists")
-    # iat has one-second resolution: compare at that resolution.
-    if claims.issued_at < user.sessions_valid_from.replace(microsecond=0):
-        raise _unauthorised("the session has ended (password changed or account disabled)")
+    user = await principals.user(conn, claims.user_id)
+    refusal = session_refusal(claims, user)
+    if refusal is not None or user is None:
+        raise _unauthorised(refusal or "")
     return Principal(
         user.id, user.username, user.grants, visibility(user.grants), None,
         frozenset(g.role for g in user.grants),
@@ -172,14 +211,16 @@ class CachedAnswer:
 
     cache: ResultCache
     key: object
+    route: object
 
     async def __call__(self, compute: Callable[[], Awaitable[BaseModel]]) -> Response | BaseModel:
-        return await self.cache.answer(self.key, compute)
+        return await self.cache.answer(self.key, compute, route=self.route)
 
 
 async def get_cached(request: Request, principal: CurrentPrincipal) -> CachedAnswer:
     cache: ResultCache = request.app.state.result_cache
-    return CachedAnswer(cache, request_key(request, frozenset(principal.grants)))
+    key = request_key(request.scope, frozenset(principal.grants))
+    return CachedAnswer(cache, key, request.scope.get("route"))
 
 
 Cached = Annotated[CachedAnswer, Depends(get_cached)]

@@ -50,6 +50,10 @@ class ApiSettings(BaseSettings):
     #: (platform_api/cache.py); 0 computes every answer afresh.
     result_cache_s: float = Field(default=5.0, ge=0, le=3600)
     result_cache_entries: int = Field(default=2048, ge=1)
+    #: Seconds a user's record (disabled? grants?) is kept between requests while the
+    #: process hears the database announce every change (platform_api/principals.py);
+    #: 0 reads it on every request.
+    principal_cache_s: float = Field(default=60.0, ge=0, le=3600)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     #: Set by ``zhizao demo`` only: allows the demo's secret.
     demo: bool = Field(default=False, exclude=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge.settings import EdgeSettings
 from ingest import ingest_settings
 from ingest.rollup_service import rollup_service_settings
-from tests.fix_mqtt import INGEST_USER, Mosquitto, edge_user, shipped_mosquitto
+from tests.fix_mqtt import INGEST_USER, Mosquitto, edge_user, make_pki, shipped_mosquitto
 from tests.ingest.support import ENT_A
 from zhizao.wire import data_topic, subscription_filter
 
@@ -35,6 +37,16 @@ def _env_file(name: str) -> dict[str, str]:
             key, _, value = line.partition("=")
             pairs[key.strip()] = value.strip()
     return pairs
+
+
+def _substitute(env: dict[str, str], replace: dict[str, str]) -> dict[str, str]:
+    """The env file with installation-specific text replaced; each must occur."""
+    text = "\n".join(f"{key}={value}" for key, value in env.items())
+    for shipped, ours in replace.items():
+        if shipped not in text:
+            raise AssertionError(f"{shipped!r} is not in the env example")
+        text = text.replace(shipped, ours)
+    return dict(line.split("=", 1) for line in text.splitlines())
 
 
 @pytest.mark.parametrize(
@@ -73,14 +85,23 @@ def test_edge_env_example_is_read_by_the_edge_settings(monkeypatch: pytest.Monke
     assert settings.http_port == 9108
 
 
-def test_ingest_env_example_is_read_by_the_ingest_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ingest_env_example_is_read_by_the_ingest_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     env = _env_file("ingest.env.example")
+    ca = make_pki(tmp_path).ca
+    env = _substitute(env, {"/etc/zhizao/certs/ca.crt": str(ca)})
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = ingest_settings()
     assert settings.database.url == env["ZHIZAO_DB_URL"]
     assert settings.database.metric_retention_days == 400
     assert settings.mqtt_url == env["ZHIZAO_INGEST_MQTT_URL"]
+    assert settings.broker.use_tls
+    assert settings.broker.username == INGEST_USER  # the ACL template's ingest user
+    assert settings.broker.tls is not None
+    assert settings.broker.tls.ca_file == ca
+    assert settings.broker.tls.verify_hostname
     assert settings.shared_group == "ingest"
     assert settings.health_port == 9109
     assert settings.rollups is False  # zhizao rollup serve runs them
@@ -229,3 +250,128 @@ def test_the_broker_config_is_the_whole_file_debian_starts() -> None:
     assert settings["persistence_location"] == ["/var/lib/mosquitto/"]
     assert "user" not in settings  # the default, mosquitto: the owner of /var/lib/mosquitto
     assert "/etc/mosquitto/mosquitto.conf" in text  # where it goes
+
+
+# -- one installation: the broker, the env examples and the units together -------------
+
+
+def test_units_and_env_examples_name_the_same_files() -> None:
+    pairs = (("zhizao-edge.service", "edge.env"), ("zhizao-ingest@.service", "ingest.env"))
+    for unit, env in pairs:
+        text = (DEPLOY / "systemd" / unit).read_text(encoding="utf-8")
+        example = (DEPLOY / "env" / f"{env}.example").read_text(encoding="utf-8")
+        assert f"EnvironmentFile=-/etc/zhizao/{env}" in text or (
+            f"EnvironmentFile=/etc/zhizao/{env}" in text
+        )
+        assert example.startswith(f"# /etc/zhizao/{env} ")
+        assert f"deploy/systemd/{unit}" in example
+
+
+async def _register_env_edge(db_url: str, enterprise: str, edge: str) -> None:
+    from zhizao.registry import Device, DeviceType, EdgeGateway, Enterprise, Region
+    from zhizao.storage.connection import connect
+    from zhizao.storage.registry import (
+        upsert_devices,
+        upsert_edges,
+        upsert_enterprises,
+        upsert_regions,
+    )
+
+    conn = await connect(db_url)
+    async with conn, conn.transaction():
+        await upsert_regions(conn, [Region(code="330000", name="浙江省"),
+                                    Region(code="330200", name="宁波市"),
+                                    Region(code="330206", name="北仑区")])  # fmt: skip
+        await upsert_enterprises(conn, [Enterprise(
+            credit_code=enterprise, name="宁波某模具厂", region_code="330206", industry_code="C35"
+        )])  # fmt: skip
+        await upsert_devices(conn, [Device(enterprise=enterprise, code="CNC-01", name="CNC-01",
+                                           device_type=DeviceType.CNC_MACHINE_TOOL)])  # fmt: skip
+        for edge_id in (edge, f"{edge}-OTHER"):
+            await upsert_edges(conn, [EdgeGateway(enterprise=enterprise, edge_id=edge_id)])
+
+
+async def test_an_edge_and_an_ingest_worker_from_the_env_examples_meet_on_the_shipped_broker(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy/mosquitto (TLS listener, password file, ACL template), both env examples
+    read by the settings classes, only addresses, ports and paths replaced: the edge's
+    batches reach the database through ingest, and the edge cannot publish under another
+    edge id (the broker refuses it; nothing is stored)."""
+    from edge.config import EdgeConfig
+    from edge.settings import apply_settings, edge_settings
+    from edge.spool import Spool
+    from edge.uplink import Uplink
+    from tests.ingest.support import Worker, get_health, scalar, wait_for_count
+    from zhizao.wire import Point, PointKind
+
+    edge_env, ingest_env = _env_file("edge.env.example"), _env_file("ingest.env.example")
+    # The ACL pattern's user name form: the edge's identity is in it.
+    enterprise, _, edge = edge_env["ZHIZAO_EDGE_UPLINK_USERNAME"].partition("/edge/")
+    users = {
+        edge_env["ZHIZAO_EDGE_UPLINK_USERNAME"]: edge_env["ZHIZAO_EDGE_UPLINK_PASSWORD"],
+        ingest_env["ZHIZAO_INGEST_MQTT_USERNAME"]: ingest_env["ZHIZAO_INGEST_MQTT_PASSWORD"],
+    }
+    pki = make_pki(tmp_path / "pki", names=("localhost",))
+    broker = shipped_mosquitto(tmp_path / "broker", users, pki)
+    broker.start()
+    # The broker's address and the CA: what an installation fills in.
+    place = {"broker.internal:8883": f"localhost:{broker.tls_port}",
+             "/etc/zhizao/certs/ca.crt": str(pki.ca)}  # fmt: skip
+    for key, value in _substitute(edge_env, {**place, "=9108": "=0"}).items():
+        monkeypatch.setenv(key, value)
+    ingest_place = {**place, "postgresql://zhizao:change-me@db.internal:5432/zhizao": db_url,
+                    "HEALTH_PORT=9109": "HEALTH_PORT=0"}  # fmt: skip
+    for key, value in _substitute(ingest_env, ingest_place).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ZHIZAO_INGEST_CLIENT_ID", "ingest-test-1")  # as the unit sets it
+    await _register_env_edge(db_url, enterprise, edge)
+    worker = Worker(ingest_settings())
+    try:
+        await worker.connected()
+
+        # A source is required of a config; this one is never started.
+        topic = {"topic": "t/{device}", "fields": [{"path": "v", "name": "v"}]}
+        source = {"type": "mqtt", "name": "unused", "broker": {"url": "mqtt://x"}}
+        source["topics"] = [topic]
+
+        async def send(edge_id: str, count: int) -> Uplink:
+            base = EdgeConfig.model_validate({
+                "identity": {"enterprise": enterprise, "edge_id": edge_id},
+                "uplink": {"url": "mqtt://overridden:1883", "batch_max_wait_s": 0.05},
+                "spool": {"path": str(tmp_path / f"{edge_id}.db")},
+                "sources": [source],
+            })  # fmt: skip
+            config = apply_settings(base, edge_settings())
+            assert config.uplink.address == f"mqtts://localhost:{broker.tls_port}"
+            async with Spool(config.spool.path, enterprise=enterprise, edge=edge_id) as spool:
+                uplink = Uplink(config.uplink, enterprise=enterprise, edge_id=edge_id, spool=spool)
+                task = asyncio.create_task(uplink.run())
+                try:
+                    await spool.put([Point(device="CNC-01", ts=1_764_000_000_000 + i,
+                                           kind=PointKind.METRIC, name="spindle_speed",
+                                           value=float(i)) for i in range(count)])  # fmt: skip
+                    async with asyncio.timeout(30):
+                        await uplink.wait_for(
+                            lambda s: s.points_sent >= count or s.batches_rejected > 0
+                        )
+                finally:
+                    await uplink.close()
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            return uplink
+
+        own = await send(edge, 20)
+        assert own.stats.points_sent == 20
+        await wait_for_count(db_url, "SELECT count(*) FROM metric_point", 20, within=30)
+        # The same credentials under another edge id of the same enterprise: refused.
+        other = await send(f"{edge}-OTHER", 5)
+        assert other.stats.points_sent == 0
+        assert other.stats.batches_rejected > 0
+        status, body = await get_health(worker.metrics.health_port or 0)
+        assert (status, body["status"]) == (200, "ok")
+        assert await scalar(db_url, "SELECT count(*) FROM metric_point") == 20
+    finally:
+        await worker.close()
+        broker.kill()

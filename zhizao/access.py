@@ -159,10 +159,12 @@ class Visibility:
         if access is Access.SUMMARY:
             if self.clusters:
                 parts.append(
+                    # By code, over local and federated enterprises alike (migration
+                    # 0014): a cluster's operator on the province reaches its
+                    # enterprises known only from the cluster instance's reports.
                     sql.SQL(
-                        "{}.id IN (SELECT ec.enterprise_id FROM enterprise_cluster ec"
-                        " JOIN cluster c ON c.id = ec.cluster_id"
-                        " WHERE c.code = ANY(%(_vis_clusters)s))"
+                        "{}.id IN (SELECT m.enterprise_id FROM enterprise_cluster_code m"
+                        " WHERE m.code = ANY(%(_vis_clusters)s))"
                     ).format(col)
                 )
                 params["_vis_clusters"] = sorted(self.clusters)

@@ -167,11 +167,12 @@ def _components(c: OeeComponents) -> dict[str, float | int]:
 
 async def day_aggregates(conn: Conn, day: date) -> list[dict[str, Any]]:
     """Each enterprise's aggregates of ``day``, without revision or time (the part
-    whose change makes a new revision)."""
-    facts = await kpi.enterprise_facts(conn)
-    networked = await kpi.networking_parts(conn, day, day)
-    nc = await kpi.nc_parts(conn, day)
-    key = await kpi.nc_parts(conn, day, key_process=True)
+    whose change makes a new revision). Only what this instance measures itself: an
+    enterprise it knows from another instance's reports is that instance's to send."""
+    facts = await kpi.enterprise_facts(conn, federated=False)
+    networked = await kpi.networking_parts(conn, day, day, federated=False)
+    nc = await kpi.nc_parts(conn, day, federated=False)
+    key = await kpi.nc_parts(conn, day, key_process=True, federated=False)
     cur = await conn.execute(
         "SELECT e.credit_code, d.code, l.code FROM device d"
         " JOIN enterprise e ON e.id = d.enterprise_id LEFT JOIN line l ON l.id = d.line_id"
@@ -181,7 +182,9 @@ async def day_aggregates(conn: Conn, day: date) -> list[dict[str, Any]]:
     out = []
     for cc in sorted(facts):
         f = facts[cc]
-        report = await kpi.oee_for_days(conn, kpi.OeeScope(kpi.Level.ENTERPRISE, cc), day, day)
+        report = await kpi.oee_for_days(
+            conn, kpi.OeeScope(kpi.Level.ENTERPRISE, cc), day, day, federated=False
+        )
         lines: dict[str, OeeComponents] = {}
         for device in report.devices:
             line = line_of.get((cc, device.device))

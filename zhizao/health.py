@@ -7,11 +7,13 @@ prometheus-client registry of its own (several services, or several workers, can
 in one process: the demo, tests, benchmarks).
 
 The health function returns ``(ok, document)``. The body is the document with
-``status`` set to ``ok`` or ``degraded``. The HTTP status of a degraded service is the
-service's choice (``degraded_code``): ingest and the rollup service answer 503 so that
-a load balancer or supervisor notices; the edge answers 200, because a broker outage is
-exactly when it must keep running and spooling, and a supervisor must not restart it
-for that.
+``status`` set to ``ok`` or, when not ok, the service's word for it
+(``degraded_status``: ``degraded`` for the edge and the rollup service, ``failing``
+for ingest, as its runbooks say). The HTTP status of a service that is not ok is the
+service's choice too (``degraded_code``): ingest and the rollup service answer 503 so
+that a load balancer or supervisor notices; the edge answers 200, because a broker
+outage is exactly when it must keep running and spooling, and a supervisor must not
+restart it for that.
 
 ``/healthz`` is an alias of ``/health`` (the ingest worker served that name first;
 existing probes keep working).
@@ -47,6 +49,7 @@ class HealthServer:
         host: str,
         port: int,
         degraded_code: int = 503,
+        degraded_status: str = "degraded",
     ) -> None:
         self.name = name
         self._health = health
@@ -54,6 +57,7 @@ class HealthServer:
         self._host = host
         self._port = port
         self._degraded_code = degraded_code
+        self._degraded_status = degraded_status
         self._server: asyncio.Server | None = None
 
     @property
@@ -85,7 +89,8 @@ class HealthServer:
     def document(self) -> tuple[int, dict[str, Any]]:
         """The HTTP status and body ``/health`` answers now."""
         ok, doc = self._health()
-        return (200 if ok else self._degraded_code), {"status": "ok" if ok else "degraded", **doc}
+        status = "ok" if ok else self._degraded_status
+        return (200 if ok else self._degraded_code), {"status": status, **doc}
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

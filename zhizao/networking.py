@@ -29,6 +29,7 @@ from datetime import date, datetime
 from enum import StrEnum
 
 from zhizao.codes import RegionLevel, region_ancestors, region_level
+from zhizao.provenance import Origins, Source
 
 DEFAULT_CURRENT_WINDOW_H = 25.0
 
@@ -127,6 +128,9 @@ class RateFigure:
     numerator: float  # device(-day)s; for the mean method, the sum of enterprise rates
     denominator: float  # device(-day)s; for the mean method, the number of enterprises
     enterprises: int  # enterprises in the group and scope with a non-empty denominator
+    #: Where the counted enterprises' figures come from (zhizao.provenance); empty when
+    #: the caller did not ask.
+    sources: tuple[Source, ...] = ()
 
 
 def group_keys(
@@ -152,28 +156,31 @@ def aggregate(
     scope: Scope = Scope.ALL,
     *,
     industry_digits: int = 2,
+    origins: Origins | None = None,
 ) -> list[RateFigure]:
-    """Both methods for every group, sorted by group then method."""
-    members: dict[str, list[RateParts]] = defaultdict(list)
+    """Both methods for every group, sorted by group then method; with ``origins``,
+    each figure names the sources of the enterprises it counts."""
+    members: dict[str, list[tuple[str, RateParts]]] = defaultdict(list)
     for credit_code, enterprise_parts in parts.items():
         enterprise = enterprises.get(credit_code)
         if enterprise is None or not enterprise.in_scope(scope):
             continue
         for key in group_keys(enterprise, group_by, industry_digits=industry_digits):
-            members[key].append(enterprise_parts)
+            members[key].append((credit_code, enterprise_parts))
     figures: list[RateFigure] = []
     for key in sorted(members):
-        counted = [p for p in members[key] if p.denominator > 0]
-        total = sum(counted, RateParts())
+        counted = [(cc, p) for cc, p in members[key] if p.denominator > 0]
+        sources = () if origins is None else origins.sources(cc for cc, _ in counted)
+        total = sum((p for _, p in counted), RateParts())
         figures.append(
             RateFigure(kind, group_by, key, scope, Method.RATIO_OF_SUMS, total.rate,
-                       total.numerator, total.denominator, len(counted))
+                       total.numerator, total.denominator, len(counted), sources)
         )  # fmt: skip
-        rates = [p.rate for p in counted if p.rate is not None]
+        rates = [p.rate for _, p in counted if p.rate is not None]
         mean = sum(rates) / len(rates) if rates else None
         figures.append(
             RateFigure(kind, group_by, key, scope, Method.MEAN_OF_ENTERPRISE_RATES, mean,
-                       sum(rates), len(rates), len(counted))
+                       sum(rates), len(rates), len(counted), sources)
         )  # fmt: skip
     return figures
 

@@ -11,14 +11,21 @@ methods and its change against the previous period of the same length; the rate 
 every enterprise; the enterprises furthest behind; the production devices not
 networked on the period's last day with when they were last seen; and the NC rate
 (数控化率, both variants) on that day.
+
+On the provincial instance the figures include the enterprises known only from
+cluster instances' daily reports, summed as the cluster sums its own (the kernel's
+functions do it). Every row says its sources (``local`` and/or instances, with as of
+when: :mod:`zhizao.provenance`), the cover lists them all, and the list of devices not
+networked names the federated enterprises whose devices it cannot hold.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from zhizao.errors import InvalidValue
 from zhizao.networking import (
@@ -33,6 +40,7 @@ from zhizao.networking import (
     aggregate,
 )
 from zhizao.oee import Oee, OeeComponents, compute, summed
+from zhizao.provenance import Origins, Source, merge
 from zhizao.storage import kpi
 from zhizao.storage.connection import Conn
 from zhizao.storage.kpi import Within
@@ -189,6 +197,7 @@ class RateRow:
     rate: float | None  # ratio of sums
     mean_rate: float | None  # mean of enterprise rates
     previous_rate: float | None = None
+    sources: tuple[Source, ...] = ()  # of the period's figure
 
     @property
     def change(self) -> float | None:
@@ -210,6 +219,7 @@ class EnterpriseRow:
     previous_rate: float | None
     nc_devices: int
     production_devices: int
+    source: Source | None = None
 
     @property
     def change(self) -> float | None:
@@ -233,10 +243,20 @@ class NetworkingReport:
     #: Days of the period with rollups, of its days (data coverage of the report).
     covered_days: int = 0
     region_names: dict[str, str] = field(default_factory=dict)
+    #: Every source of the report's figures, and the zone times are shown in.
+    sources: tuple[Source, ...] = ()
+    #: Federated enterprises (credit code → instance): in the figures, but no device of
+    #: theirs can be in ``not_networked``.
+    federated: dict[str, str] = field(default_factory=dict)
 
     @property
     def nc_day(self) -> date:
         return self.period.last
+
+
+def localised(sources: Iterable[Source], zone: ZoneInfo) -> tuple[Source, ...]:
+    """The sources with their times in ``zone`` (as the report shows every time)."""
+    return tuple(replace(s, as_of=s.as_of.astimezone(zone)) for s in sources)
 
 
 def _rows(
@@ -244,6 +264,7 @@ def _rows(
     before: list[RateFigure],
     breakdown: Breakdown,
     names: Callable[[str], str],
+    zone: ZoneInfo,
 ) -> list[RateRow]:
     previous = {(f.group, f.scope): f.rate for f in before if f.method is Method.RATIO_OF_SUMS}
     means = {
@@ -253,7 +274,7 @@ def _rows(
         RateRow(
             breakdown.key, f.group, names(f.group), f.scope, f.enterprises, int(f.numerator),
             int(f.denominator), f.rate, means.get((f.group, f.scope)),
-            previous.get((f.group, f.scope)),
+            previous.get((f.group, f.scope)), localised(f.sources, zone),
         )
         for f in figures
         if f.method is Method.RATIO_OF_SUMS
@@ -286,15 +307,19 @@ async def networking_report(
     narrowed = kpi.area_filter(region, cluster)
     area = narrowed if within is None else kpi.restrict(within, narrowed)
     previous = period.previous()
+    zone = await kpi.display_zone(conn, within=area)
     say("企业与设备 enterprises and devices")
     facts = await kpi.enterprise_facts(conn, within=area)
     say(f"联网设备·日 networked device-days, {period.label}")
     parts = await kpi.networking_parts(conn, period.first, period.last, within=area)
+    known = await kpi.origins(conn, period.first, period.last, within=area)
     say(f"上期 previous period, {previous.label}")
     before_parts = await kpi.networking_parts(conn, previous.first, previous.last, within=area)
     say(f"数控化率 NC rate on {period.last}")
     nc_parts = await kpi.nc_parts(conn, period.last, within=area)
     key_parts = await kpi.nc_parts(conn, period.last, key_process=True, within=area)
+    nc_known = await kpi.nc_origins(conn, period.last, within=area)
+    key_known = await kpi.nc_origins(conn, period.last, key_process=True, within=area)
     names = {g: await kpi.group_names(conn, g) for g in (GroupBy.CITY, GroupBy.COUNTY,
                                                          GroupBy.CLUSTER)}  # fmt: skip
     networking: list[RateRow] = []
@@ -304,18 +329,23 @@ async def networking_report(
         namer = _namer(breakdown, names)
         for scope in SCOPES:
             figures = aggregate(Kind.NETWORKING, parts, facts, breakdown.group_by, scope,
-                                industry_digits=breakdown.digits)  # fmt: skip
+                                industry_digits=breakdown.digits, origins=known)  # fmt: skip
             before = aggregate(Kind.NETWORKING, before_parts, facts, breakdown.group_by, scope,
                                industry_digits=breakdown.digits)  # fmt: skip
-            networking.extend(_rows(figures, before, breakdown, namer))
-            for kind, source in ((Kind.NC, nc_parts), (Kind.NC_KEY_PROCESS, key_parts)):
+            networking.extend(_rows(figures, before, breakdown, namer, zone))
+            for kind, source, of in (
+                (Kind.NC, nc_parts, nc_known),
+                (Kind.NC_KEY_PROCESS, key_parts, key_known),
+            ):
                 rows = _rows(
                     aggregate(kind, source, facts, breakdown.group_by, scope,
-                              industry_digits=breakdown.digits),
-                    [], breakdown, namer,
+                              industry_digits=breakdown.digits, origins=of),
+                    [], breakdown, namer, zone,
                 )  # fmt: skip
                 nc.extend(_nc_row(row, kind) for row in rows)
-    enterprises = _enterprise_rows(facts, parts, before_parts, nc_parts)
+    federated = await kpi.federated_enterprises(conn, within=area)
+    enterprises = _enterprise_rows(facts, parts, before_parts, nc_parts, known=known,
+                                   federated=federated, zone=zone)  # fmt: skip
     ranked = [e for e in enterprises if e.rate is not None]
     ranked.sort(key=lambda e: (e.rate, -e.device_days, e.credit_code))
     say(f"未联网设备 devices not networked on {period.last}")
@@ -323,11 +353,14 @@ async def networking_report(
                                              within=area)  # fmt: skip
     not_networked = [e for e in evidence if e.reason == "silent"]
     covered = await kpi.covered_days(conn, period.first, period.last, within=area)
+    everything = [*(r.sources for r in networking), *(r.sources for r in nc)]
     return NetworkingReport(
         period=period, previous=previous, region=region, cluster=cluster,
         generated_at=now or datetime.now(UTC), restricted=restricted, networking=networking,
         nc=nc, enterprises=enterprises, behind=ranked[:behind], not_networked=not_networked,
         covered_days=covered, region_names=names[GroupBy.CITY] | names[GroupBy.COUNTY],
+        sources=merge(s for group in everything for s in group),
+        federated=federated,
     )  # fmt: skip
 
 
@@ -339,7 +372,7 @@ class NcRow(RateRow):
 def _nc_row(row: RateRow, kind: Kind) -> NcRow:
     return NcRow(
         row.breakdown, row.group, row.name, row.scope, row.enterprises, row.numerator,
-        row.denominator, row.rate, row.mean_rate, None, kind,
+        row.denominator, row.rate, row.mean_rate, None, row.sources, kind,
     )  # fmt: skip
 
 
@@ -348,6 +381,10 @@ def _enterprise_rows(
     parts: dict[str, RateParts],
     before: dict[str, RateParts],
     nc: dict[str, RateParts],
+    *,
+    known: Origins,
+    federated: dict[str, str],
+    zone: ZoneInfo,
 ) -> list[EnterpriseRow]:
     out = []
     for cc in sorted(facts):
@@ -358,6 +395,10 @@ def _enterprise_rows(
                 cc, f.name, f.region_code, f.industry_code, f.cluster_codes,
                 f.above_designated_size, f.key_enterprise, now.numerator, now.denominator,
                 now.rate, was.rate, ncp.numerator if ncp else 0, ncp.denominator if ncp else 0,
+                # A federated enterprise without a report in the period has no figure
+                # and no source.
+                None if cc in federated and cc not in known.federated
+                else localised([known.of(cc)], zone)[0],
             )
         )  # fmt: skip
     return out
@@ -380,6 +421,7 @@ class ClusterEnterpriseRow:
     oee: Oee
     oee_rank: int | None  # 1 = best; None without planned busy time
     covered_days: int  # days of the period with rollups of its devices
+    source: Source | None = None
 
     @property
     def coverage(self) -> float | None:
@@ -410,6 +452,7 @@ class ClusterReport:
     enterprises: list[ClusterEnterpriseRow]
     trend: list[TrendPoint]
     covered_days: int
+    sources: tuple[Source, ...] = ()
 
 
 def _ranks(values: dict[str, float | None]) -> dict[str, int]:
@@ -444,18 +487,23 @@ async def cluster_report(
     narrowed = kpi.area_filter(None, cluster)
     area = narrowed if within is None else kpi.restrict(within, narrowed)
     names = await kpi.group_names(conn, GroupBy.CLUSTER, only=[cluster])
-    if cluster not in names:
+    scope = kpi.OeeScope(kpi.Level.CLUSTER, cluster)
+    # A cluster known only from federated reports has no name here, but is a cluster.
+    if cluster not in names and not await kpi.in_reach(conn, scope):
         raise InvalidValue("cluster", cluster, "is not a registered industrial cluster")
+    zone = await kpi.display_zone(conn, within=area)
     say("企业 enterprises")
     facts = await kpi.enterprise_facts(conn, within=area)
     say(f"联网率 networking rate, {period.label}")
     parts = await kpi.networking_parts(conn, period.first, period.last, within=area)
+    known = await kpi.origins(conn, period.first, period.last, within=area)
     say(f"OEE, {period.label}")
-    scope = kpi.OeeScope(kpi.Level.CLUSTER, cluster)
     report = await kpi.oee_for_days(conn, scope, period.first, period.last, within=area)
     by_enterprise: dict[str, list[OeeComponents]] = {}
     for device in report.devices:
         by_enterprise.setdefault(device.enterprise, []).append(device.components)
+    for remote in report.federated:
+        by_enterprise.setdefault(remote.enterprise, []).append(remote.components)
     covered = await kpi.covered_days_by_enterprise(conn, period.first, period.last, within=area)
     oees = {cc: compute(summed(by_enterprise.get(cc, []))) for cc in facts}
     rates = {cc: parts.get(cc, RateParts()).rate for cc in facts}
@@ -465,7 +513,7 @@ async def cluster_report(
         ClusterEnterpriseRow(
             cc, facts[cc].name, parts.get(cc, RateParts()).numerator,
             parts.get(cc, RateParts()).denominator, rates[cc], net_rank.get(cc), oees[cc],
-            oee_rank.get(cc), covered.get(cc, 0),
+            oee_rank.get(cc), covered.get(cc, 0), localised([known.of(cc)], zone)[0],
         )
         for cc in facts
     ]  # fmt: skip
@@ -489,4 +537,5 @@ async def cluster_report(
         generated_at=now or datetime.now(UTC), restricted=restricted, networking=total,
         oee=report.result, enterprises=rows, trend=trend,
         covered_days=await kpi.covered_days(conn, period.first, period.last, within=area),
+        sources=localised(known.sources(sorted(facts)), zone),
     )  # fmt: skip

@@ -4,6 +4,10 @@ Windows opens it as such) and plain data for JSON.
 
 Rates are written as numbers with a percent format, never as text, so that a reader
 can sort and sum them; times in the enterprise's zone with its offset.
+
+Every figure's sources (``local`` and/or the reporting cluster instances, with when
+their newest report counted was received and the newest day it covers) are a column
+of each table, a list in the JSON, and rows of the cover sheet.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from openpyxl.utils import get_column_letter
 
 from zhizao.networking import Evidence, Kind, Method, Scope
 from zhizao.oee import Oee
+from zhizao.provenance import NO_DEVICES_NOTE, Source, describe
+from zhizao.provenance import plain as source_plain
 from zhizao.report import (
     BREAKDOWNS,
     ClusterReport,
@@ -61,6 +67,17 @@ def _yes(flag: bool) -> str:
     return "是" if flag else "否"
 
 
+def _sources(sources: Sequence[Source]) -> str:
+    return describe(sources)
+
+
+def _source(source: Source | None) -> str:
+    return "" if source is None else describe([source])
+
+
+_SOURCES_ZH, _SOURCES_EN = "数据来源", "sources (instance, received, data to)"
+
+
 def _pp(change: float | None) -> float | None:
     # Percentage points as a number the CHANGE format shows as "+1.2 pp".
     return None if change is None else change * 100
@@ -77,6 +94,7 @@ RATE_COLUMNS = (
     Column("联网率(企业平均口径)", "rate, mean of enterprise rates", lambda r: r.mean_rate, RATE),
     Column("上期联网率", "previous period's rate", lambda r: r.previous_rate, RATE),
     Column("变化(百分点)", "change (percentage points)", lambda r: _pp(r.change), CHANGE),
+    Column(_SOURCES_ZH, _SOURCES_EN, lambda r: _sources(r.sources), width=40),
 )
 NC_COLUMNS = (
     Column("分组维度", "breakdown", lambda r: _BREAKDOWN_ZH[r.breakdown], width=12),
@@ -89,6 +107,7 @@ NC_COLUMNS = (
     Column("在役生产设备", "in-service production devices", lambda r: r.denominator, COUNT),
     Column("数控化率(合计口径)", "rate, ratio of sums", lambda r: r.rate, RATE),
     Column("数控化率(企业平均口径)", "rate, mean of enterprise rates", lambda r: r.mean_rate, RATE),
+    Column(_SOURCES_ZH, _SOURCES_EN, lambda r: _sources(r.sources), width=40),
 )
 ENTERPRISE_COLUMNS = (
     Column("统一社会信用代码", "credit code", lambda e: e.credit_code, width=22),
@@ -105,6 +124,7 @@ ENTERPRISE_COLUMNS = (
     Column("变化(百分点)", "change (percentage points)", lambda e: _pp(e.change), CHANGE),
     Column("数控设备", "NC devices", lambda e: e.nc_devices, COUNT),
     Column("在役生产设备", "in-service production devices", lambda e: e.production_devices, COUNT),
+    Column(_SOURCES_ZH, _SOURCES_EN, lambda e: _source(e.source), width=40),
 )  # fmt: skip
 
 
@@ -117,6 +137,7 @@ def _ranked(column: Column) -> Column:
 BEHIND_COLUMNS = (
     Column("排名", "rank", lambda pair: pair[0], COUNT, 6),
     *(_ranked(c) for c in ENTERPRISE_COLUMNS[:12]),
+    _ranked(ENTERPRISE_COLUMNS[-1]),
 )
 
 
@@ -185,7 +206,34 @@ def _cover(report: NetworkingReport, zone: ZoneInfo) -> list[tuple[str, str, obj
          if report.restricted else "全部 all"),
         ("生成时间", "generated",
          report.generated_at.astimezone(zone).isoformat(timespec="seconds")),
+        *_source_rows(report.sources, zone),
+        *(
+            [("未联网设备", "devices not networked",
+              f"{len(report.federated)} 家联邦上报企业不在清单中: {NO_DEVICES_NOTE}")]
+            if report.federated else []
+        ),
     ]  # fmt: skip
+
+
+def _source_rows(sources: Sequence[Source], zone: ZoneInfo) -> list[tuple[str, str, object]]:
+    """One cover row per source: local as of generation, each instance as of its newest
+    report received and the newest day it covers."""
+    rows: list[tuple[str, str, object]] = []
+    for s in sources:
+        as_of = s.as_of.astimezone(zone).isoformat(timespec="seconds")
+        if not s.federated:
+            text = (
+                f"本实例数据 this instance's own data: {s.enterprises} 家企业 enterprises,"
+                f" 截至 as of {as_of}"
+            )
+        else:
+            text = (
+                f"联邦上报 federated reports of {s.instance}: {s.enterprises} 家企业 enterprises,"
+                f" 最新接收 newest received {as_of}, 数据至 data to {s.newest_day}"
+                f" ({s.days} 天 days of the period)"
+            )
+        rows.append((_SOURCES_ZH, s.instance, text))
+    return rows
 
 
 def write_xlsx(report: NetworkingReport, out: IO[bytes], zone: ZoneInfo) -> None:
@@ -226,6 +274,7 @@ def _plain(rows: Iterable[RateRow | NcRow]) -> list[dict[str, object]]:
             "breakdown": r.breakdown, "group": r.group, "name": r.name, "scope": r.scope.value,
             "enterprises": r.enterprises, "numerator": r.numerator,
             "denominator": r.denominator, "rate": r.rate, "mean_rate": r.mean_rate,
+            "sources": [source_plain(x) for x in r.sources],
         }  # fmt: skip
         if isinstance(r, NcRow):
             item["kind"] = r.kind.value
@@ -245,6 +294,7 @@ def _enterprise(e: EnterpriseRow) -> dict[str, object]:
         "networked_device_days": e.networked_days, "device_days": e.device_days,
         "rate": e.rate, "previous_rate": e.previous_rate, "change": e.change,
         "nc_devices": e.nc_devices, "production_devices": e.production_devices,
+        "sources": [] if e.source is None else [source_plain(e.source)],
     }  # fmt: skip
 
 
@@ -261,6 +311,11 @@ def plain(report: NetworkingReport, zone: ZoneInfo) -> dict[str, object]:
         "region": report.region, "cluster": report.cluster, "restricted": report.restricted,
         "generated_at": report.generated_at.astimezone(zone).isoformat(),
         "covered_days": report.covered_days, "days": p.days, "nc_day": report.nc_day.isoformat(),
+        "sources": [source_plain(s, zone) for s in report.sources],
+        "federated": [
+            {"enterprise": cc, "instance": inst, "note": NO_DEVICES_NOTE}
+            for cc, inst in sorted(report.federated.items())
+        ],
         "networking": _plain(report.networking), "nc": _plain(report.nc),
         "enterprises": [_enterprise(e) for e in report.enterprises],
         "behind": [_enterprise(e) for e in report.behind],
@@ -289,6 +344,7 @@ CLUSTER_ENTERPRISE_COLUMNS = (
     Column("合格品率 Q", "quality", lambda e: e.oee.quality, RATE),
     Column("数据覆盖率", "data coverage (planned time with data)", lambda e: e.coverage, RATE),
     Column("有数据天数", "days with data", lambda e: e.covered_days, COUNT),
+    Column(_SOURCES_ZH, _SOURCES_EN, lambda e: _source(e.source), width=40),
 )
 TREND_COLUMNS = (
     Column("月份", "month", lambda t: f"{t.first:%Y-%m}", width=10),
@@ -329,6 +385,7 @@ def _cluster_cover(report: ClusterReport, zone: ZoneInfo) -> list[tuple[str, str
          if report.restricted else "全部 all"),
         ("生成时间", "generated",
          report.generated_at.astimezone(zone).isoformat(timespec="seconds")),
+        *_source_rows(report.sources, zone),
     ]  # fmt: skip
 
 
@@ -411,6 +468,7 @@ def cluster_plain(report: ClusterReport, zone: ZoneInfo) -> dict[str, object]:
         "restricted": report.restricted,
         "generated_at": report.generated_at.astimezone(zone).isoformat(),
         "covered_days": report.covered_days, "days": p.days,
+        "sources": [source_plain(s, zone) for s in report.sources],
         "networking": {"rate": report.networking.rate, "numerator": report.networking.numerator,
                        "denominator": report.networking.denominator},
         "oee": _oee(report.oee),
@@ -418,7 +476,8 @@ def cluster_plain(report: ClusterReport, zone: ZoneInfo) -> dict[str, object]:
             {"credit_code": e.credit_code, "name": e.name, "networking_rank": e.networking_rank,
              "oee_rank": e.oee_rank, "networked_device_days": e.networked_days,
              "device_days": e.device_days, "networking_rate": e.networking_rate,
-             "oee": _oee(e.oee), "coverage": e.coverage, "covered_days": e.covered_days}
+             "oee": _oee(e.oee), "coverage": e.coverage, "covered_days": e.covered_days,
+             "sources": [] if e.source is None else [source_plain(e.source, zone)]}
             for e in report.enterprises
         ],
         "trend": [

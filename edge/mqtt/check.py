@@ -14,12 +14,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-import paho.mqtt.client as mqtt
-
 from edge.mqtt.config import MqttSourceConfig, TopicTemplate
 from edge.mqtt.mapping import Mapper
-from edge.mqtt_session import ClientFactory, MqttSession, paho_client
 from zhizao.errors import MqttError
+from zhizao.mqtt import ClientFactory, MqttSession, Received, paho_client
 
 
 @dataclass
@@ -41,6 +39,8 @@ class MqttCheck:
     listened_s: float = 0.0
     devices: dict[str, DeviceCheck] = field(default_factory=dict)
     unmatched: int = 0
+    #: topic filter → reason, for subscriptions the broker refused (its ACL)
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 async def check_source(
@@ -56,9 +56,9 @@ async def check_source(
     mapper = Mapper(config)
     filters = list(dict.fromkeys(TopicTemplate.compile(t.topic).filter for t in config.topics))
 
-    def received(message: mqtt.MQTTMessage) -> None:
+    def received(message: Received) -> None:
         now = int(time.time() * 1000)
-        result = mapper.map(message.topic, bytes(message.payload), now)
+        result = mapper.map(message.topic, message.payload, now)
         if not result.matched or result.device is None:
             report.unmatched += 1
             return
@@ -68,15 +68,12 @@ async def check_source(
         entry.last_points = [f"{p.kind.value} {p.name}={p.value}" for p in result.points]
         entry.problems = result.problems
 
-    async def subscribe() -> None:
-        session.subscribe([(f, config.qos) for f in filters])
-
     session = MqttSession(
         config.broker.model_copy(update={"client_id": None, "reconnect_max_s": 1.0}),
         client_id=f"zhizao-check-{uuid.uuid4().hex[:10]}",
         name=f"check:{config.name}",
         persistent=False,
-        on_connected=subscribe,
+        subscriptions=[(f, config.qos) for f in filters],
         on_message=received,
         client_factory=client_factory,
     )
@@ -88,10 +85,12 @@ async def check_source(
                     report.error = session.last_error
                     return report
                 await session.subscribed.wait()
+                await session.wait_subscribed()
         except TimeoutError:
             report.error = session.last_error or "no connection within 20 s"
             return report
         report.reachable = True
+        report.refused = dict(session.refused)
         await asyncio.sleep(listen_s)  # the listening window itself
     except MqttError as exc:
         report.error = str(exc)

@@ -2,7 +2,7 @@
 
 Design
 ------
-One :class:`~edge.mqtt_session.MqttSession` (persistent session, QoS 1 by default,
+One :class:`~zhizao.mqtt.MqttSession` (persistent session, QoS 1 by default,
 reconnecting by itself) subscribes to every topic template's filter on each
 connect. Messages are handed from paho's callback to a queue and converted by
 :class:`~edge.mqtt.mapping.Mapper` in a consumer task, which puts everything that
@@ -10,6 +10,14 @@ arrived since its last turn in one ``sink.put`` and only then acknowledges the
 messages to the broker (paho manual ack). So a message is either in the spool or
 still held by the broker for this session: an edge killed between the two gets it
 again on restart. With QoS 1 the broker's in-flight window also bounds the queue.
+
+An acknowledgement goes only to the connection its message came on: if the
+connection dropped while the sink was writing, the session drops it (message ids are
+per connection; on the new one it would acknowledge another message) and the broker
+redelivers the message, which becomes the same points again (absorbed downstream).
+
+A filter the broker refuses (SUBACK reason code) is an error in the log and in
+``/health`` (the source's ``subscriptions_refused``), never a quiet source.
 
 A malformed message is counted (``malformed``, and ``health.errors``), logged with
 its topic and reason, acknowledged (it will not get better) and never stops the
@@ -33,14 +41,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import paho.mqtt.client as mqtt
 import structlog
 
 from edge.collector import SourceHealth
 from edge.mqtt.config import MqttSourceConfig, TopicTemplate
 from edge.mqtt.mapping import Mapper
-from edge.mqtt_session import ClientFactory, MqttSession, paho_client
 from edge.sink import Sink
+from zhizao.mqtt import ClientFactory, MqttSession, Received, paho_client
 from zhizao.wire import (
     CONNECTIVITY_EVENT,
     COUNTER_ANOMALY_EVENT,
@@ -57,11 +64,16 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True, slots=True)
 class _Received:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
+    message: Received
     at_ms: int
+
+    @property
+    def topic(self) -> str:
+        return self.message.topic
+
+    @property
+    def payload(self) -> bytes:
+        return self.message.payload
 
 
 class MqttCollector:
@@ -86,7 +98,7 @@ class MqttCollector:
             client_id=config.broker.client_id or client_id or f"zhizao-edge-src-{config.name}",
             name=f"source:{config.name}",
             persistent=True,
-            on_connected=self._subscribe,
+            subscriptions=[(f, config.qos) for f in self._filters],
             on_message=self._received,
             manual_ack=True,
             client_factory=client_factory,
@@ -101,6 +113,10 @@ class MqttCollector:
     @property
     def health(self) -> SourceHealth:
         self._health.connected = self.session.connected
+        self._health.subscriptions_refused = dict(self.session.refused)
+        if self.session.refused:
+            topic, reason = next(iter(self.session.refused.items()))
+            self._health.last_error = f"subscription {topic} refused by the broker: {reason}"
         return self._health
 
     async def run(self, sink: Sink) -> None:
@@ -115,19 +131,8 @@ class MqttCollector:
 
     # -- internals --------------------------------------------------------------------
 
-    async def _subscribe(self) -> None:
-        self.session.subscribe([(f, self.config.qos) for f in dict.fromkeys(self._filters)])
-
-    def _received(self, message: mqtt.MQTTMessage) -> None:
-        self._queue.put_nowait(
-            _Received(
-                message.topic,
-                bytes(message.payload),
-                message.mid,
-                message.qos,
-                int(self._clock() * 1000),
-            )
-        )
+    def _received(self, message: Received) -> None:
+        self._queue.put_nowait(_Received(message, int(self._clock() * 1000)))
 
     async def _consume(self, sink: Sink) -> None:
         while True:
@@ -142,8 +147,8 @@ class MqttCollector:
                 await sink.put(points)
                 self._health.points_read += len(points)
             for message in batch:
-                if message.qos > 0:
-                    self.session.ack(message.mid, message.qos)
+                # Dropped by the session if the connection changed since it came.
+                self.session.ack(message.message)
 
     def _convert(self, message: _Received) -> list[Point]:
         result = self._mapper.map(message.topic, message.payload, message.at_ms)

@@ -35,8 +35,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge.counters import check_counter_keys
-from edge.mqtt_session import BrokerConnection
 from edge.quantities import Duration, PointName
+from zhizao.mqtt import BrokerConnection
 from zhizao.wire import CountName, PointKind, StateClass
 
 _DEVICE_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"

@@ -17,6 +17,14 @@ Times. Days are the enterprises' local days (the rollups are per local day); sta
 end instants are shown with their offset in the scope's zone (the enterprise's, or the
 zone the enterprises share, else Asia/Shanghai: :func:`zhizao.storage.kpi.display_zone`).
 An instant given without an offset is refused, not guessed.
+
+Sources (docs/federation.md). On the provincial instance a figure may count
+enterprises known only from cluster instances' signed daily reports; every figure
+says where it comes from in ``sources``: ``local`` (this instance's data, as of the
+answer) and each reporting instance with ``as_of`` (when its newest report counted was
+received) and ``newest_day``. Device-level answers cannot hold such enterprises
+(devices never leave their cluster): they list them under ``federated`` with a note
+instead of showing nothing silently.
 """
 
 from __future__ import annotations
@@ -45,12 +53,14 @@ from zhizao.networking import (
     Method,
     RateFigure,
     Scope,
+    group_keys,
 )
 from zhizao.oee import FLAG_LABELS, LOSS_LABELS, Flag, Oee
+from zhizao.provenance import LOCAL, NO_DEVICES_NOTE, Source
 from zhizao.registry import is_code
 from zhizao.storage import kpi
 from zhizao.storage.connection import Conn
-from zhizao.storage.kpi import Every, Level, OeeReport, OeeScope, Within
+from zhizao.storage.kpi import EnterpriseOee, Every, Level, OeeReport, OeeScope, Within
 
 router = APIRouter(prefix="/api/v1/kpi", tags=["kpi 指标"])
 
@@ -409,6 +419,62 @@ class LossPublic(BaseModel):
     share_of_pbt: float | None = Field(examples=[0.1119])
 
 
+class SourcePublic(BaseModel):
+    """Where (part of) a figure comes from."""
+
+    instance: str = Field(
+        description='"local" (this instance\'s own data) or the reporting cluster instance',
+        examples=["CL-NB-MOLD"],
+    )
+    label: str = Field(examples=["联邦上报 federated reports of CL-NB-MOLD"])
+    as_of: LocalTime = Field(
+        description="local: when the figure was read; an instance: when the province received"
+        " the newest of its reports counted",
+        examples=["2026-03-03T01:00:12+08:00"],
+    )
+    enterprises: int = Field(description="enterprises of the figure from it", examples=[2])
+    newest_day: date | None = Field(
+        default=None, description="an instance: the newest local day its reports cover",
+        examples=["2026-03-02"],
+    )  # fmt: skip
+    days: int | None = Field(
+        default=None, description="an instance: days of the period reported (most of any"
+        " one enterprise)", examples=[31],
+    )  # fmt: skip
+
+
+def sources_public(sources: Sequence[Source], zone: ZoneInfo) -> list[SourcePublic]:
+    return [
+        SourcePublic(
+            instance=s.instance,
+            label="本实例数据 this instance's own data" if s.instance == LOCAL
+            else f"联邦上报 federated reports of {s.instance}",
+            as_of=s.as_of.astimezone(zone), enterprises=s.enterprises, newest_day=s.newest_day,
+            days=s.days,
+        )
+        for s in sources
+    ]  # fmt: skip
+
+
+class FederatedEnterprisePublic(BaseModel):
+    """An enterprise known from federated reports only: in the figures, with no device."""
+
+    enterprise: str = Field(examples=["91330203MA2NB0001X"])
+    enterprise_name: str | None = Field(default=None, examples=["宁波甲模具有限公司"])
+    instance: str = Field(examples=["CL-NB-MOLD"])
+    note: str = Field(examples=[NO_DEVICES_NOTE])
+
+
+def federated_public(
+    found: dict[str, str], names: dict[str, str]
+) -> list[FederatedEnterprisePublic]:
+    return [
+        FederatedEnterprisePublic(enterprise=cc, enterprise_name=names.get(cc), instance=inst,
+                                  note=NO_DEVICES_NOTE)
+        for cc, inst in sorted(found.items())
+    ]  # fmt: skip
+
+
 class OeeResult(BaseModel):
     """ISO 22400-2 figures of summed components (ratios are never averaged)."""
 
@@ -488,6 +554,25 @@ class DeviceOeePublic(BaseModel):
     result: OeeResult
 
 
+class FederatedOeePublic(FederatedEnterprisePublic):
+    """A federated enterprise's OEE (of the line, for a line scope), from its reports."""
+
+    newest_day: date = Field(examples=["2026-03-02"])
+    received_at: LocalTime = Field(examples=["2026-03-03T01:00:12+08:00"])
+    result: OeeResult
+
+
+def federated_oee_public(rows: Sequence[EnterpriseOee], zone: ZoneInfo) -> list[FederatedOeePublic]:
+    return [
+        FederatedOeePublic(
+            enterprise=f.enterprise, enterprise_name=f.name, instance=f.origin.instance,
+            note=NO_DEVICES_NOTE, newest_day=f.origin.newest_day,
+            received_at=f.origin.received_at.astimezone(zone), result=oee_result(f.oee),
+        )
+        for f in rows
+    ]  # fmt: skip
+
+
 class PeriodPublic(BaseModel):
     period: str = Field(examples=["day"])
     first_day: date | None = Field(
@@ -527,6 +612,11 @@ class OeeReportPublic(BaseModel):
     restricted_label: str | None = Field(default=None, examples=[_RESTRICTED])
     result: OeeResult
     devices: list[DeviceOeePublic] = Field(description="按设备 per production device")
+    federated: list[FederatedOeePublic] = Field(
+        default_factory=list,
+        description="企业 known from federated reports only: in result, with no device",
+    )
+    sources: list[SourcePublic] = Field(description="数据来源 where the figures come from")
 
 
 def _restricted(principal: Principal, scope: OeeScope) -> bool:
@@ -548,6 +638,8 @@ def report_public(
                             result=oee_result(d.oee))
             for d in report.devices
         ],
+        federated=federated_oee_public(report.federated, zone),
+        sources=sources_public(report.sources, zone),
     )  # fmt: skip
 
 
@@ -616,6 +708,7 @@ async def _shift_span(
 class OeePoint(BaseModel):
     period: PeriodPublic
     result: OeeResult
+    sources: list[SourcePublic]
 
 
 class OeeSeriesPublic(BaseModel):
@@ -662,6 +755,7 @@ async def get_oee_series(
                 period=period_public(day_span(Period(every.value), _d(r.start), _d(r.end), zone),
                                      zone),
                 result=oee_result(r.result),
+                sources=sources_public(r.sources, zone),
             )
             for r in reports
         ],
@@ -754,6 +848,9 @@ class RateFigurePublic(BaseModel):
         examples=[2],
     )
     flags: list[FlagPublic]
+    sources: list[SourcePublic] = Field(
+        description="数据来源 where the counted enterprises' figures come from"
+    )
 
 
 class RatesPublic(BaseModel):
@@ -776,6 +873,11 @@ class CurrentRatesPublic(RatesPublic):
     )
     since: LocalTime = Field(examples=["2026-03-01T14:00:00+08:00"])
     window_h: float = Field(examples=[25.0])
+    federated: list[FederatedEnterprisePublic] = Field(
+        default_factory=list,
+        description="enterprises known from federated daily reports only: not in these"
+        " figures (seeing a device within hours needs its data)",
+    )
 
 
 def _label(zh: str, en: str) -> str:
@@ -783,7 +885,7 @@ def _label(zh: str, en: str) -> str:
 
 
 def rate_items(
-    figures: Sequence[RateFigure], names: dict[str, str], principal: Principal
+    figures: Sequence[RateFigure], names: dict[str, str], principal: Principal, zone: ZoneInfo
 ) -> list[RateFigurePublic]:
     out: list[RateFigurePublic] = []
     for f in figures:
@@ -799,6 +901,7 @@ def rate_items(
             rate=f.rate, numerator=f.numerator, denominator=f.denominator,
             enterprises=f.enterprises,
             flags=[FlagPublic(flag=x, label=_RATE_FLAGS[x]) for x in flags],
+            sources=sources_public(f.sources, zone),
         ))  # fmt: skip
     return out
 
@@ -843,7 +946,7 @@ async def get_networking(
     zone = await kpi.display_zone(conn, within=within)
     span, first, last = days_span(period, on, start, end, zone)
     figures = await kpi.networking_rates(conn, first, last, group_by, scope, within=within)
-    items = rate_items(figures, await _names(conn, group_by, figures), principal)
+    items = rate_items(figures, await _names(conn, group_by, figures), principal, zone)
     return rates_public(
         Kind.NETWORKING, group_by=group_by, scope=scope, region=region, cluster=cluster,
         period=period_public(span, zone), items=items, principal=principal,
@@ -908,7 +1011,7 @@ async def get_networking_series(
         restricted_label=_RESTRICTED if restricted else None,
         points=[
             RatesPoint(period=period_public(day_span(Period(every.value), first, last, zone), zone),
-                       items=rate_items(figures, names, principal))
+                       items=rate_items(figures, names, principal, zone))
             for first, last, figures in series
         ],
     )  # fmt: skip
@@ -946,7 +1049,7 @@ async def get_networking_current(
     figures = await kpi.current_networking_rates(
         conn, now, group_by, scope, window_h, within=within
     )
-    items = rate_items(figures, await _names(conn, group_by, figures), principal)
+    items = rate_items(figures, await _names(conn, group_by, figures), principal, zone)
     since = now - timedelta(hours=window_h)
     day = now.astimezone(zone).date()
     period = PeriodPublic(
@@ -957,9 +1060,15 @@ async def get_networking_current(
         Kind.NETWORKING, group_by=group_by, scope=scope, region=region, cluster=cluster,
         period=period, items=items, principal=principal,
     )  # fmt: skip
+    left_out = await kpi.federated_enterprises(conn, within=within)
     return CurrentRatesPublic(
         **base.model_dump(), at=now.astimezone(zone), since=since.astimezone(zone),
         window_h=window_h,
+        federated=[
+            FederatedEnterprisePublic(
+                enterprise=cc, enterprise_name=None, instance=inst, note=NOT_CURRENT_NOTE)
+            for cc, inst in left_out.items()
+        ],
     )  # fmt: skip
 
 
@@ -985,7 +1094,7 @@ async def get_nc(
     span, day, _ = days_span(Period.DAY, on, None, None, zone)
     figures = await kpi.nc_rates(conn, day, group_by, scope, key_process=key_process, within=within)
     kind = Kind.NC_KEY_PROCESS if key_process else Kind.NC
-    items = rate_items(figures, await _names(conn, group_by, figures), principal)
+    items = rate_items(figures, await _names(conn, group_by, figures), principal, zone)
     return rates_public(
         kind, group_by=group_by, scope=scope, region=region, cluster=cluster,
         period=period_public(span, zone), items=items, principal=principal,
@@ -1014,6 +1123,11 @@ class EvidencePublic(BaseModel):
     time_zone: str = Field(examples=["Asia/Shanghai"])
 
 
+NOT_CURRENT_NOTE = (
+    "联邦上报为日汇总，不计入当前联网率 federated reports are daily: not in the current rate"
+)
+
+
 class EvidencePage(Page[EvidencePublic]):
     day: date = Field(examples=["2026-03-02"])
     group_by: GroupBy | None = Field(default=None, examples=["city"])
@@ -1023,7 +1137,13 @@ class EvidencePage(Page[EvidencePublic]):
     not_counted: int = Field(description="未计入 in the denominator only", examples=[1])
     excluded: int = Field(description="不计入分母 not in the denominator", examples=[1])
     rate: float | None = Field(
-        description="counted / (counted + not_counted): the group's daily rate", examples=[0.75]
+        description="counted / (counted + not_counted): the group's daily rate of the"
+        " devices listed (of local enterprises only)", examples=[0.75],
+    )  # fmt: skip
+    federated: list[FederatedEnterprisePublic] = Field(
+        default_factory=list,
+        description="enterprises of the group known from federated reports only: counted in"
+        " the figures, but their devices are not listed (they never leave their cluster)",
     )
 
 
@@ -1097,6 +1217,13 @@ async def get_networking_evidence(
     rows = await kpi.networking_evidence(
         conn, day, group_by or GroupBy.ENTERPRISE, key, scope, within=within
     )
+    facts = await kpi.enterprise_facts(conn, within=within)
+    members = [
+        cc for cc, ent in facts.items()
+        if ent.in_scope(scope) and (key is None or group_by is None
+                                    or key in group_keys(ent, group_by))
+    ]  # fmt: skip
+    remote = await kpi.federated_enterprises(conn, members, within=within)
     page = rows[offset : offset + limit]
     names = await kpi.group_names(conn, GroupBy.ENTERPRISE, only={e.enterprise for e in page})
     counted = sum(e.counted for e in rows)
@@ -1116,4 +1243,5 @@ async def get_networking_evidence(
         total=len(rows), limit=limit, offset=offset, items=items, day=day, group_by=group_by,
         group=key, scope=scope, counted=counted, not_counted=not_counted, excluded=excluded,
         rate=counted / (counted + not_counted) if counted + not_counted else None,
+        federated=federated_public(remote, {cc: facts[cc].name for cc in remote}),
     )  # fmt: skip

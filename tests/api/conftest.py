@@ -113,6 +113,10 @@ def make_settings(db_url: str, **overrides: Any) -> ApiSettings:
     # straight in the database between two identical requests (as the rollup service
     # does, within the cache's few seconds). test_cache tests the cache.
     overrides.setdefault("result_cache_s", 0)
+    # Users are read on every request too: the tests change users and grants in the
+    # database and ask at once, before the notification could have been heard.
+    # test_kept_callers tests keeping them.
+    overrides.setdefault("principal_cache_s", 0)
     return api_settings(
         jwt_secret=SECRET, database={"url": db_url, "pool_max_size": 4}, **overrides
     )

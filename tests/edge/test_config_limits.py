@@ -99,6 +99,45 @@ def test_deep_nesting_is_refused_before_the_parser_recurses(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("ZHIZAO_EDGE_UPLINK_TLS_CA_FILE", "/nonexistent/ca.crt", "no such file"),
+        ("ZHIZAO_EDGE_UPLINK_TLS_KEY_FILE", "/etc/hostname", "without cert_file"),
+        ("ZHIZAO_EDGE_UPLINK_URL", "http://broker:8883", "expected a broker URL"),
+    ],
+)
+def test_uplink_overrides_from_the_environment_name_their_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, value: str, expected: str
+) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        apply_settings(config, edge_settings())
+    assert caught.value.key == variable
+    assert expected in caught.value.problem
+
+
+def test_uplink_url_credentials_and_tls_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tests.fix_mqtt import make_pki
+
+    ca = make_pki(tmp_path / "pki").ca
+    monkeypatch.setenv("ZHIZAO_EDGE_UPLINK_URL", "mqtts://broker.internal:8883")
+    monkeypatch.setenv("ZHIZAO_EDGE_UPLINK_TLS_CA_FILE", str(ca))
+    monkeypatch.setenv("ZHIZAO_EDGE_UPLINK_USERNAME", "91330106MA2XXXXX0Y/edge/edge-01")
+    monkeypatch.setenv("ZHIZAO_EDGE_UPLINK_PASSWORD", "p@ss")
+    config = apply_settings(load_config(write(tmp_path, GOOD)), edge_settings())
+    uplink = config.uplink
+    assert (uplink.host, uplink.port, uplink.use_tls) == ("broker.internal", 8883, True)
+    assert uplink.tls is not None
+    assert uplink.tls.ca_file == ca
+    assert uplink.username == "91330106MA2XXXXX0Y/edge/edge-01"
+    assert uplink.password is not None
+    assert uplink.password.get_secret_value() == "p@ss"
+
+
+@pytest.mark.parametrize(
     ("old", "new", "key", "expected"),
     [
         ("  batch_max_wait_s", "  keepalive_s: 1.0e+400\n  batch_max_wait_s",

@@ -7,14 +7,14 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from edge.mqtt.collector import MqttCollector
 from edge.mqtt.config import MqttSourceConfig, TimestampSpec
@@ -22,7 +22,8 @@ from edge.mqtt.mapping import parse_timestamp
 from edge.sink import MemorySink
 from tests.fix_mqtt import Mosquitto
 from zhizao.embedded import EmbeddedBroker
-from zhizao.wire import COUNTER_EVENT, PointKind
+from zhizao.mqtt import PahoClient
+from zhizao.wire import COUNTER_EVENT, Point, PointKind
 
 T0 = 1_772_409_600_000  # 2026-03-02T00:00:00Z
 
@@ -281,3 +282,70 @@ async def test_collector_works_on_amqtt_with_mqtt311() -> None:
         finally:
             await asyncio.to_thread(pub.close)
     assert [p.ts for p in points if p.kind is PointKind.STATE] == [T0 + i for i in range(5)]
+
+
+class _GatedSink(MemorySink):
+    """Holds the first put until the test opens the gate (a slow spool write)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def put(self, points: Sequence[Point]) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            await self.gate.wait()
+        await super().put(points)
+
+
+class _AckRecorder(PahoClient):
+    acks: ClassVar[list[int]] = []
+
+    def ack(self, mid: int, qos: int) -> MQTTErrorCode:
+        _AckRecorder.acks.append(mid)
+        return super().ack(mid, qos)
+
+
+def _recording_client(
+    client_id: str, protocol: MQTTProtocolVersion, persistent: bool
+) -> PahoClient:
+    return _AckRecorder(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+
+
+async def test_a_message_received_before_a_reconnect_is_not_acked_on_the_new_connection(
+    own_mosquitto: Mosquitto,
+) -> None:
+    """The spool write of a message outlasts its connection (the broker restarts). Its
+    PUBACK must not go out on the new connection, where its id names another message;
+    the broker redelivers it instead, and it is stored again (at least once)."""
+    pub = Publisher(own_mosquitto.url)
+    sink = _GatedSink()
+    collector = MqttCollector(
+        source(own_mosquitto.url, broker={"url": own_mosquitto.url, "reconnect_min_s": 0.1}),
+        client_id="test-ack-guard",
+        client_factory=_recording_client,
+    )
+    task = asyncio.create_task(collector.run(sink))
+    try:
+        async with asyncio.timeout(20):
+            await collector.session.subscribed.wait()
+        await pub.send("plant/L1/CMM-01/telemetry", {"ts": T0, "axis": {"temperature": 40.0}})
+        async with asyncio.timeout(20):
+            await sink.entered.wait()  # received on connection 1, being written
+        pub.close()
+        own_mosquitto.restart()  # persistence: the unacknowledged message is kept
+        async with asyncio.timeout(30), collector.session.attempted:
+            await collector.session.attempted.wait_for(lambda: collector.session.connects >= 2)
+        sink.gate.set()
+        # Connection 2: the broker redelivers the message, which is acked there.
+        points = await sink.wait_for(3, within=30)  # online, temperature; temperature
+    finally:
+        await collector.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert collector.session.stale_acks == 1  # the first delivery's ack, dropped
+    assert len(_AckRecorder.acks) == 1  # only the redelivery's, on its own connection
+    temperatures = [p.value for p in points if p.name == "temperature"]
+    assert temperatures == [40.0, 40.0]

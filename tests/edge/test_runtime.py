@@ -19,6 +19,7 @@ from tests.edge.subscriber import Subscriber
 from tests.edge.test_mqtt_collector import Publisher
 from tests.fix_mqtt import Mosquitto
 from zhizao.cli.edge import app
+from zhizao.mqtt import PahoClient
 from zhizao.wire import Connectivity, Point, PointKind, data_topic, status_topic
 
 ENTERPRISE = "91330106MA2XXXXX0Y"
@@ -120,7 +121,7 @@ async def test_edge_check_reports_broker_and_devices(
     assert result.exit_code == 1  # the expected device did not publish
 
 
-class Refusing(mqtt.Client):
+class Refusing(PahoClient):
     """A paho client whose broker is never reachable: no network needed."""
 
     def connect(self, *args: object, **kwargs: object) -> mqtt.MQTTErrorCode:
@@ -129,7 +130,7 @@ class Refusing(mqtt.Client):
 
 def refusing_factory(
     client_id: str, protocol: MQTTProtocolVersion, persistent: bool
-) -> mqtt.Client:
+) -> PahoClient:
     return Refusing(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
 
 

@@ -274,9 +274,9 @@ class Worker:
     """An in-process ingest worker (run_ingest) the test can stop."""
 
     def __init__(self, settings: IngestSettings, client_factory: Any = None) -> None:
-        from ingest.broker import make_client
         from ingest.metrics import IngestMetrics
         from ingest.service import run_ingest
+        from zhizao.mqtt import paho_client
 
         self.settings = settings
         self.metrics = IngestMetrics()
@@ -286,7 +286,7 @@ class Worker:
                 settings,
                 stop=self.stop,
                 metrics=self.metrics,
-                client_factory=client_factory or make_client,
+                client_factory=client_factory or paho_client,
             )
         )
 

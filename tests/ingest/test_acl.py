@@ -14,10 +14,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
-from ingest.broker import BufferedClient
-from ingest.settings import IngestSettings
 from tests.fix_mqtt import free_port, wait_for_port
 from tests.ingest.support import ENT_A, ENT_B, Worker, wait_until, worker_settings
+from zhizao.mqtt import PahoClient
 from zhizao.wire import data_topic, subscription_filter
 
 ACL = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "acl.template"
@@ -96,21 +95,15 @@ async def test_a_refused_worker_keeps_trying_and_stops_cleanly(
     (its connects run in a thread) without a stray callback on the event loop."""
     attempts: list[int] = []
 
-    class CountingClient(BufferedClient):
+    class CountingClient(PahoClient):
         def reconnect(self) -> MQTTErrorCode:  # connect() goes through here too
             attempts.append(1)
             return super().reconnect()
 
-    def counting_client(settings: IngestSettings) -> mqtt.Client:
-        client = CountingClient(
-            CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=True,
-            reconnect_on_failure=False,
-        )
-        client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-        return client
+    def counting_client(
+        client_id: str, protocol: MQTTProtocolVersion, persistent: bool
+    ) -> PahoClient:
+        return CountingClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
 
     loop = asyncio.get_running_loop()
     loop_errors: list[dict[str, object]] = []

@@ -9,11 +9,9 @@ import json
 import socket
 from collections.abc import Iterator
 
-import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import MQTTProtocolVersion
 
-from ingest.broker import make_client
-from ingest.settings import IngestSettings
 from tests.fix_mqtt import Mosquitto
 from tests.ingest.support import (
     T0,
@@ -26,6 +24,7 @@ from tests.ingest.support import (
     wait_until,
     worker_settings,
 )
+from zhizao.mqtt import PahoClient, paho_client
 from zhizao.wire import data_topic, status_topic
 
 
@@ -161,8 +160,10 @@ def _dropping_port() -> Iterator[int]:
 async def test_worker_stays_responsive_while_the_broker_host_drops_packets(db_url: str) -> None:
     """The TCP connect waits out paho's connect timeout; the loop must not wait with it."""
 
-    def patient_client(settings: IngestSettings) -> mqtt.Client:
-        client = make_client(settings)
+    def patient_client(
+        client_id: str, protocol: MQTTProtocolVersion, persistent: bool
+    ) -> PahoClient:
+        client = paho_client(client_id, protocol, persistent)
         client.connect_timeout = 120  # one attempt outlasts every wait of this test
         return client
 

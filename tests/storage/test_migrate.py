@@ -106,7 +106,7 @@ async def test_a_skipped_older_migration_is_refused(empty_db_url: str) -> None:
         await upgrade(settings)
 
 
-async def test_0015_counts_the_metric_names_each_enterprise_already_stored(
+async def test_0016_counts_the_metric_names_each_enterprise_already_stored(
     empty_db_url: str,
 ) -> None:
     """Upgraded with points stored: every enterprise keeps the names it has (skip scan)."""
@@ -114,7 +114,7 @@ async def test_0015_counts_the_metric_names_each_enterprise_already_stored(
     from zhizao.storage.facts import FactBatch, MetricRow, metric_ids, write_facts
 
     settings = DatabaseSettings(url=empty_db_url)
-    await upgrade(settings, target=13)
+    await upgrade(settings, target=15)
     conn = await connect(empty_db_url)
     async with conn:
         ids = await seed(conn)

@@ -93,7 +93,7 @@ async def _check_all(cfg: EdgeConfig, listen: float) -> int:
 
 
 async def _check_uplink(cfg: EdgeConfig) -> int:
-    from edge.mqtt_session import MqttSession
+    from zhizao.mqtt import MqttSession
 
     session = MqttSession(
         cfg.uplink.model_copy(update={"reconnect_max_s": 1.0}),
@@ -110,7 +110,7 @@ async def _check_uplink(cfg: EdgeConfig) -> int:
     try:
         if not connected:
             why = session.last_error or "timeout"
-            err_console.print(f"[red]uplink {cfg.uplink.url}: not reachable[/] ({why})")
+            err_console.print(f"[red]uplink {cfg.uplink.address}: not reachable[/] ({why})")
             return 1
     finally:
         await session.disconnect()
@@ -118,7 +118,7 @@ async def _check_uplink(cfg: EdgeConfig) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     protocol = "MQTT 5" if session.protocol.value == 5 else "MQTT 3.1.1"
-    console.print(f"[green]uplink {cfg.uplink.url}: connected[/] ({protocol})")
+    console.print(f"[green]uplink {cfg.uplink.address}: connected[/] ({protocol})")
     return 0
 
 
@@ -161,10 +161,15 @@ async def _check_mqtt(source: MqttSourceConfig, listen: float) -> int:
             f"[red]source {source.name}: broker {report.broker} not reachable[/] ({report.error})"
         )
         return 1
+    for topic, reason in report.refused.items():
+        err_console.print(
+            f"[red]source {source.name}: the broker refused the subscription {topic}[/] "
+            f"({reason}); check its ACL for this user"
+        )
     table = Table(title=f"MQTT source {source.name} — {report.broker}, listened {listen:g} s")
     for column in ("device", "expected", "messages", "last seen", "last values", "problems"):
         table.add_column(column)
-    problems = 0
+    problems = len(report.refused)
     now = time.time()
     for device in sorted(report.devices):
         entry = report.devices[device]

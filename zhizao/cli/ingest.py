@@ -24,7 +24,8 @@ app.add_typer(dead_letters, name="dead-letters")
 def run_command(  # noqa: PLR0917 - typer maps each option to a parameter
     db_url: DbUrlOption = None,
     mqtt_url: Annotated[
-        str | None, typer.Option(help="mqtt://host:port (env ZHIZAO_INGEST_MQTT_URL).")
+        str | None,
+        typer.Option(help="mqtt://host:port or mqtts:// (env ZHIZAO_INGEST_MQTT_URL)."),
     ] = None,
     protocol: Annotated[str | None, typer.Option(help="MQTT protocol: 5 or 3.1.1.")] = None,
     client_id: Annotated[

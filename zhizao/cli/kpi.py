@@ -8,7 +8,7 @@ is the local date in that zone, from :data:`CLOCK` (a seam for tests).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -30,6 +30,7 @@ from zhizao.cli.rollup import parse_instant
 from zhizao.errors import InvalidValue, ZhizaoError
 from zhizao.networking import Evidence, GroupBy, Method, RateFigure, Scope
 from zhizao.oee import FLAG_LABELS, LOSS_LABELS, Flag, Oee
+from zhizao.provenance import NO_DEVICES_NOTE, Source, describe
 from zhizao.storage.connection import Conn
 from zhizao.storage.kpi import (
     Level,
@@ -151,6 +152,13 @@ def print_oee(report: OeeReport, zone: ZoneInfo | None = None) -> None:
             per.add_row(d.enterprise, f"{d.device} {d.name}", pct(o.availability),
                         pct(o.performance), pct(o.quality), pct(o.oee), _flag_cell(o))  # fmt: skip
         console.print(per)
+    for f in report.federated:
+        o = f.oee
+        console.print(
+            f"{f.enterprise} {f.name}: OEE {pct(o.oee)} (A {pct(o.availability)}, P"
+            f" {pct(o.performance)}, Q {pct(o.quality)}), {NO_DEVICES_NOTE}"
+        )
+    print_sources(report.sources, where)
 
 
 @app.command("shifts")
@@ -251,11 +259,22 @@ def oee_command(  # noqa: PLR0917 - typer maps each option to a parameter
     anomalies.print_pending(url, scope, report.start, report.end)
 
 
-def print_rates(title: str, figures: list[RateFigure], names: dict[str, str]) -> None:
+def print_sources(sources: Sequence[Source], zone: ZoneInfo | None = None) -> None:
+    """Where the figures come from, under the table, when any is not this instance's."""
+    if any(s.federated for s in sources):
+        console.print(f"数据来源 sources: {describe(sources, zone)}")
+
+
+def print_rates(
+    title: str, figures: list[RateFigure], names: dict[str, str], zone: ZoneInfo | None = None
+) -> None:
+    federated = any(s.federated for f in figures for s in f.sources)
     table = Table(
         "分组 group", "口径 method", "范围 scope", "比率 rate", "分子 numerator",
         "分母 denominator", "企业数 enterprises", title=title,
     )  # fmt: skip
+    if federated:  # a column only where the province counts reported enterprises
+        table.add_column("来源 sources")
     for f in figures:
         mean = f.method is Method.MEAN_OF_ENTERPRISE_RATES
         table.add_row(
@@ -263,6 +282,7 @@ def print_rates(title: str, figures: list[RateFigure], names: dict[str, str]) ->
             f"{f.method.label_zh} {f.method}", f"{f.scope.label_zh} {f.scope}",
             pct(f.rate), f"{f.numerator:.4f}" if mean else f"{f.numerator:,.0f}",
             f"{f.denominator:,.0f}", str(f.enterprises),
+            *([describe(f.sources, zone)] if federated else []),
         )  # fmt: skip
     console.print(table)
 
@@ -338,9 +358,13 @@ def networking_command(  # noqa: PLR0917 - typer maps each option to a parameter
     when = (
         f"current at {local_time(now, zone)}, {window_h:g} h window" if current else f"{d0} … {d1}"
     )
-    print_rates(f"设备联网率 Equipment networking rate ({when}, by {group_by})", figures, names)
+    print_rates(
+        f"设备联网率 Equipment networking rate ({when}, by {group_by})", figures, names, zone
+    )
     if rows:
         print_evidence(rows)
+    if evidence and any(s.federated for f in figures for s in f.sources):
+        console.print(f"[yellow]⚠ {NO_DEVICES_NOTE}[/]")
 
 
 @app.command("nc")
@@ -360,16 +384,17 @@ def nc_command(
     try:
         given = parse_day(on, "--date")
 
-        async def job(conn: Conn) -> tuple[date, list[RateFigure], dict[str, str]]:
-            day = given or local_today(await display_zone(conn))
+        async def job(conn: Conn) -> tuple[date, ZoneInfo, list[RateFigure], dict[str, str]]:
+            zone = await display_zone(conn)
+            day = given or local_today(zone)
             figures = await nc_rates(conn, day, group_by, scope, key_process=key_process)
-            return day, figures, await group_names(conn, group_by)
+            return day, zone, figures, await group_names(conn, group_by)
 
-        day, figures, names = with_conn(url, job)
+        day, zone, figures, names = with_conn(url, job)
     except ZhizaoError as exc:
         raise fail(exc) from exc
     name = "关键工序数控化率 Key-process NC rate" if key_process else "数控化率 NC rate"
-    print_rates(f"{name} ({day}, by {group_by})", figures, names)
+    print_rates(f"{name} ({day}, by {group_by})", figures, names, zone)
 
 
 @app.command("calendar")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import IO, TypeVar
 from zoneinfo import ZoneInfo
@@ -14,6 +14,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from zhizao.cli.common import DbUrlOption, db_settings, err_console, fail, with_conn
 from zhizao.errors import ZhizaoError
+from zhizao.provenance import Source, describe
 from zhizao.report import (
     ClusterReport,
     NetworkingReport,
@@ -86,6 +87,7 @@ def networking_command(  # noqa: PLR0917 - typer maps each option to a parameter
             f" enterprises; 数据覆盖 coverage {report.covered_days}/{report.period.days}"
             " 天 days)"
         )
+    _say_sources(report.sources, zone)
 
 
 @app.command("cluster")
@@ -125,6 +127,13 @@ def cluster_command(  # noqa: PLR0917 - typer maps each option to a parameter
             f"写入 wrote {out} ({report.cluster} {report.cluster_name}, {report.period.label},"
             f" {len(report.enterprises)} 家企业 enterprises)"
         )
+    _say_sources(report.sources, zone)
+
+
+def _say_sources(sources: Sequence[Source], zone: ZoneInfo) -> None:
+    # On the province: which instances' reports the figures rest on, and how fresh.
+    if any(s.federated for s in sources):
+        err_console.print(f"数据来源 sources: {describe(sources, zone)}")
 
 
 def _check_output(fmt: ReportFormat, out: Path | None, table: str, tables: tuple[str, ...]) -> None:

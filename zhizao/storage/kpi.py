@@ -22,8 +22,8 @@ codes, :func:`area_filter` from a region or cluster, :func:`restrict` ANDs them.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -49,6 +49,7 @@ from zhizao.networking import (
     natural_key,
 )
 from zhizao.oee import Oee, OeeComponents, compute, summed
+from zhizao.provenance import LOCAL, Origin, Origins, Source
 from zhizao.rollup import HOUR_MS
 from zhizao.storage.connection import Conn
 from zhizao.storage.rollups import (
@@ -92,6 +93,21 @@ class DeviceOee:
 
 
 @dataclass(frozen=True, slots=True)
+class EnterpriseOee:
+    """The OEE components of an enterprise known from federated reports only: summed
+    from its daily reports, with no device (devices never leave the cluster)."""
+
+    enterprise: str
+    name: str
+    origin: Origin
+    components: OeeComponents
+
+    @property
+    def oee(self) -> Oee:
+        return compute(self.components)
+
+
+@dataclass(frozen=True, slots=True)
 class OeeReport:
     scope: OeeScope
     start: date | datetime
@@ -99,6 +115,11 @@ class OeeReport:
     source: str  # rollup_device_day, rollup_device_hour or facts
     result: Oee
     devices: tuple[DeviceOee, ...]
+    #: Enterprises of the scope known from federated reports only (provincial
+    #: instance; days only, an interval of instants has none).
+    federated: tuple[EnterpriseOee, ...] = ()
+    #: Where the figures come from: ``local`` and/or the reporting instances.
+    sources: tuple[Source, ...] = ()
 
 
 #: A restriction to some enterprises: a boolean SQL expression over the enterprise row
@@ -147,8 +168,8 @@ def area_filter(region: str | None = None, cluster: str | None = None) -> Within
     if cluster is not None:
         parts.append((
             sql.SQL(
-                "e.id IN (SELECT ec.enterprise_id FROM enterprise_cluster ec"
-                " JOIN cluster c ON c.id = ec.cluster_id WHERE c.code = %(_area_cluster)s)"
+                "e.id IN (SELECT m.enterprise_id FROM enterprise_cluster_code m"
+                " WHERE m.code = %(_area_cluster)s)"
             ),
             {"_area_cluster": cluster},
         ))  # fmt: skip
@@ -192,8 +213,8 @@ def scope_filter(scope: OeeScope) -> tuple[sql.Composable, dict[str, Any]]:
         return sql.SQL("e.credit_code = %(code)s"), params
     if scope.level is Level.CLUSTER:
         return sql.SQL(
-            "e.id IN (SELECT ec.enterprise_id FROM enterprise_cluster ec"
-            " JOIN cluster c ON c.id = ec.cluster_id WHERE c.code = %(code)s)"
+            "e.id IN (SELECT m.enterprise_id FROM enterprise_cluster_code m"
+            " WHERE m.code = %(code)s)"
         ), params
     level = region_level(scope.code)
     width = {RegionLevel.PROVINCE: 2, RegionLevel.CITY: 4, RegionLevel.COUNTY: 6}[level]
@@ -266,16 +287,50 @@ async def _by_device(
 
 
 async def oee_for_days(
-    conn: Conn, scope: OeeScope, first: date, last: date, *, within: Within | None = None
+    conn: Conn,
+    scope: OeeScope,
+    first: date,
+    last: date,
+    *,
+    within: Within | None = None,
+    federated: bool = True,
 ) -> OeeReport:
-    """OEE over the local days first..last (inclusive) of each enterprise."""
+    """OEE over the local days first..last (inclusive) of each enterprise: its devices'
+    rollups, and (``federated``) the daily reports of enterprises known only from
+    cluster instances, summed the same way before any ratio is taken."""
+    now = datetime.now(UTC)
     devices = await _by_device(
         conn, scope, "rollup_device_day",
         sql.SQL("r.day >= %(first)s AND r.day <= %(last)s"), {"first": first, "last": last},
         within=within,
     )  # fmt: skip
-    total = summed(d.components for d in devices)
-    return OeeReport(scope, first, last, "rollup_device_day", compute(total), tuple(devices))
+    remote = (
+        (await _federated_oee(conn, scope, first, last, every=None, within=within)).get(
+            first, []
+        )
+        if federated else []
+    )  # fmt: skip
+    return _oee_report(scope, first, last, devices=devices, remote=remote, now=now)
+
+
+def _oee_report(
+    scope: OeeScope,
+    first: date,
+    last: date,
+    *,
+    devices: Sequence[DeviceOee],
+    remote: Sequence[EnterpriseOee],
+    now: datetime,
+) -> OeeReport:
+    total = summed([*(d.components for d in devices), *(f.components for f in remote)])
+    origins = Origins(now, {f.enterprise: f.origin for f in remote})
+    members = {d.enterprise for d in devices} | {f.enterprise for f in remote}
+    # Nothing counted at all is this instance's answer (no data), not "no source".
+    sources = origins.sources(sorted(members)) if members else (Source(LOCAL, now, 0),)
+    return OeeReport(
+        scope, first, last, "rollup_device_day", compute(total), tuple(devices), tuple(remote),
+        sources,
+    )  # fmt: skip
 
 
 def hour_aligned(start: datetime, end: datetime) -> bool:
@@ -414,9 +469,12 @@ async def oee_series(
     every: Every,
     *,
     within: Within | None = None,
+    federated: bool = True,
 ) -> list[OeeReport]:
     """One report per day, week or month of first..last (:func:`series_buckets`), each
-    the figure :func:`oee_for_days` gives for its days, from one query."""
+    the figure :func:`oee_for_days` gives for its days, from one query (and one more
+    of the federated reports)."""
+    now = datetime.now(UTC)
     scope_sql, params = scope_filter(scope)
     params.update({"first": first, "last": last})
     restricted = _within(within, params)
@@ -437,22 +495,209 @@ async def oee_series(
         by_bucket.setdefault(row[0], []).append(
             DeviceOee(str(row[1]), str(row[2]), str(row[3]), _components(row[4:]))
         )
-    out: list[OeeReport] = []
-    for b_first, b_last in series_buckets(first, last, every):
-        devices = by_bucket.get(b_first, [])
-        total = summed(d.components for d in devices)
-        out.append(
-            OeeReport(scope, b_first, b_last, "rollup_device_day", compute(total), tuple(devices))
+    remote = (
+        await _federated_oee(conn, scope, first, last, every=every, within=within)
+        if federated else {}
+    )  # fmt: skip
+    return [
+        _oee_report(scope, b_first, b_last, devices=by_bucket.get(b_first, []),
+                    remote=remote.get(b_first, []), now=now)
+        for b_first, b_last in series_buckets(first, last, every)
+    ]  # fmt: skip
+
+
+# --- federated enterprises (the provincial instance) -------------------------------------
+#
+# Enterprises known only from the signed daily reports of cluster instances
+# (zhizao.federation), materialised by migration 0014 as ``federated_enterprise`` (id,
+# credit_code, region_code ... like an enterprise row, so every ``within`` applies to
+# it as alias ``e``) and ``federated_day`` (alias ``r``: the day's in-service,
+# networked and NC counts and OEE components). Each figure is summed from those days
+# exactly as the cluster sums its devices' days: a device-day networked there is one
+# here. An enterprise of the local registry is never read from reports (the local
+# registry wins), so nothing is counted twice.
+
+#: A federated enterprise counts unless the local registry holds it.
+_NOT_LOCAL = sql.SQL("NOT EXISTS (SELECT 1 FROM enterprise l WHERE l.credit_code = e.credit_code)")
+_FEDERATED_DAYS = sql.SQL(
+    "federated_day r JOIN federated_enterprise e ON e.credit_code = r.enterprise"
+)
+_OEE_FIELDS = tuple(fields(OeeComponents))
+
+
+def _oee_sums(column: sql.Composable) -> sql.Composable:
+    # In the fields' order, which is also _SUMS's (read back by _components).
+    return sql.SQL(", ").join(
+        sql.SQL("coalesce(sum(({} ->> {})::float8), 0)").format(column, sql.Literal(f.name))
+        for f in _OEE_FIELDS
+    )
+
+
+async def _federated_facts(conn: Conn, within: Within | None) -> dict[str, EnterpriseFacts]:
+    params: dict[str, Any] = {}
+    restricted = _within(within, params)
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT e.credit_code, e.name, e.region_code, e.industry_code, e.clusters,"
+            " e.above_designated_size, e.key_enterprise FROM federated_enterprise e"
+            " WHERE {} AND {}"
+        ).format(_NOT_LOCAL, restricted),
+        params,
+    )
+    return {
+        str(cc): EnterpriseFacts(str(cc), str(n), str(r), str(i), tuple(sorted(cl)), bool(a),
+                                 bool(k))
+        for cc, n, r, i, cl, a, k in await cur.fetchall()
+    }  # fmt: skip
+
+
+async def _federated_series_parts(
+    conn: Conn, first: date, last: date, every: Every | None, within: Within | None
+) -> dict[date, dict[str, RateParts]]:
+    """Networked and in-service device-days of the federated enterprises, per bucket of
+    first..last (one bucket, keyed by ``first``, when ``every`` is None)."""
+    params: dict[str, Any] = {"first": first, "last": last}
+    restricted = _within(within, params)
+    bucket = sql.SQL("%(first)s::date") if every is None else _BUCKET_SQL[every]
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT {bucket}, e.credit_code, sum(r.networked)::int8, sum(r.in_service)::int8"
+            " FROM {days} WHERE r.day >= %(first)s AND r.day <= %(last)s AND {local}"
+            " AND {within} GROUP BY 1, 2 HAVING sum(r.in_service) > 0"
+        ).format(bucket=bucket, days=_FEDERATED_DAYS, local=_NOT_LOCAL, within=restricted),
+        params,
+    )
+    out: dict[date, dict[str, RateParts]] = {}
+    for b, cc, n, d in await cur.fetchall():
+        out.setdefault(b, {})[str(cc)] = RateParts(int(n), int(d))
+    return out
+
+
+async def _federated_nc(
+    conn: Conn, day: date, key_process: bool, within: Within | None
+) -> dict[str, tuple[RateParts, Origin]]:
+    """Each federated enterprise's NC counts of its newest report on or before ``day``
+    (the ledger's state as of then), with that report's origin."""
+    params: dict[str, Any] = {"day": day}
+    restricted = _within(within, params)
+    nc, of = ("key_process_nc", "key_process") if key_process else ("nc", "in_service")
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT DISTINCT ON (r.enterprise) e.credit_code, r.{nc}, r.{of}, r.instance_id,"
+            " r.received_at, r.day FROM {days} WHERE r.day <= %(day)s AND {local} AND {within}"
+            " ORDER BY r.enterprise, r.day DESC"
+        ).format(nc=sql.Identifier(nc), of=sql.Identifier(of), days=_FEDERATED_DAYS,
+                 local=_NOT_LOCAL, within=restricted),
+        params,
+    )  # fmt: skip
+    return {
+        str(cc): (RateParts(int(n), int(d)), Origin(str(inst), at, reported, 1))
+        for cc, n, d, inst, at, reported in await cur.fetchall()
+        if int(d) > 0  # as locally: an enterprise without such a device has no row
+    }
+
+
+async def origins(conn: Conn, first: date, last: date, *, within: Within | None = None) -> Origins:
+    """Where the figures of first..last come from: the federated enterprises with their
+    instance, newest report received and newest day; every other one is local, as of
+    now."""
+    now = datetime.now(UTC)
+    found = await _origins_by_bucket(conn, first, last, None, within)
+    return Origins(now, found.get(first, {}))
+
+
+async def _origins_by_bucket(
+    conn: Conn, first: date, last: date, every: Every | None, within: Within | None
+) -> dict[date, dict[str, Origin]]:
+    params: dict[str, Any] = {"first": first, "last": last}
+    restricted = _within(within, params)
+    bucket = sql.SQL("%(first)s::date") if every is None else _BUCKET_SQL[every]
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT {bucket}, e.credit_code, (array_agg(r.instance_id ORDER BY r.day DESC))[1],"
+            " max(r.received_at), max(r.day), count(*) FROM {days}"
+            " WHERE r.day >= %(first)s AND r.day <= %(last)s AND {local} AND {within}"
+            " GROUP BY 1, 2"
+        ).format(bucket=bucket, days=_FEDERATED_DAYS, local=_NOT_LOCAL, within=restricted),
+        params,
+    )
+    out: dict[date, dict[str, Origin]] = {}
+    for b, cc, inst, at, day, n in await cur.fetchall():
+        out.setdefault(b, {})[str(cc)] = Origin(str(inst), at, day, int(n))
+    return out
+
+
+async def _federated_oee(
+    conn: Conn,
+    scope: OeeScope,
+    first: date,
+    last: date,
+    *,
+    every: Every | None,
+    within: Within | None,
+) -> dict[date, list[EnterpriseOee]]:
+    """OEE components of the scope's federated enterprises per bucket of first..last
+    (one, keyed by ``first``, when ``every`` is None): the enterprise's components for
+    an enterprise, cluster or region, a line's for a line; none for a device."""
+    if scope.level is Level.DEVICE:
+        return {}
+    if scope.level is Level.LINE:
+        where: sql.Composable = sql.SQL("e.credit_code = %(ent)s AND r.lines ? %(code)s")
+        params: dict[str, Any] = {"ent": scope.enterprise, "code": scope.code}
+        column: sql.Composable = sql.SQL("(r.lines -> %(code)s)")
+    else:
+        where, params = scope_filter(scope)
+        column = sql.SQL("r.oee")
+    params.update({"first": first, "last": last})
+    restricted = _within(within, params)
+    bucket = sql.SQL("%(first)s::date") if every is None else _BUCKET_SQL[every]
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT {bucket}, e.credit_code, min(e.name),"
+            " (array_agg(r.instance_id ORDER BY r.day DESC))[1], max(r.received_at),"
+            " max(r.day), count(*), {sums} FROM {days}"
+            " WHERE r.day >= %(first)s AND r.day <= %(last)s AND {scope} AND {local}"
+            " AND {within} GROUP BY 1, 2 ORDER BY 1, 2"
+        ).format(bucket=bucket, sums=_oee_sums(column), days=_FEDERATED_DAYS, scope=where,
+                 local=_NOT_LOCAL, within=restricted),
+        params,
+    )  # fmt: skip
+    out: dict[date, list[EnterpriseOee]] = {}
+    for row in await cur.fetchall():
+        origin = Origin(str(row[3]), row[4], row[5], int(row[6]))
+        out.setdefault(row[0], []).append(
+            EnterpriseOee(str(row[1]), str(row[2]), origin, _components(row[7:]))
         )
     return out
+
+
+async def federated_enterprises(
+    conn: Conn, members: Collection[str] | None = None, *, within: Within | None = None
+) -> dict[str, str]:
+    """Credit code → reporting instance of the federated enterprises (of ``members``
+    when given) that count: what an answer flags as having no device-level data."""
+    params: dict[str, Any] = {"members": sorted(members or ())}
+    restricted = _within(within, params)
+    only = sql.SQL("TRUE") if members is None else sql.SQL("e.credit_code = ANY(%(members)s)")
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT e.credit_code, e.instance_id FROM federated_enterprise e"
+            " WHERE {} AND {} AND {} ORDER BY 1"
+        ).format(only, _NOT_LOCAL, restricted),
+        params,
+    )
+    return {str(cc): str(inst) for cc, inst in await cur.fetchall()}
 
 
 # --- networking and NC rates ----------------------------------------------------------
 
 
 async def enterprise_facts(
-    conn: Conn, *, within: Within | None = None
+    conn: Conn, *, within: Within | None = None, federated: bool = True
 ) -> dict[str, EnterpriseFacts]:
+    """The enterprises of ``within``: the local registry's, and (``federated``) those
+    known only from reports, with the facts of their newest reported day."""
+    remote = await _federated_facts(conn, within) if federated else {}
     params: dict[str, Any] = {}
     restricted = _within(within, params)
     cur = await conn.execute(
@@ -470,16 +715,22 @@ async def enterprise_facts(
         ).format(restricted),
         params,
     )
-    return {
+    return remote | {
         str(cc): EnterpriseFacts(str(cc), str(n), str(r), str(i), tuple(cl), bool(a), bool(k))
         for cc, n, r, i, cl, a, k in await cur.fetchall()
     }
 
 
 async def networking_parts(
-    conn: Conn, first: date, last: date, *, within: Within | None = None
+    conn: Conn, first: date, last: date, *, within: Within | None = None, federated: bool = True
 ) -> dict[str, RateParts]:
-    """Networked and in-service production device-days per enterprise, first..last."""
+    """Networked and in-service production device-days per enterprise, first..last;
+    with ``federated``, also of the enterprises known only from reports (the sums of
+    their days' counts: the same device-days)."""
+    remote = (
+        (await _federated_series_parts(conn, first, last, None, within)).get(first, {})
+        if federated else {}
+    )  # fmt: skip
     params: dict[str, Any] = {"first": first, "last": last}
     restricted = _within(within, params)
     # Restricted, the networked days are counted for the enterprises' devices only.
@@ -521,7 +772,7 @@ async def networking_parts(
         """
     ).format(within=restricted, own=own)
     cur = await conn.execute(query, params)
-    return {str(cc): RateParts(int(n), int(d)) for cc, n, d in await cur.fetchall()}
+    return remote | {str(cc): RateParts(int(n), int(d)) for cc, n, d in await cur.fetchall()}
 
 
 async def current_networking_parts(
@@ -563,9 +814,21 @@ async def current_networking_parts(
 
 
 async def nc_parts(
-    conn: Conn, day: date, *, key_process: bool = False, within: Within | None = None
+    conn: Conn,
+    day: date,
+    *,
+    key_process: bool = False,
+    within: Within | None = None,
+    federated: bool = True,
 ) -> dict[str, RateParts]:
-    """NC (or key-process NC) devices / in-service production devices on ``day``."""
+    """NC (or key-process NC) devices / in-service production devices on ``day``; with
+    ``federated``, also of the enterprises known only from reports, as of their newest
+    report on or before ``day`` (:func:`nc_origins` says which)."""
+    remote = (
+        {cc: parts for cc, (parts, _) in (await _federated_nc(conn, day, key_process,
+                                                              within)).items()}
+        if federated else {}
+    )  # fmt: skip
     params: dict[str, Any] = {"day": day, "key": key_process}
     restricted = _within(within, params)
     query = sql.SQL(
@@ -580,7 +843,16 @@ async def nc_parts(
         """
     ).format(within=restricted)
     cur = await conn.execute(query, params)
-    return {str(cc): RateParts(int(n), int(d)) for cc, n, d in await cur.fetchall()}
+    return remote | {str(cc): RateParts(int(n), int(d)) for cc, n, d in await cur.fetchall()}
+
+
+async def nc_origins(
+    conn: Conn, day: date, *, key_process: bool = False, within: Within | None = None
+) -> Origins:
+    """Where the NC figures of ``day`` come from (:func:`nc_parts`)."""
+    now = datetime.now(UTC)
+    remote = await _federated_nc(conn, day, key_process, within)
+    return Origins(now, {cc: origin for cc, (_, origin) in remote.items()})
 
 
 async def networking_rates(
@@ -592,25 +864,34 @@ async def networking_rates(
     *,
     within: Within | None = None,
 ) -> list[RateFigure]:
-    """Daily (first == last) or period networking rate per group, both methods."""
+    """Daily (first == last) or period networking rate per group, both methods, each
+    with its sources (:mod:`zhizao.provenance`)."""
     parts = await networking_parts(conn, first, last, within=within)
     facts = await enterprise_facts(conn, within=within)
-    return aggregate(Kind.NETWORKING, parts, facts, group_by, scope)
+    known = await origins(conn, first, last, within=within)
+    return aggregate(Kind.NETWORKING, parts, facts, group_by, scope, origins=known)
 
 
 async def covered_days(conn: Conn, first: date, last: date, *, within: Within | None = None) -> int:
     """Days of first..last on which any device of ``within``'s enterprises sent data (a
-    good point or an online report: a networked day), a report's data coverage."""
+    good point or an online report: a networked day), a report's data coverage; a
+    federated enterprise's day counts when its report has a networked device."""
     params: dict[str, Any] = {"first": first, "last": last}
     restricted = _within(within, params)
     query = sql.SQL(
         """
-        SELECT count(DISTINCT r.day) FROM rollup_device_day r
-        JOIN device d ON d.id = r.device_id JOIN enterprise e ON e.id = d.enterprise_id
-        WHERE r.day >= %(first)s AND r.day <= %(last)s AND {}
-          AND (r.good_points > 0 OR r.online_reported)
+        SELECT count(DISTINCT day) FROM (
+            SELECT r.day FROM rollup_device_day r
+            JOIN device d ON d.id = r.device_id JOIN enterprise e ON e.id = d.enterprise_id
+            WHERE r.day >= %(first)s AND r.day <= %(last)s AND {within}
+              AND (r.good_points > 0 OR r.online_reported)
+            UNION ALL
+            SELECT r.day FROM {days}
+            WHERE r.day >= %(first)s AND r.day <= %(last)s AND r.networked > 0 AND {local}
+              AND {within}
+        ) AS covered
         """
-    ).format(restricted)
+    ).format(within=restricted, days=_FEDERATED_DAYS, local=_NOT_LOCAL)
     cur = await conn.execute(query, params)
     row = await cur.fetchone()
     return int(row[0]) if row else 0
@@ -627,20 +908,32 @@ async def covered_days_by_enterprise(
         """
         SELECT e.credit_code, count(DISTINCT r.day) FROM rollup_device_day r
         JOIN device d ON d.id = r.device_id JOIN enterprise e ON e.id = d.enterprise_id
-        WHERE r.day >= %(first)s AND r.day <= %(last)s AND {}
+        WHERE r.day >= %(first)s AND r.day <= %(last)s AND {within}
           AND (r.good_points > 0 OR r.online_reported)
         GROUP BY e.credit_code
+        UNION ALL
+        SELECT e.credit_code, count(*) FROM {days}
+        WHERE r.day >= %(first)s AND r.day <= %(last)s AND r.networked > 0 AND {local}
+          AND {within}
+        GROUP BY e.credit_code
         """
-    ).format(restricted)
+    ).format(within=restricted, days=_FEDERATED_DAYS, local=_NOT_LOCAL)
     cur = await conn.execute(query, params)
     return {str(cc): int(n) for cc, n in await cur.fetchall()}
 
 
 async def networking_series_parts(
-    conn: Conn, first: date, last: date, every: Every, *, within: Within | None = None
+    conn: Conn,
+    first: date,
+    last: date,
+    every: Every,
+    *,
+    within: Within | None = None,
+    federated: bool = True,
 ) -> dict[date, dict[str, RateParts]]:
     """:func:`networking_parts` of every day, week or month of first..last at once,
     keyed by the first day of each (:func:`series_buckets`)."""
+    remote = await _federated_series_parts(conn, first, last, every, within) if federated else {}
     buckets = series_buckets(first, last, every)
     params: dict[str, Any] = {
         "first": first,
@@ -681,7 +974,7 @@ async def networking_series_parts(
         """
     ).format(within=restricted, bucket=_BUCKET_SQL[every])
     cur = await conn.execute(query, params)
-    out: dict[date, dict[str, RateParts]] = {b[0]: {} for b in buckets}
+    out: dict[date, dict[str, RateParts]] = {b[0]: dict(remote.get(b[0], {})) for b in buckets}
     for bucket, cc, n, d in await cur.fetchall():
         out[bucket][str(cc)] = RateParts(int(n), int(d))
     return out
@@ -701,10 +994,13 @@ async def networking_series(
     each the figures :func:`networking_rates` gives for its days."""
     parts = await networking_series_parts(conn, first, last, every, within=within)
     facts = await enterprise_facts(conn, within=within)
+    now = datetime.now(UTC)
+    found = await _origins_by_bucket(conn, first, last, every, within)
     return [
-        (b_first, b_last, aggregate(Kind.NETWORKING, parts[b_first], facts, group_by, scope))
+        (b_first, b_last, aggregate(Kind.NETWORKING, parts[b_first], facts, group_by, scope,
+                                    origins=Origins(now, found.get(b_first, {}))))
         for b_first, b_last in series_buckets(first, last, every)
-    ]
+    ]  # fmt: skip
 
 
 async def current_networking_rates(
@@ -716,9 +1012,12 @@ async def current_networking_rates(
     *,
     within: Within | None = None,
 ) -> list[RateFigure]:
+    # Devices seen within hours: only local data can say (reports are per day), so
+    # the federated enterprises are not in these figures (and their sources say local).
     parts = await current_networking_parts(conn, now, window_h, within=within)
-    facts = await enterprise_facts(conn, within=within)
-    return aggregate(Kind.NETWORKING, parts, facts, group_by, scope)
+    facts = await enterprise_facts(conn, within=within, federated=False)
+    return aggregate(Kind.NETWORKING, parts, facts, group_by, scope,
+                     origins=Origins(datetime.now(UTC)))  # fmt: skip
 
 
 async def nc_rates(
@@ -732,7 +1031,9 @@ async def nc_rates(
 ) -> list[RateFigure]:
     parts = await nc_parts(conn, day, key_process=key_process, within=within)
     kind = Kind.NC_KEY_PROCESS if key_process else Kind.NC
-    return aggregate(kind, parts, await enterprise_facts(conn, within=within), group_by, scope)
+    known = await nc_origins(conn, day, key_process=key_process, within=within)
+    return aggregate(kind, parts, await enterprise_facts(conn, within=within), group_by, scope,
+                     origins=known)  # fmt: skip
 
 
 async def networking_evidence(
@@ -880,7 +1181,13 @@ async def group_names(
     elif group_by is GroupBy.CLUSTER:
         query = sql.SQL("SELECT code, name FROM cluster WHERE TRUE")
     elif group_by is GroupBy.ENTERPRISE:
-        query = sql.SQL("SELECT credit_code AS code, name FROM enterprise WHERE TRUE")
+        # Local names win over reported ones, as local figures do.
+        query = sql.SQL(
+            "SELECT * FROM (SELECT credit_code, name FROM enterprise UNION ALL"
+            " SELECT credit_code, name FROM federated_enterprise f WHERE NOT EXISTS"
+            " (SELECT 1 FROM enterprise l WHERE l.credit_code = f.credit_code)) AS named"
+            " WHERE TRUE"
+        )
     else:
         return {}
     if only is not None:
@@ -896,7 +1203,38 @@ async def in_reach(conn: Conn, scope: OeeScope, visibility: Visibility | None = 
     SUMMARY access (everything when None): a device, line or enterprise of an
     enterprise it may see, a cluster or region it may see
     (:meth:`~zhizao.access.Visibility.cluster_filter`,
-    :meth:`~zhizao.access.Visibility.region_filter`). Outside is the same as missing."""
+    :meth:`~zhizao.access.Visibility.region_filter`). Outside is the same as missing.
+
+    On the provincial instance, an enterprise known from reports, a line in its
+    reports, and a cluster or region holding one it may see are in reach too (through
+    the same enterprise filter); a device of one never is (devices are not reported)."""
+    if await _in_local_reach(conn, scope, visibility):
+        return True
+    return await _in_federated_reach(conn, scope, visibility)
+
+
+async def _in_federated_reach(conn: Conn, scope: OeeScope, visibility: Visibility | None) -> bool:
+    if scope.level is Level.DEVICE:
+        return False
+    vis, params = (sql.SQL("TRUE"), {}) if visibility is None else visibility.enterprise_filter()
+    params = {**params, "code": scope.code, "ent": scope.enterprise}
+    query: sql.Composable
+    if scope.level is Level.LINE:
+        query = sql.SQL(
+            "SELECT 1 FROM {days} WHERE e.credit_code = %(ent)s AND r.lines ? %(code)s"
+            " AND {local} AND {vis} LIMIT 1"
+        ).format(days=_FEDERATED_DAYS, local=_NOT_LOCAL, vis=vis)
+    else:
+        where, extra = scope_filter(scope)
+        query = sql.SQL(
+            "SELECT 1 FROM federated_enterprise e WHERE {where} AND {local} AND {vis} LIMIT 1"
+        ).format(where=where, local=_NOT_LOCAL, vis=vis)
+        params.update(extra)
+    cur = await conn.execute(query, params)
+    return await cur.fetchone() is not None
+
+
+async def _in_local_reach(conn: Conn, scope: OeeScope, visibility: Visibility | None) -> bool:
     params: dict[str, Any] = {"code": scope.code, "ent": scope.enterprise}
     if scope.level in (Level.DEVICE, Level.LINE, Level.ENTERPRISE):
         vis, extra = (sql.SQL("TRUE"), {}) if visibility is None else visibility.enterprise_filter()
