@@ -17,7 +17,12 @@ the local server) and a Mosquitto of its own:
    row is committed, so the publisher does not compete for the CPU;
 4. end-to-end lag (source timestamp → commit) at half the batched rate, with a
    paced publisher in a subprocess;
-5. peak resident memory of the process during each drain (VmRSS sampled).
+5. peak resident memory of the process during each drain (VmRSS sampled);
+6. with ``--rollups``: the batched drain again on recent timestamps (the last four
+   hours, so the rollups have live hours to recompute), without rollups, with a
+   ``zhizao rollup serve`` process beside the worker, and with the rollups inside the
+   worker (``ZHIZAO_INGEST_ROLLUPS``), both every second (production: every 60 s)
+   and with one day of history (warmed up by a first run before the timing).
 """
 
 from __future__ import annotations
@@ -33,19 +38,24 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from prometheus_client import generate_latest
 
 from ingest.metrics import IngestMetrics
 from ingest.service import run_ingest
 from ingest.settings import ingest_settings
 from tests.fix_mqtt import Mosquitto
 from zhizao.codes import make_credit_code
+from zhizao.embedded import free_port
 from zhizao.registry import Device, DeviceType, EdgeGateway, Enterprise, Region
 from zhizao.settings import DatabaseSettings
 from zhizao.storage import facts
@@ -63,6 +73,7 @@ from zhizao.storage.registry import (
     upsert_enterprises,
     upsert_regions,
 )
+from zhizao.storage.rollups import rollup_settings, run_rollups
 from zhizao.wire import data_topic
 
 SERVER = os.environ.get("ZHIZAO_BENCH_DB_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -80,8 +91,8 @@ def rss_mb() -> float:
     return 0.0
 
 
-def payload(seq: int, points: int, ts0: int | None = None) -> bytes:
-    base = T0 + seq * 1000 if ts0 is None else ts0
+def payload(seq: int, points: int, ts0: int | None = None, *, t0: int = T0) -> bytes:
+    base = t0 + seq * 1000 if ts0 is None else ts0
     pts = [
         {
             "device": DEVICES[i % len(DEVICES)],
@@ -136,7 +147,7 @@ async def truncate(url: str) -> None:
     conn = await connect(url, autocommit=True)
     async with conn:
         await conn.execute("TRUNCATE metric_point, edge_sequence, sequence_event, sequence_gap,"
-                           " dead_letter")
+                           " dead_letter, rollup_dirty")
         await conn.execute("VACUUM ANALYZE metric_point")
         # Every phase starts without dirty buffers from the one before, so that no
         # phase pays for a checkpoint of the previous one's writes.
@@ -194,14 +205,62 @@ async def bench_write_paths(url: str, rows_total: int, batch: int) -> dict[str, 
     return results
 
 
-async def drain(url: str, broker: Mosquitto, messages: list[bytes], points: int, *,
-                profile: bool, label: str) -> dict[str, float]:
+ROLLUP_ENV = {"ZHIZAO_KPI_INTERVAL_S": "1", "ZHIZAO_KPI_HISTORY_DAYS": "1"}
+
+
+def _get_json(port: int, path: str) -> Any:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            body = resp.read()
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+    except (urllib.error.URLError, ConnectionError):
+        return {}
+    return json.loads(body) if path == "/health" else body.decode()
+
+
+def _rollup_figures(text: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        for key in ('zhizao_rollup_runs_total{outcome="ok"}', "zhizao_rollup_device_hours_total",
+                    "zhizao_rollup_run_seconds_sum"):
+            if line.startswith(key + " "):
+                out[key] = float(line.split()[-1])
+    return out
+
+
+async def start_rollup_service(url: str) -> tuple[subprocess.Popen[bytes], int]:
+    """``zhizao rollup serve`` in its own process, up and past its first run."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zhizao.cli", "--log-level", "WARNING", "rollup", "serve",
+         "--health-port", str(port)],
+        env={**os.environ, "ZHIZAO_DB_URL": url, **ROLLUP_ENV},
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        doc = await asyncio.to_thread(_get_json, port, "/health")
+        if doc.get("runs_ok", 0) >= 1:
+            return proc, port
+        if proc.poll() is not None:
+            raise RuntimeError(f"zhizao rollup serve exited with {proc.returncode}")
+        await asyncio.sleep(0.2)
+    raise RuntimeError("zhizao rollup serve did not complete a first run")
+
+
+async def drain(url: str, broker: Mosquitto, messages: list[bytes], points: int, *,  # noqa: PLR0915
+                profile: bool, label: str,
+                rollups: Literal["none", "beside", "inside"] = "none") -> dict[str, float]:
     """Queue the messages in the worker's session, then time the worker draining them."""
     await truncate(url)
-    # Ingest alone: the scheduled rollups (bench/bench_kpi.py measures them) would
-    # otherwise carry the benchmark's devices forward hour by hour inside the timing.
+    # Ingest alone unless asked: the scheduled rollups (bench/bench_kpi.py measures them)
+    # would otherwise carry the benchmark's devices forward hour by hour inside the timing.
+    extra: dict[str, Any] = {}
+    if rollups == "inside":
+        extra = {"rollups": True, "rollup": rollup_settings(interval_s=1, history_days=1)}
     settings = ingest_settings(db_url=url, mqtt_url=broker.url, client_id="bench-ingest",
                                health_port=None, shared_group=None, rollups=False)
+    timed_settings = settings.model_copy(update=extra)
     metrics = IngestMetrics()
     stop = asyncio.Event()
     task = asyncio.create_task(run_ingest(settings, stop=stop, metrics=metrics))
@@ -214,6 +273,9 @@ async def drain(url: str, broker: Mosquitto, messages: list[bytes], points: int,
     count = len(messages)
     messages.clear()  # the payloads now live in the broker, not here
     gc.collect()
+    service: tuple[subprocess.Popen[bytes], int] | None = None
+    if rollups == "beside":
+        service = await start_rollup_service(url)
     metrics = IngestMetrics()
     stop = asyncio.Event()
     profiler = None
@@ -223,8 +285,10 @@ async def drain(url: str, broker: Mosquitto, messages: list[bytes], points: int,
         profiler = Profiler(async_mode="disabled")
         profiler.start()
     baseline = peak = rss_mb()
+    before = {} if service is None else _rollup_figures(
+        await asyncio.to_thread(_get_json, service[1], "/metrics"))
     started = time.perf_counter()
-    task = asyncio.create_task(run_ingest(settings, stop=stop, metrics=metrics))
+    task = asyncio.create_task(run_ingest(timed_settings, stop=stop, metrics=metrics))
     while metrics.points_committed < expected:
         await asyncio.sleep(0.05)
         peak = max(peak, rss_mb())
@@ -237,11 +301,21 @@ async def drain(url: str, broker: Mosquitto, messages: list[bytes], points: int,
         out.write_text(profiler.output_text(unicode=False, color=False, show_all=False))
         print(f"  profile written to {out}")
     commit_s = metrics.registry.get_sample_value("zhizao_ingest_commit_seconds_sum") or 0.0
+    if service is not None:
+        after = _rollup_figures(await asyncio.to_thread(_get_json, service[1], "/metrics"))
+        service[0].terminate()
+        service[0].wait(60)
+    else:
+        after = _rollup_figures(generate_latest(metrics.registry).decode())
     stop.set()
     await task
+    runs = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     return {"points_per_s": expected / elapsed, "messages_per_s": count / elapsed,
             "commit_share": commit_s / elapsed,
-            "seconds": elapsed, "peak_rss_mb": peak, "rss_growth_mb": peak - baseline}
+            "seconds": elapsed, "peak_rss_mb": peak, "rss_growth_mb": peak - baseline,
+            "rollup_runs": runs.get('zhizao_rollup_runs_total{outcome="ok"}', 0.0),
+            "rollup_device_hours": runs.get("zhizao_rollup_device_hours_total", 0.0),
+            "rollup_seconds": runs.get("zhizao_rollup_run_seconds_sum", 0.0)}
 
 
 PACED_PUBLISHER = r"""
@@ -319,12 +393,37 @@ async def lag_at(url: str, broker: Mosquitto, points_per_s: float, points: int,
     }
 
 
+async def bench_rollups(url: str, broker: Mosquitto, count: int) -> None:
+    """The batched drain on recent timestamps: alone, with rollups beside, inside."""
+    t0 = int(time.time() * 1000) - 4 * 3_600_000
+    conn = await connect(url, autocommit=True)
+    async with conn:  # the devices' coverage, as a running installation has it
+        await run_rollups(conn, history_days=1)
+    print("broker → committed, 200 points/message, timestamps of the last 4 hours;"
+          " rollups every 1 s, 1 day of history:")
+    for mode in ("none", "beside", "inside", "none"):
+        figures = await drain(url, broker, [payload(s, 200, t0=t0) for s in range(count)], 200,
+                              profile=False, label=f"rollups-{mode}",
+                              rollups=mode)  # type: ignore[arg-type]
+        what = {"none": "no rollups", "beside": "zhizao rollup serve beside",
+                "inside": "rollups inside ingest"}[mode]
+        print(f"  {what:28s} {figures['points_per_s']:10,.0f} points/s"
+              f" ({figures['seconds']:.1f} s); rollup runs during the drain"
+              f" {figures['rollup_runs']:.0f}, {figures['rollup_device_hours']:,.0f}"
+              f" device-hours, {figures['rollup_seconds']:.1f} s computing")
+        t0 += count * 1000 + 1000  # the next phase's points are new rows
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batched-messages", type=int, default=1500)
     parser.add_argument("--single-messages", type=int, default=60_000)
     parser.add_argument("--lag-seconds", type=float, default=15)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--rollups", action="store_true",
+                        help="also the batched drain with rollups beside and inside ingest")
+    parser.add_argument("--only-rollups", action="store_true",
+                        help="only the --rollups phases")
     args = parser.parse_args()
     from zhizao.logs import configure_logging
 
@@ -337,6 +436,10 @@ async def main() -> None:
     try:
         print(f"host: {os.cpu_count()} cores (shared with other work), "
               f"python {sys.version.split()[0]}")
+        if args.rollups or args.only_rollups:
+            await bench_rollups(url, broker, args.batched_messages)
+        if args.only_rollups:
+            return
         rows = args.batched_messages * 200
         paths = await bench_write_paths(url, rows, 20_000)
         print("write paths, same rows, batches of 20,000 (rows/s):")

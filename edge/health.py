@@ -3,8 +3,8 @@
 Metrics are read from the live objects at scrape time (a custom prometheus-client
 collector over a registry of its own), so the spool, uplink and collectors keep
 plain counters and know nothing of Prometheus, and several edges can run in one
-process (tests, the demo). The HTTP server is a few lines of asyncio: two GET
-routes do not justify a web framework on a factory PC.
+process (tests, the demo). The HTTP server is the kernel's
+(:mod:`zhizao.health`), shared by every service.
 
 ``/health`` always answers 200 while the process runs, with ``status`` ``ok`` or
 ``degraded`` (uplink or a source disconnected, or a subscription the broker refused,
@@ -15,14 +15,10 @@ restart it for that.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector as PromCollector
 from prometheus_client.registry import CollectorRegistry
@@ -30,8 +26,7 @@ from prometheus_client.registry import CollectorRegistry
 from edge.collector import Collector
 from edge.spool import Spool
 from edge.uplink import Uplink
-
-log = structlog.get_logger(__name__)
+from zhizao.health import HealthServer
 
 
 class EdgeMetrics(PromCollector):
@@ -175,67 +170,24 @@ def health_document(
     }
 
 
-class HealthServer:
-    """Serves ``GET /health`` and ``GET /metrics``."""
+def health_server(
+    edge_id: str,
+    spool: Spool,
+    uplink: Uplink,
+    collectors: Mapping[str, Collector],
+    *,
+    host: str,
+    port: int,
+) -> HealthServer:
+    """The kernel's endpoint with the edge's document and metrics.
 
-    def __init__(
-        self,
-        edge_id: str,
-        spool: Spool,
-        uplink: Uplink,
-        collectors: Mapping[str, Collector],
-        *,
-        host: str,
-        port: int,
-    ) -> None:
-        self._edge_id = edge_id
-        self._spool = spool
-        self._uplink = uplink
-        self._collectors = collectors
-        self.host = host
-        self.port = port
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(EdgeMetrics(spool, uplink, collectors))
-        self._server: asyncio.Server | None = None
+    Degraded answers 200 (see the module doc): the body's ``status`` says so.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EdgeMetrics(spool, uplink, collectors))
 
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        log.info("edge health and metrics", url=f"http://{self.host}:{self.port}/health")
-        return self.port
+    def health() -> tuple[bool, dict[str, Any]]:
+        doc = health_document(edge_id, spool, uplink, collectors)
+        return doc.pop("status") == "ok", doc
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(10):
-                request = await reader.readline()
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass  # headers are not needed
-            parts = request.decode("latin-1").split()
-            path = parts[1] if len(parts) >= 2 else ""
-            if len(parts) < 2 or parts[0] != "GET":
-                status, ctype, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
-            elif path.startswith("/metrics"):
-                status, ctype = "200 OK", CONTENT_TYPE_LATEST
-                body = generate_latest(self.registry)
-            elif path.startswith("/health"):
-                doc = health_document(self._edge_id, self._spool, self._uplink, self._collectors)
-                status, ctype = "200 OK", "application/json"
-                body = json.dumps(doc).encode()
-            else:
-                status, ctype, body = "404 Not Found", "text/plain", b"try /health or /metrics\n"
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        except (TimeoutError, ConnectionError, UnicodeDecodeError) as exc:
-            log.debug("health request failed", error=str(exc))
-        finally:
-            writer.close()
+    return HealthServer("edge", health, registry, host=host, port=port, degraded_code=200)

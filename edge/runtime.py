@@ -23,9 +23,10 @@ import structlog
 from edge.collector import Collector
 from edge.collectors import CollectorContext, build_collector
 from edge.config import EdgeConfig
-from edge.health import HealthServer
+from edge.health import health_server
 from edge.spool import Spool
 from edge.uplink import Uplink
+from zhizao.health import HealthServer
 from zhizao.mqtt import ClientFactory, paho_client
 
 log = structlog.get_logger(__name__)
@@ -76,7 +77,7 @@ class EdgeRuntime:
         uplink_task: asyncio.Task[None] | None = None
         try:
             if self.config.http.port is not None:
-                self.health = HealthServer(
+                self.health = health_server(
                     self.config.identity.edge_id,
                     self.spool,
                     self.uplink,
@@ -114,7 +115,7 @@ class EdgeRuntime:
                 with contextlib.suppress(asyncio.CancelledError):
                     await uplink_task
             if self.health is not None:
-                await self.health.stop()
+                await self.health.close()
             await self.spool.close()
 
     async def _shutdown(

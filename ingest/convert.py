@@ -11,9 +11,11 @@ Checks, in order, each failure naming exactly what was wrong:
    devices the edge serves (服务设备), on that list;
 6. every point's timestamp is not further ahead of ingest's clock than allowed
    (the contract itself rejects anything before 2000);
-7. values fit their columns (a count above 2^31 - 1 cannot be stored).
+7. values fit their columns (a count above 2^31 - 1 cannot be stored);
+8. a metric's name is one the enterprise has, or a new one within its limit of
+   distinct names (``max_metric_names``, :mod:`ingest.directory`).
 
-A failure of 1-4 dead-letters the message; 5-7 dead-letter the point and keep the
+A failure of 1-4 dead-letters the message; 5-8 dead-letter the point and keep the
 others. Nothing here raises for bad input: one bad message must never stop the
 worker. Every dead letter carries the enterprise and edge of its topic when the topic
 could be read, so an operator finds it by enterprise.
@@ -34,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
-from ingest.directory import Directory, EdgeRef
+from ingest.directory import Directory, EdgeRef, MetricLimit
 from zhizao.errors import ContractError, DataRefused
 from zhizao.storage.deadletters import DeadLetterRow
 from zhizao.storage.facts import (
@@ -278,6 +280,27 @@ class Converter:
                 )
         return pieces
 
+    async def _intern(
+        self, enterprise: str, names: list[str]
+    ) -> tuple[MetricLimit | None, dict[str, str]]:
+        """Make new metric names known: the limit that refused some, and names the
+        database refused (with why)."""
+        if not names:
+            return None, {}
+        try:
+            return await self._directory.intern_metrics(enterprise, names), {}
+        except DataRefused:
+            pass
+        # One bad name (a NUL in it) must cost its own points only: name by name.
+        limit: MetricLimit | None = None
+        bad: dict[str, str] = {}
+        for name in dict.fromkeys(names):
+            try:
+                limit = await self._directory.intern_metrics(enterprise, [name]) or limit
+            except DataRefused as exc:
+                bad[name] = f"database: {exc}"
+        return limit, bad
+
     async def _points(  # noqa: PLR0912, PLR0915 - one branch per point kind and check
         self,
         topic: str,
@@ -305,8 +328,13 @@ class Converter:
         newest = 0
         limit = received + self._max_future_ms
         facts = out.facts
+        metric_ids = self._directory.metrics(enterprise)
+        # Filled at the batch's first unknown name (see below); nothing to do when all
+        # its names are known, as they almost always are.
+        interned = False
+        metric_limit: MetricLimit | None = None
+        bad_names: dict[str, str] = {}
         # Locals for the per-point loop: it runs for every point ingest receives.
-        metric_ids = self._directory.metric_cache
         add_metric = facts.metrics.append
         qualities = QUALITY_CODES
         metric_kind = PointKind.METRIC
@@ -335,17 +363,28 @@ class Converter:
             kind = point.kind
             if kind is metric_kind:
                 mid = metric_ids.get(point.name)
+                if mid is None and not interned:
+                    # All new names of the batch in one look-up: a batch of a thousand
+                    # new names costs one round trip, and names beyond the enterprise's
+                    # limit (or refused by the database) dead-letter their points.
+                    interned = True
+                    unknown = [  # in arrival order: the first new names are admitted
+                        p.name
+                        for p in batch.points
+                        if p.kind is metric_kind and p.name not in metric_ids
+                    ]
+                    metric_limit, bad_names = await self._intern(enterprise, unknown)
+                    mid = metric_ids.get(point.name)
                 if mid is None:
-                    try:
-                        await self._directory.intern_metrics([point.name])
-                    except DataRefused as exc:
-                        reject_point(
-                            index,
-                            f"database: {exc}",
-                            point.model_dump_json(exclude_none=True).encode(),
+                    why = bad_names.get(point.name)
+                    if why is None:
+                        why = (
+                            metric_limit.reason(point.name)
+                            if metric_limit is not None
+                            else f"metric name {point.name!r} was not interned"
                         )
-                        continue
-                    mid = metric_ids[point.name]
+                    reject_point(index, why, point.model_dump_json(exclude_none=True).encode())
+                    continue
                 # A plain tuple: a NamedTuple's Python-level __new__ costs more than the
                 # rest of the loop body. Same shape, so the writer cannot tell.
                 # Identity test first: hashing an Enum member for the dict runs Python code.

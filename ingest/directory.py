@@ -1,5 +1,12 @@
 """Registry look-ups for authorisation, cached: edges, devices, metric names.
 
+Metric names are cached per enterprise, and an enterprise may use at most
+``max_metric_names`` distinct names (:func:`zhizao.storage.facts.enterprise_metric_ids`):
+a name beyond that is refused, so neither the database nor these caches grow without
+bound for an edge that puts a serial number or a timestamp into its names. Once an
+enterprise is found full, its unknown names are refused without asking the database
+for ``miss_retry_s`` (another worker may meanwhile have admitted a name it then knows).
+
 Every point needs its edge's owner, its device's id and its metric's id; asking the
 database per point would cost more than writing the point. The caches are filled
 on first use. A miss (an edge or device not registered yet, or a device not on its
@@ -17,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from zhizao.storage.connection import Conn
-from zhizao.storage.facts import metric_ids
+from zhizao.storage.facts import MetricAdmission, enterprise_metric_ids
 from zhizao.storage.registry import device_refs, edge_owner, served_device_codes
 
 
@@ -45,17 +52,45 @@ class _Devices:
     loaded_at: float = float("-inf")
 
 
+#: Default of ``IngestSettings.max_metric_names``.
+DEFAULT_MAX_METRIC_NAMES = 2000
+
+
+@dataclass(frozen=True)
+class MetricLimit:
+    """Why names of an enterprise were refused: it has ``used`` of ``limit`` names."""
+
+    enterprise: str
+    used: int
+    limit: int
+
+    def reason(self, name: str) -> str:
+        return (
+            f"metric name {name!r} refused: enterprise {self.enterprise} already has"
+            f" {self.used} distinct metric names, the limit"
+            f" (ZHIZAO_INGEST_MAX_METRIC_NAMES={self.limit})"
+        )
+
+
 class Directory:
     def __init__(
-        self, db: ConnProvider, *, miss_retry_s: float = 5.0, ttl_s: float = 300.0
+        self,
+        db: ConnProvider,
+        *,
+        miss_retry_s: float = 5.0,
+        ttl_s: float = 300.0,
+        max_metric_names: int = DEFAULT_MAX_METRIC_NAMES,
     ) -> None:
         self._db = db
         self._miss_retry_s = miss_retry_s
         self._ttl_s = ttl_s
+        self.max_metric_names = max_metric_names
         self._edges: dict[str, tuple[EdgeRef | None, float]] = {}
         self._devices: dict[str, _Devices] = {}
-        #: Metric ids by name; read directly in the per-point loop.
-        self.metric_cache: dict[str, int] = {}
+        #: Metric ids by name, per enterprise; read directly in the per-point loop.
+        self._metrics: dict[str, dict[str, int]] = {}
+        #: Enterprises found at their limit, and when.
+        self._full: dict[str, tuple[MetricLimit, float]] = {}
 
     async def edge(self, edge_id: str) -> EdgeRef | None:
         now = time.monotonic()
@@ -109,15 +144,34 @@ class Directory:
         self._devices[enterprise] = entry
         return entry
 
-    def metric_id(self, name: str) -> int | None:
-        return self.metric_cache.get(name)
+    def metrics(self, enterprise: str) -> dict[str, int]:
+        """Metric ids by name that the enterprise may use (as far as known here)."""
+        found = self._metrics.get(enterprise)
+        if found is None:
+            found = self._metrics[enterprise] = {}
+        return found
 
-    async def intern_metrics(self, names: Iterable[str]) -> None:
-        wanted = [name for name in set(names) if name not in self.metric_cache]
+    async def intern_metrics(self, enterprise: str, names: Iterable[str]) -> MetricLimit | None:
+        """Make the enterprise's names known; the limit that refused some, if any.
+
+        Names refused stay out of :meth:`metrics`.
+        """
+        cache = self.metrics(enterprise)
+        wanted = [name for name in dict.fromkeys(names) if name not in cache]
         if not wanted:
-            return
+            return None
+        full = self._full.get(enterprise)
+        if full is not None and time.monotonic() - full[1] < self._miss_retry_s:
+            return full[0]
+        limit = self.max_metric_names
 
-        async def fetch(conn: Conn) -> dict[str, int]:
-            return await metric_ids(conn, wanted)
+        async def fetch(conn: Conn) -> MetricAdmission:
+            return await enterprise_metric_ids(conn, enterprise, wanted, limit=limit)
 
-        self.metric_cache.update(await self._db.run_lookup("intern_metrics", fetch))
+        admission = await self._db.run_lookup("intern_metrics", fetch)
+        cache.update(admission.ids)
+        if not admission.refused:
+            return None
+        refusal = MetricLimit(enterprise, admission.used or limit, limit)
+        self._full[enterprise] = (refusal, time.monotonic())
+        return refusal

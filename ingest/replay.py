@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ingest.convert import Converted, Converter, Inbound
-from ingest.directory import Directory
+from ingest.directory import DEFAULT_MAX_METRIC_NAMES, Directory
 from ingest.writer import WRITE_ERRORS, caused_by_data, database_reason, failure_of
 from zhizao.errors import ContractError, DataRefused
 from zhizao.storage.connection import Conn, connect
@@ -88,13 +88,14 @@ async def replay_dead_letters(
     reason_contains: str | None = None,
     limit: int = 10_000,
     max_future_s: float = 86_400,
+    max_metric_names: int = DEFAULT_MAX_METRIC_NAMES,
 ) -> ReplayReport:
     report = ReplayReport()
     lookups = await connect(db_url, autocommit=True)
     writes = await connect(db_url)
     async with lookups, writes:
         converter = Converter(
-            Directory(_OneConnection(lookups), miss_retry_s=0),
+            Directory(_OneConnection(lookups), miss_retry_s=0, max_metric_names=max_metric_names),
             max_future_ms=int(max_future_s * 1000),
         )
         after = 0

@@ -32,8 +32,8 @@ import structlog
 from ingest.broker import Broker
 from ingest.convert import Converted, Converter, Inbound
 from ingest.directory import Directory
-from ingest.health import HealthServer
 from ingest.metrics import IngestMetrics
+from ingest.rollup_service import RollupMetrics, RollupService
 from ingest.settings import IngestSettings
 from ingest.writer import (
     BatchWriter,
@@ -43,9 +43,8 @@ from ingest.writer import (
     ShutdownWhileUnavailable,
 )
 from zhizao.errors import ContractError
+from zhizao.health import HealthServer
 from zhizao.mqtt import ClientFactory, paho_client
-from zhizao.storage.connection import connect
-from zhizao.storage.rollups import run_rollups_periodically
 from zhizao.wire import parse_topic
 
 log = structlog.get_logger("ingest")
@@ -244,14 +243,16 @@ def _install_signals(stop: asyncio.Event) -> list[signal.Signals]:
     return installed
 
 
-def _start_rollups(settings: IngestSettings, stop: asyncio.Event) -> asyncio.Task[None] | None:
-    """The scheduled KPI rollups, when this worker runs them."""
+def _rollup_service(settings: IngestSettings, metrics: IngestMetrics) -> RollupService | None:
+    """The supervised KPI rollups, when this worker runs them (the demo, one-host trials)."""
     if not settings.rollups:
         return None
-    url = settings.database.url
-    return asyncio.create_task(
-        run_rollups_periodically(lambda: connect(url), settings.rollup, stop),
-        name="ingest-rollups",
+    return RollupService(
+        settings.database.url,
+        settings.rollup,
+        retry_initial_s=settings.retry_initial_s,
+        retry_max_s=settings.retry_max_s,
+        metrics=RollupMetrics(metrics.registry),
     )
 
 
@@ -267,21 +268,26 @@ def _tune_gc(young_threshold: int) -> Callable[[], None]:
 
 
 async def _start_health(
-    settings: IngestSettings, metrics: IngestMetrics, broker: Broker, db: Database
+    settings: IngestSettings,
+    metrics: IngestMetrics,
+    broker: Broker,
+    db: Database,
+    rollups: RollupService | None,
 ) -> HealthServer | None:
     if settings.health_port is None:
         return None
 
-    def status() -> dict[str, Any]:
+    def status() -> tuple[bool, dict[str, Any]]:
         broker_ok = broker.connected
         db_ok = db.healthy
         # Connected but refused its subscription by the broker's ACL: nothing would
         # ever arrive, so the worker is failing, with the topic and the reason.
         refused = broker.session.problems()
-        healthy = broker_ok and db_ok and not refused
-        return {
+        # Embedded rollups that fail make the worker failing too: silence was the bug.
+        rollups_ok = rollups is None or rollups.healthy
+        healthy = broker_ok and db_ok and not refused and rollups_ok
+        doc: dict[str, Any] = {
             "healthy": healthy,
-            "status": "ok" if healthy else "failing",
             "broker": settings.broker.address,
             "broker_connected": broker_ok,
             "broker_error": None if broker_ok else broker.session.last_error,
@@ -292,8 +298,18 @@ async def _start_health(
             "messages_acked": metrics.messages_acked,
             "rows_committed": metrics.points_committed,
         }
+        if rollups is not None:
+            doc["rollups"] = rollups.health()
+        return healthy, doc
 
-    health = HealthServer(metrics, status, settings.health_host, settings.health_port)
+    health = HealthServer(
+        "ingest",
+        status,
+        metrics.registry,
+        host=settings.health_host,
+        port=settings.health_port,
+        degraded_status="failing",
+    )
     await health.start()
     metrics.health_port = health.port
     return health
@@ -323,7 +339,10 @@ async def run_ingest(
         retry_max_s=settings.retry_max_s,
     )
     directory = Directory(
-        db, miss_retry_s=settings.registry_miss_retry_s, ttl_s=settings.registry_ttl_s
+        db,
+        miss_retry_s=settings.registry_miss_retry_s,
+        ttl_s=settings.registry_ttl_s,
+        max_metric_names=settings.max_metric_names,
     )
     converter = Converter(directory, max_future_ms=int(settings.max_future_s * 1000))
     broker = Broker(settings, metrics, client_factory=client_factory)
@@ -335,7 +354,8 @@ async def run_ingest(
     )
     pipeline = Pipeline(settings, broker, converter, writer, metrics)
 
-    health = await _start_health(settings, metrics, broker, db)
+    rollups = _rollup_service(settings, metrics)
+    health = await _start_health(settings, metrics, broker, db, rollups)
     metrics.database_ok.set(1)
     log.info(
         "ingest starting",
@@ -346,7 +366,9 @@ async def run_ingest(
     restore_gc = _tune_gc(settings.gc_young_threshold)
     broker_task = asyncio.create_task(broker.run(stop), name="ingest-broker")
     pipeline_task = asyncio.create_task(pipeline.run(stop), name="ingest-pipeline")
-    rollup_task = _start_rollups(settings, stop)
+    rollup_task = (
+        None if rollups is None else asyncio.create_task(rollups.run(stop), name="ingest-rollups")
+    )
     stop_task = asyncio.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait(

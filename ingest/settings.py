@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingest.directory import DEFAULT_MAX_METRIC_NAMES
 from zhizao.errors import ConfigError
 from zhizao.mqtt import BrokerConnection, TlsSettings
 from zhizao.settings import DatabaseSettings
@@ -142,6 +143,10 @@ class IngestSettings(BaseSettings):
     registry_miss_retry_s: float = Field(default=5.0, ge=0)
     #: Known edges and devices are re-read after this long (moves between enterprises).
     registry_ttl_s: float = Field(default=300.0, gt=0)
+    #: Distinct metric names one enterprise may use. Points under a new name beyond it
+    #: go to the dead letters (the reason names the enterprise and this limit), so a
+    #: misconfigured edge cannot grow the metric table and the caches without bound.
+    max_metric_names: int = Field(default=DEFAULT_MAX_METRIC_NAMES, ge=1)
     #: Backoff bounds for database and broker reconnects.
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=10.0, gt=0)
@@ -151,9 +156,10 @@ class IngestSettings(BaseSettings):
     health_host: str = "127.0.0.1"
     health_port: int | None = Field(default=9109, ge=0, le=65535)  # the edge has 9108
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    #: Run the KPI rollups on a schedule inside this worker (issue 5). Several workers
-    #: may all run them: an advisory lock lets one run at a time.
-    rollups: bool = True
+    #: Run the KPI rollups on a schedule inside this worker (the demo, one-host trials).
+    #: In production they are their own service, ``zhizao rollup serve``
+    #: (ingest.rollup_service); several of either may run: a lock lets one run at a time.
+    rollups: bool = False
     rollup: RollupSettings = Field(default_factory=RollupSettings)
 
     _broker: BrokerConnection = PrivateAttr()

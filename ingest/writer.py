@@ -48,7 +48,6 @@ two. Digests older than ``sequence_digest_retention_s`` are pruned.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ import structlog
 from ingest.convert import Converted, Inbound, PointRows
 from ingest.metrics import IngestMetrics
 from ingest.sequences import classify, received_before
+from zhizao.backoff import Backoff
 from zhizao.errors import DatabaseUnavailable, DataRefused
 from zhizao.storage.connection import Conn, connect, redact
 from zhizao.storage.deadletters import DeadLetterRow, write_dead_letters
@@ -84,10 +84,6 @@ log = structlog.get_logger("ingest.writer")
 T = TypeVar("T")
 
 Failure = Literal["outage", "schema", "data", "unexpected"]
-
-#: The backoff's own generator: the process-wide one belongs to whoever seeds it (a
-#: test framework replaying examples, say), and a reconnect must not disturb it.
-_JITTER = random.Random()  # noqa: S311 - jitter, not cryptography
 
 #: What a write may raise: the database's errors, and the driver's for a value it
 #: cannot send (UnicodeEncodeError for a lone surrogate, OverflowError, TypeError).
@@ -131,22 +127,6 @@ def database_reason(exc: BaseException) -> str:
 
 class ShutdownWhileUnavailable(Exception):
     """The worker is stopping and the database did not come back within the grace time."""
-
-
-@dataclass
-class Backoff:
-    initial: float
-    maximum: float
-    attempt: int = 0
-
-    def next_delay(self) -> float:
-        delay = min(self.maximum, self.initial * 2**self.attempt)
-        self.attempt += 1
-        # Jitter, so that several workers do not hammer a recovering server in step.
-        return float(delay * _JITTER.uniform(0.5, 1.0))
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class Database:

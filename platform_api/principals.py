@@ -28,7 +28,7 @@ from collections.abc import Callable
 import psycopg
 import structlog
 
-from ingest.writer import Backoff
+from zhizao.backoff import Backoff
 from zhizao.storage.connection import APPLICATION_NAME, Conn, connect
 from zhizao.storage.users import UserRow, user_by_id
 

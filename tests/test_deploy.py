@@ -21,6 +21,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.settings import EdgeSettings
 from ingest import ingest_settings
+from ingest.rollup_service import rollup_service_settings
 from tests.fix_mqtt import INGEST_USER, Mosquitto, edge_user, make_pki, shipped_mosquitto
 from tests.ingest.support import ENT_A
 from zhizao.wire import data_topic, subscription_filter
@@ -48,7 +49,9 @@ def _substitute(env: dict[str, str], replace: dict[str, str]) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines())
 
 
-@pytest.mark.parametrize("unit", ["zhizao-edge.service", "zhizao-ingest@.service"])
+@pytest.mark.parametrize(
+    "unit", ["zhizao-edge.service", "zhizao-ingest@.service", "zhizao-rollup@.service"]
+)
 def test_systemd_units_verify(unit: str, tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
@@ -101,8 +104,21 @@ def test_ingest_env_example_is_read_by_the_ingest_settings(
     assert settings.broker.tls.verify_hostname
     assert settings.shared_group == "ingest"
     assert settings.health_port == 9109
-    assert settings.rollups is True
+    assert settings.rollups is False  # zhizao rollup serve runs them
+
+
+def test_rollup_env_example_is_read_by_the_rollup_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = _env_file("rollup.env.example")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = rollup_service_settings()
+    assert settings.database.url == env["ZHIZAO_DB_URL"]
+    assert settings.health_port == 9110
+    assert (settings.retry_initial_s, settings.retry_max_s) == (1, 60)
     assert settings.rollup.interval_s == 60
+    assert settings.rollup.chunk_devices == 500
 
 
 # -- the shipped broker config ------------------------------------------------------

@@ -53,7 +53,6 @@ is pinned to the major version those were checked against (tests/kernel/test_mqt
 from __future__ import annotations
 
 import asyncio
-import random
 import ssl
 import threading
 import time
@@ -80,6 +79,7 @@ from pydantic import (
 )
 
 from zhizao.aio import call_on_loop
+from zhizao.backoff import Backoff
 from zhizao.errors import ConnectionReplaced, MqttError, PublishRejected
 
 log = structlog.get_logger("zhizao.mqtt")
@@ -554,7 +554,8 @@ class MqttSession:
         self._running = True
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        delay = self.connection.reconnect_min_s
+        first, longest = self.connection.reconnect_min_s, self.connection.reconnect_max_s
+        backoff = Backoff(first, max(first, longest), jitter=(0.8, 1.2))
         try:
             while not self._closing:
                 try:
@@ -566,16 +567,19 @@ class MqttSession:
                     self.connect_failures += 1
                     async with self.attempted:
                         self.attempted.notify_all()
+                    delay = backoff.next_delay()
                     log.warning(
-                        "mqtt connect failed", session=self.name, error=str(exc), retry_in_s=delay
+                        "mqtt connect failed",
+                        session=self.name,
+                        error=str(exc),
+                        retry_in_s=round(delay, 2),
                     )
                     if self._closing:
                         return
                     # The backoff itself, not synchronisation.
-                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311
-                    delay = min(delay * 2, self.connection.reconnect_max_s)
+                    await asyncio.sleep(delay)
                     continue
-                delay = self.connection.reconnect_min_s
+                backoff.reset()
                 async with self.attempted:
                     self.attempted.notify_all()
                 misc = asyncio.create_task(self._misc_loop(), name=f"{self.name}-misc")
@@ -596,7 +600,7 @@ class MqttSession:
                 log.warning("mqtt connection lost", session=self.name, error=self.last_error)
                 # A broker that accepts and then drops at once (a refused subscription
                 # that makes it hang up, a flapping link) must not be hammered.
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311
+                await asyncio.sleep(backoff.next_delay())
         finally:
             self._running = False
             # Cancelled while connected: drop the socket so nothing stays registered on

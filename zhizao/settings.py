@@ -22,15 +22,30 @@ class DatabaseSettings(BaseSettings):
         default="postgresql://postgres@127.0.0.1:5432/zhizao",
         description="libpq connection string or URL of the platform database",
     )
+    #: Connections of the platform API's pool (``zhizao api run``). The ingest worker
+    #: and the rollup service hold one or two connections each and use no pool.
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=8, ge=1)
     #: Raw metric points older than this are dropped by TimescaleDB's retention
-    #: policy. State changes and counts are kept: KPIs are recomputed from them.
+    #: policy; ``off`` (or ``none``) keeps them for ever. State changes and counts are
+    #: always kept: KPIs are recomputed from them. Reconciled by ``zhizao db upgrade``.
     metric_retention_days: int | None = Field(default=400, ge=1)
-    #: Chunks older than this are compressed (TimescaleDB only).
+    #: Chunks older than this are compressed (TimescaleDB only). Reconciled by
+    #: ``zhizao db upgrade``.
     compress_after_days: int = Field(default=7, ge=1)
     #: Use TimescaleDB when the extension is available to this server.
     use_timescaledb: bool = True
+
+    @field_validator("metric_retention_days", mode="before")
+    @classmethod
+    def _retention_off(cls, value: object) -> object:
+        # An env file cannot write None: "off" says it explicitly. An empty value is
+        # refused (by the int parser) rather than read as "keep everything".
+        if isinstance(value, str) and value.strip().lower() in ("off", "none"):
+            return None
+        if str(value).strip() == "0":
+            raise ValueError("0 days would drop every point: write off to keep them for ever")
+        return value
 
     @field_validator("url")
     @classmethod

@@ -74,6 +74,7 @@ from edge.opcua.config import (
 )
 from edge.opcua.presets import Segment, preset_inputs, preset_state
 from edge.sink import Sink
+from zhizao.backoff import Backoff
 from zhizao.errors import ConfigError
 from zhizao.wire import (
     CONNECTIVITY_EVENT,
@@ -244,7 +245,9 @@ class OpcUaCollector:
             await self._drop_client()
 
     async def _sessions(self, sink: Sink) -> None:
-        delay = self.config.reconnect.initial_s
+        reconnect = self.config.reconnect
+        # No jitter: one edge's sessions to one server do not retry in step.
+        backoff = Backoff(reconnect.initial_s, reconnect.max_s, reconnect.factor, jitter=(1.0, 1.0))
         while True:
             points_before = self._health.points_read
             try:
@@ -259,10 +262,10 @@ class OpcUaCollector:
             await self._set_connectivity(sink, online=False)
             if self._health.points_read > points_before:
                 # The session worked: this is a fresh failure, start the backoff over.
-                delay = self.config.reconnect.initial_s
+                backoff.reset()
+            delay = backoff.next_delay()
             log.info("OPC UA %s: reconnecting in %.1f s", self.config.name, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * self.config.reconnect.factor, self.config.reconnect.max_s)
 
     async def close(self) -> None:
         await self._drop_client()

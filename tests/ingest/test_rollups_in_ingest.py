@@ -1,11 +1,21 @@
-"""The ingest service runs the KPI rollups on its schedule (issue 5)."""
+"""An ingest worker with ZHIZAO_INGEST_ROLLUPS runs the rollup service inside (the demo's way)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import urllib.request
 
 from tests.fix_mqtt import Mosquitto
-from tests.ingest.support import T0, Publisher, Worker, register, wait_for_count, worker_settings
+from tests.ingest.support import (
+    T0,
+    Publisher,
+    Worker,
+    get_health,
+    register,
+    wait_for_count,
+    worker_settings,
+)
 from zhizao.storage.rollups import rollup_settings
 from zhizao.wire import data_topic
 
@@ -13,7 +23,7 @@ from zhizao.wire import data_topic
 async def test_ingest_rolls_up_what_it_stored(db_url: str, own_mosquitto: Mosquitto) -> None:
     a, _ = await register(db_url)
     worker = Worker(
-        worker_settings(db_url, own_mosquitto.url, rollups=True,
+        worker_settings(db_url, own_mosquitto.url, rollups=True, health_port=0,
                         rollup=rollup_settings(interval_s=0.5))
     )  # fmt: skip
     await worker.connected()
@@ -38,6 +48,15 @@ async def test_ingest_rolls_up_what_it_stored(db_url: str, own_mosquitto: Mosqui
             f" WHERE d.code = '{device}') s WHERE s.run = 1800 AND s.good = 7",
             1,
         )
+        # Its state is part of the worker's health, its figures of the worker's metrics.
+        code, health = await get_health(worker.metrics.health_port or 0)
+        assert code == 200
+        assert health["status"] == "ok"
+        assert health["rollups"]["consecutive_failures"] == 0
+        assert health["rollups"]["runs_ok"] >= 1
+        url = f"http://127.0.0.1:{worker.metrics.health_port}/metrics"
+        with await asyncio.to_thread(urllib.request.urlopen, url, timeout=5) as response:
+            assert b"zhizao_rollup_device_hours_total" in response.read()
     finally:
         publisher.close()
         await worker.close()

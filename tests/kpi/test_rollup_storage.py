@@ -227,34 +227,6 @@ async def test_make_up_working_day_is_scheduled_through_the_stored_calendar(conn
     ]
 
 
-async def test_scheduled_runs_keep_going_and_stop_when_asked(db_url: str) -> None:
-    import asyncio
-
-    from zhizao.storage.connection import connect
-    from zhizao.storage.rollups import RollupReport, rollup_settings, run_rollups_periodically
-
-    reports: list[RollupReport] = []
-    stop = asyncio.Event()
-
-    def seen(report: RollupReport) -> None:
-        reports.append(report)
-        if len(reports) == 2:
-            stop.set()
-
-    attempts: list[int] = []
-
-    async def flaky() -> Conn:
-        attempts.append(1)
-        if len(attempts) == 1:  # the first tick finds the database away
-            return await connect("postgresql://nobody@127.0.0.1:1/nothing")
-        return await connect(db_url)
-
-    settings = rollup_settings(interval_s=0.05)
-    await asyncio.wait_for(run_rollups_periodically(flaky, settings, stop, on_report=seen), 30)
-    assert len(reports) == 2  # the unreachable database was skipped, not fatal
-    assert len(attempts) == 3
-
-
 async def test_concurrent_writers_of_the_same_devices_never_wait_for_each_other(
     conn: Conn, db_url: str
 ) -> None:

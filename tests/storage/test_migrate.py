@@ -104,3 +104,38 @@ async def test_a_skipped_older_migration_is_refused(empty_db_url: str) -> None:
         await conn.commit()
     with pytest.raises(MigrationError, match=r"migration 2 \(facts\) is older than"):
         await upgrade(settings)
+
+
+async def test_0016_counts_the_metric_names_each_enterprise_already_stored(
+    empty_db_url: str,
+) -> None:
+    """Upgraded with points stored: every enterprise keeps the names it has (skip scan)."""
+    from tests.kpi.seed import ENT, ENT2, at, seed
+    from zhizao.storage.facts import FactBatch, MetricRow, metric_ids, write_facts
+
+    settings = DatabaseSettings(url=empty_db_url)
+    await upgrade(settings, target=15)
+    conn = await connect(empty_db_url)
+    async with conn:
+        ids = await seed(conn)
+        m = await metric_ids(conn, ["speed", "load", "temp", "unused"])
+        await write_facts(conn, FactBatch(metrics=[
+            MetricRow(ids["CNC-1"], m["speed"], at(0), 1.0, 0),
+            MetricRow(ids["CNC-1"], m["speed"], at(1), 1.0, 0),
+            MetricRow(ids["CNC-1"], m["load"], at(0), 1.0, 0),
+            MetricRow(ids["CNC-2"], m["temp"], at(0), 1.0, 0),
+            MetricRow(ids["LOOM-1"], m["load"], at(0), 1.0, 0),
+        ]))  # fmt: skip
+        await conn.commit()
+    await upgrade(settings)
+    conn = await connect(empty_db_url)
+    async with conn:
+        cur = await conn.execute(
+            "SELECT e.credit_code, n.name FROM enterprise_metric em"
+            " JOIN enterprise e ON e.id = em.enterprise_id"
+            " JOIN metric_name n ON n.id = em.metric_id"
+            " ORDER BY 1, 2"
+        )
+        assert await cur.fetchall() == sorted(
+            [(ENT, "load"), (ENT, "speed"), (ENT, "temp"), (ENT2, "load")]
+        )

@@ -169,6 +169,25 @@ async def test_migrations_on_timescaledb_and_results_match_plain_postgresql(
             )
             assert await cur.fetchall() == [("metric_point", "90 days")]
 
+        # So is a changed compression age (one policy per hypertable, replaced), and
+        # retention turned off removes its policy.
+        await upgrade(
+            DatabaseSettings(url=server.url, metric_retention_days="off", compress_after_days=3)
+        )
+        conn = await connect(server.url)
+        async with conn:
+            cur = await conn.execute(
+                "SELECT hypertable_name, config->>'compress_after'"
+                " FROM timescaledb_information.jobs WHERE proc_name = 'policy_compression'"
+                " ORDER BY 1"
+            )
+            assert await cur.fetchall() == [(t, "3 days") for t in sorted(HYPERTABLES)]
+            cur = await conn.execute(
+                "SELECT count(*) FROM timescaledb_information.jobs"
+                " WHERE proc_name = 'policy_retention'"
+            )
+            assert await cur.fetchone() == (0,)
+
             await _load(conn)
             on_timescale = await _snapshot(conn)
             await write_facts(conn, FactBatch(metrics=[MetricRow(1, 1, T0, 1.0, 0)]))

@@ -57,6 +57,7 @@ from edge.simulator.edge_config import edge_config_for
 from edge.simulator.run import run_simulator
 from edge.simulator.scenario import FaultKind, Scenario, load_scenario, resolve
 from ingest import ingest_settings, run_ingest
+from ingest.rollup_service import RollupService
 from zhizao.calendar import ShiftCalendar, load_calendars, shift_instances
 from zhizao.cli.common import DbUrlOption, console, fail, one_line
 from zhizao.cli.db import upgrade_database
@@ -89,7 +90,6 @@ from zhizao.storage.kpi import (
 from zhizao.storage.rollups import (
     rollup_settings,
     run_rollups,
-    run_rollups_periodically,
     store_calendars,
 )
 from zhizao.wire import StateClass
@@ -850,9 +850,11 @@ async def _run(  # noqa: PLR0917 - one parameter per CLI option
         # the simulator sharing this process are not held up by it.
         clock = SimClock(scenario.start, scenario.duration, speed)
         clock.begin()
-        services.spawn(run_rollups_periodically(
-            lambda: connect(url), DEMO_ROLLUPS, services.stop, until=clock.now
-        ))  # fmt: skip
+        # The supervised rollup service of production (`zhizao rollup serve`), in process.
+        rollups = RollupService(
+            url, DEMO_ROLLUPS, retry_initial_s=0.5, retry_max_s=5, until=clock.now
+        )
+        services.spawn(rollups.run(services.stop))  # fmt: skip
         console.print(
             f"[green]✓[/] simulator ({scenario.name}, {len(scenario.devices)} devices,"
             f" {speed:g}x), edge {DEMO_EDGE} and ingest running; logs in {endpoints.logs}"

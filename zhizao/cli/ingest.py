@@ -121,6 +121,7 @@ def replay_command(
                 enterprise=enterprise,
                 reason_contains=reason,
                 limit=limit,
+                max_metric_names=ingest_settings().max_metric_names,
             )
         )
     except ZhizaoError as exc:

@@ -1,4 +1,4 @@
-"""``zhizao rollup``: bring the hour and day rollups up to date, or backfill them."""
+"""``zhizao rollup``: the rollup service; bring the rollups up to date, or backfill them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ingest.rollup_service import rollup_service_settings, serve_rollups
 from zhizao.cli.common import DbUrlOption, console, db_settings, fail
 from zhizao.errors import InvalidValue, ZhizaoError
 from zhizao.storage.connection import connect
@@ -104,3 +105,36 @@ def run_command(
         f" {report.dirty_marks} dirty marks consumed in {report.seconds:.2f} s"
         f" ({report.device_hours_per_s:,.0f} device-hours/s)"
     )
+
+
+@app.command("serve")
+def serve_command(
+    db_url: DbUrlOption = None,
+    health_port: int | None = typer.Option(
+        None, help="Port of /health and /metrics (env ZHIZAO_ROLLUP_HEALTH_PORT, default 9110)."
+    ),
+    interval_s: float | None = typer.Option(
+        None, min=0.01, help="Seconds between runs (env ZHIZAO_KPI_INTERVAL_S, default 60)."
+    ),
+    until: str | None = typer.Option(
+        None,
+        help="Roll up to this fixed instant instead of the database clock (replays of"
+        " history, tests).",
+    ),
+) -> None:
+    """Run the rollups on a schedule until SIGTERM, with /health and /metrics.
+
+    Restarts a failed run with backoff; several may run at once (one computes at a
+    time, the others stand by). docs/operations.md.
+    """
+    overrides: dict[str, object] = {"database": db_settings(db_url)}
+    if health_port is not None:
+        overrides["health_port"] = health_port
+    try:
+        fixed = parse_instant(until, "--until")
+        settings = rollup_service_settings(**overrides)
+        if interval_s is not None:
+            settings.rollup = settings.rollup.model_copy(update={"interval_s": interval_s})
+        asyncio.run(serve_rollups(settings, until=None if fixed is None else (lambda: fixed)))
+    except ZhizaoError as exc:
+        raise fail(exc) from exc

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
+from zhizao.errors import DataRefused
 from zhizao.storage.connection import Conn
 from zhizao.wire import Quality, StateClass
 
@@ -408,3 +409,77 @@ async def write_missed_deaths(conn: Conn, rows: Sequence[EdgeStatusRow]) -> int:
         ),
     )
     return max(cur.rowcount, 0)
+
+
+#: Classid of the advisory locks that serialise admissions of names per enterprise.
+_METRIC_LOCK_CLASS = 0x7A6D  # "zm"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricAdmission:
+    """Metric names asked for one enterprise: the ids of those it may use."""
+
+    ids: dict[str, int]
+    #: Names refused because the enterprise has ``limit`` names already.
+    refused: tuple[str, ...]
+    #: Distinct names the enterprise has now (None: not counted, nothing was new).
+    used: int | None
+
+
+async def enterprise_metric_ids(
+    conn: Conn, credit_code: str, names: Iterable[str], *, limit: int
+) -> MetricAdmission:
+    """Ids of metric names for an enterprise, admitting new ones up to ``limit`` names.
+
+    Names the enterprise has used before always pass. New names are admitted in the
+    order given (the order they arrived in) while it has fewer than ``limit``; the rest
+    are refused and not interned, so neither ``metric_name`` nor any cache grows for
+    them. Runs in a transaction of its
+    own holding the enterprise's admission lock: two workers admitting names for one
+    enterprise at once cannot take it past the limit. Call it outside a transaction.
+    """
+    wanted = list(dict.fromkeys(names))
+    async with conn.transaction():
+        cur = await conn.execute("SELECT id FROM enterprise WHERE credit_code = %s", (credit_code,))
+        row = await cur.fetchone()
+        if row is None:
+            raise DataRefused(f"enterprise {credit_code} is not in the registry")
+        if not wanted:
+            return MetricAdmission({}, (), None)
+        enterprise_id = int(row[0])
+        known = await _enterprise_metrics(conn, enterprise_id, wanted)
+        if len(known) == len(wanted):
+            return MetricAdmission(known, (), None)
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(%s, %s)", (_METRIC_LOCK_CLASS, enterprise_id)
+        )
+        # Again under the lock: another worker may have admitted some meanwhile.
+        known = await _enterprise_metrics(conn, enterprise_id, wanted)
+        cur = await conn.execute(
+            "SELECT count(*) FROM enterprise_metric WHERE enterprise_id = %s", (enterprise_id,)
+        )
+        count_row = await cur.fetchone()
+        used = 0 if count_row is None else int(count_row[0])
+        new = [name for name in wanted if name not in known]
+        room = max(0, limit - used)
+        admitted, refused = new[:room], tuple(new[room:])
+        if admitted:
+            ids = await metric_ids(conn, admitted)
+            await conn.execute(
+                "INSERT INTO enterprise_metric (enterprise_id, metric_id)"
+                " SELECT %s, unnest(%s::int4[]) ON CONFLICT DO NOTHING",
+                (enterprise_id, list(ids.values())),
+            )
+            known.update(ids)
+        return MetricAdmission(known, refused, used + len(admitted))
+
+
+async def _enterprise_metrics(
+    conn: Conn, enterprise_id: int, names: Sequence[str]
+) -> dict[str, int]:
+    cur = await conn.execute(
+        "SELECT n.name, n.id FROM enterprise_metric em JOIN metric_name n ON n.id = em.metric_id"
+        " WHERE em.enterprise_id = %s AND n.name = ANY(%s)",
+        (enterprise_id, list(names)),
+    )
+    return {str(name): int(pk) for name, pk in await cur.fetchall()}

@@ -11,7 +11,8 @@ TimescaleDB is not a migration: whether the extension exists depends on the serv
 not on the schema version. After the migrations, :func:`apply_timescale` reconciles
 hypertables, compression and retention with the settings on every upgrade, so a
 changed retention takes effect and a server that gains the extension later is
-converted then. Reference data (the GB/T 2260 regions of Zhejiang) is reconciled the
+converted then; the same holds for a changed compression age, and retention turned
+off removes the policy. Reference data (the GB/T 2260 regions of Zhejiang) is reconciled the
 same way.
 
 Every command that reads or writes the schema first checks, with
@@ -257,12 +258,18 @@ async def apply_timescale(conn: Conn, settings: DatabaseSettings) -> bool:
                         f" timescaledb.compress_segmentby = '{segment_by}',"
                         " timescaledb.compress_orderby = 'time DESC')"
                     )
+                # Reconciled like retention: the policy is replaced, so a changed
+                # compress_after_days applies (if_not_exists kept the first one forever).
                 await conn.execute(
-                    "SELECT add_compression_policy(%s::regclass, %s::interval,"
-                    " if_not_exists => true)",
+                    "SELECT remove_compression_policy(%s::regclass, if_exists => true)",
+                    (table,),
+                )
+                await conn.execute(
+                    "SELECT add_compression_policy(%s::regclass, %s::interval)",
                     (table, f"{settings.compress_after_days} days"),
                 )
-            # Retention is reconciled: drop the old policy so a changed setting applies.
+            # Retention is reconciled: drop the old policy so a changed setting applies;
+            # none is added when it is turned off (ZHIZAO_DB_METRIC_RETENTION_DAYS=off).
             await conn.execute("SELECT remove_retention_policy('metric_point', if_exists => true)")
             if settings.metric_retention_days is not None:
                 await conn.execute(
@@ -274,6 +281,7 @@ async def apply_timescale(conn: Conn, settings: DatabaseSettings) -> bool:
     log.info(
         "timescaledb reconciled",
         hypertables=len(HYPERTABLES),
-        metric_retention_days=settings.metric_retention_days,
+        metric_retention_days=settings.metric_retention_days or "off",
+        compress_after_days=settings.compress_after_days,
     )
     return True

@@ -28,26 +28,28 @@ So a plain run never needs ``since``: the cost is the hours that changed, the ho
 coverage adds (once), and the carried window.
 
 Each chunk of devices is one transaction that consumes its dirty marks together
-with writing the rollups, so a crash loses no mark. Upserts only touch rows whose
-values differ: rerunning changes nothing, not even ``computed_at``. Day rows are sums
+with writing the rollups, so a crash loses no mark. A run holds a session-level advisory
+lock from start to end: :func:`run_rollups` waits for it (the CLI), :func:`try_run_rollups`
+returns None when another run holds it (the rollup services, ``ingest.rollup_service``,
+of which several may run: one computes, the others stand by). A run killed mid-way
+releases the lock with its connection; its open chunk rolls back with its marks.
+Upserts only touch rows whose values differ: rerunning changes nothing, not even
+``computed_at``. Day rows are sums
 of hour rows, which is exact for time zones at whole-hour offsets from UTC (every
 zone in China); the job refuses others rather than mis-assign time.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cache
 from time import perf_counter
 from zoneinfo import ZoneInfo
 
-import psycopg
 import structlog
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -61,7 +63,7 @@ from zhizao.calendar import (
     subtract,
     to_ms,
 )
-from zhizao.errors import DatabaseUnavailable, InvalidValue, StorageError
+from zhizao.errors import InvalidValue, StorageError
 from zhizao.oee import OeeComponents
 from zhizao.rollup import HOUR_MS, Bucket, CountPoint, StatePoint, hour_edges, split
 from zhizao.storage.connection import Conn
@@ -81,7 +83,7 @@ Progress = Callable[[int, int], None]
 
 
 class RollupSettings(BaseSettings):
-    """How the rollup job runs, wherever it runs (ingest service, demo, CLI)."""
+    """How the rollup job runs, wherever it runs (rollup service, ingest, demo, CLI)."""
 
     model_config = SettingsConfigDict(env_prefix="ZHIZAO_KPI_", extra="ignore")
 
@@ -869,6 +871,9 @@ async def run_rollups(
 ) -> RollupReport:
     """Bring the hour and day rollups up to date; safe to call often and concurrently.
 
+    Waits while another run (another rollup service, a CLI backfill) holds the rollup
+    lock; :func:`try_run_rollups` returns at once instead.
+
     A plain run carries devices forward from the previous run, extends each device's
     coverage back to its first day with data or commissioning (at most ``history_days``
     before today for a device without older data) and recomputes what was marked dirty
@@ -879,10 +884,88 @@ async def run_rollups(
     is then left alone, since the others were not carried forward). Commits per chunk:
     call it on a connection without an open transaction.
     """
+    report = await _run_rollups(
+        conn,
+        wait=True,
+        since=since,
+        until=until,
+        micro_stop_s=micro_stop_s,
+        chunk_devices=chunk_devices,
+        history_days=history_days,
+        progress=progress,
+        device_ids=device_ids,
+    )
+    if report is None:  # a waiting run always gets the lock
+        raise StorageError("the rollup lock was not taken")
+    return report
+
+
+async def try_run_rollups(
+    conn: Conn,
+    *,
+    until: datetime | None = None,
+    micro_stop_s: float = 120.0,
+    chunk_devices: int = 500,
+    history_days: int = DEFAULT_HISTORY_DAYS,
+    locked: Callable[[], None] | None = None,
+) -> RollupReport | None:
+    """Like :func:`run_rollups`, but None at once when another run holds the lock.
+
+    For the rollup services: of several running at once (two hosts), one computes and
+    the others stand by until its run ends, instead of each holding a connection
+    blocked on the lock. ``locked`` is called once the lock is taken (the service's
+    health then says it is computing).
+    """
+    return await _run_rollups(
+        conn,
+        wait=False,
+        since=None,
+        until=until,
+        micro_stop_s=micro_stop_s,
+        chunk_devices=chunk_devices,
+        history_days=history_days,
+        progress=None,
+        device_ids=None,
+        locked=locked,
+    )
+
+
+async def _take_lock(conn: Conn, *, wait: bool) -> bool:
+    """The rollup lock: a session lock, held across the run's many chunk transactions.
+
+    A crashed run's lock goes with its connection, and the marks of its uncommitted
+    chunk stay. False when ``wait`` is off and another run holds it.
+    """
+    if wait:
+        await conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        taken = True
+    else:
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,))
+        row = await cur.fetchone()
+        taken = row is not None and bool(row[0])
+    await conn.commit()
+    return taken
+
+
+async def _run_rollups(
+    conn: Conn,
+    *,
+    wait: bool,
+    since: datetime | None,
+    until: datetime | None,
+    micro_stop_s: float,
+    chunk_devices: int,
+    history_days: int,
+    progress: Progress | None,
+    device_ids: Sequence[int] | None,
+    locked: Callable[[], None] | None = None,
+) -> RollupReport | None:
     started = perf_counter()
     micro_ms = round(micro_stop_s * 1000)
-    await conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
-    await conn.commit()
+    if not await _take_lock(conn, wait=wait):
+        return None
+    if locked is not None:
+        locked()
     try:
         now_ms = to_ms(until) if until is not None else await _db_now_ms(conn)
         cur = await conn.execute(
@@ -954,46 +1037,3 @@ async def run_rollups(
         dirty_marks=total_marks,
         seconds=perf_counter() - started,
     )
-
-
-async def run_rollups_periodically(
-    connect_db: Callable[[], Awaitable[Conn]],
-    settings: RollupSettings,
-    stop: asyncio.Event,
-    *,
-    on_report: Callable[[RollupReport], None] | None = None,
-    until: Callable[[], datetime] | None = None,
-) -> None:
-    """Run :func:`run_rollups` every ``settings.interval_s`` until ``stop`` is set.
-
-    For the ingest service and the demo. A database outage or a failed run is logged and
-    retried at the next tick: the dirty marks stay until a run commits, so nothing is
-    lost while the database is away. ``until`` is the clock of each run (default: the
-    database's): the demo gives its simulated clock, so that a day replayed from the
-    past is rolled up as far as it has been simulated, not carried forward to today.
-    """
-    while not stop.is_set():
-        try:
-            conn = await connect_db()
-            async with conn:
-                report = await run_rollups(
-                    conn,
-                    micro_stop_s=settings.micro_stop_s,
-                    chunk_devices=settings.chunk_devices,
-                    history_days=settings.history_days,
-                    until=None if until is None else until(),
-                )
-            log.info(
-                "rollups run",
-                device_hours=report.device_hours,
-                dirty_marks=report.dirty_marks,
-                seconds=round(report.seconds, 3),
-            )
-            if on_report is not None:
-                on_report(report)
-        except DatabaseUnavailable as exc:
-            log.warning("rollups skipped: database unavailable", error=str(exc))
-        except (StorageError, psycopg.Error) as exc:
-            log.exception("rollup run failed; retrying at the next tick", error=str(exc))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=settings.interval_s)
