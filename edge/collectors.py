@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edge.collector import Collector
 from edge.mqtt.collector import MqttCollector
 from edge.mqtt.config import MqttSourceConfig
 from edge.opcua.collector import OpcUaCollector
 from edge.opcua.config import OpcUaSourceConfig
+from edge.source import Collector
 from zhizao.errors import ConfigError
 
 

@@ -1,6 +1,6 @@
 """The OPC UA collector: subscribe (or poll), normalise, hand points to the sink.
 
-Lifecycle (edge.collector): the config was validated before construction;
+Lifecycle (edge.source): the config was validated before construction;
 ``run(sink)`` loops over *sessions* until cancelled; ``close()`` ends the current one.
 
 One session is: connect (with the configured security, checking the server
@@ -52,7 +52,6 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError
 from cryptography import x509
 
-from edge.collector import SourceHealth
 from edge.counters import (
     CumulativeCounter,
     Step,
@@ -74,6 +73,7 @@ from edge.opcua.config import (
 )
 from edge.opcua.presets import Segment, preset_inputs, preset_state
 from edge.sink import Sink
+from edge.source import SourceHealth
 from zhizao.backoff import Backoff
 from zhizao.errors import ConfigError
 from zhizao.wire import (
