@@ -3,7 +3,7 @@
 The seam between one ``sources:`` entry and the rest of the edge, as
 :mod:`edge.sink` is the seam on the other side: a source's collector reads points,
 the sink takes them. The implementations are :mod:`edge.opcua.collector` and
-:mod:`edge.mqtt.collector`; :mod:`edge.collectors` maps a ``type`` to one.
+:mod:`edge.mqtt.collector`; :mod:`edge.source_types` maps a ``type`` to one.
 
 A collector follows one lifecycle: validate once, then run, then close. It is built
 from its validated config section (a pydantic model; errors name the file and key

@@ -1,4 +1,4 @@
-"""The explicit map of collector types: ``type`` in the YAML → builder.
+"""The source types the edge knows: ``type`` of a ``sources:`` entry → collector builder.
 
 A new collector type is added here by hand, next to its config model in the
 ``sources`` union of :mod:`edge.config`; nothing is ever loaded by string path.
