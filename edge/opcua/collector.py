@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -87,7 +87,16 @@ from zhizao.wire import (
 
 log = logging.getLogger(__name__)
 
-ClientFactory = Callable[[str, float], Client]
+
+class OpcUaClientFactory(Protocol):
+    """Builds the asyncua client: (endpoint URL, request timeout in s) → unconnected client.
+
+    Not :class:`zhizao.mqtt.ClientFactory`, which builds paho clients.
+    """
+
+    def __call__(self, endpoint: str, timeout: float) -> Client: ...
+
+
 Clock = Callable[[], int]
 
 SERVER_CURRENT_TIME = ua.NodeId.from_string(f"i={ObjectIds.Server_ServerStatus_CurrentTime}")
@@ -99,7 +108,7 @@ _ITEMS_PER_REQUEST = 500
 _DISCONNECT_TIMEOUT_S = 5.0
 
 
-def default_client(endpoint: str, timeout: float) -> Client:
+def asyncua_client(endpoint: str, timeout: float) -> Client:
     # asyncua probes the server every watchdog interval and gives the probe that long;
     # at its default (1 s) a server busy with a large TranslateBrowsePaths or
     # CreateMonitoredItems request looks dead. Our heartbeat watches the data path.
@@ -191,7 +200,7 @@ class OpcUaCollector:
         self,
         config: OpcUaSourceConfig,
         *,
-        client_factory: ClientFactory = default_client,
+        client_factory: OpcUaClientFactory = asyncua_client,
         clock: Clock = wall_clock_ms,
     ) -> None:
         self.config = config
@@ -853,7 +862,9 @@ async def _apply_security(client: Client, security: Security) -> None:
     )
 
 
-async def connect(config: OpcUaSourceConfig, factory: ClientFactory = default_client) -> Client:
+async def connect(
+    config: OpcUaSourceConfig, factory: OpcUaClientFactory = asyncua_client
+) -> Client:
     """A connected client, or an exception naming what went wrong."""
     client = factory(config.endpoint, config.request_timeout_s)
     try:
@@ -1084,7 +1095,7 @@ def _display(node_id: ua.NodeId, namespaces: Sequence[str]) -> str:
 
 
 async def check_source(
-    config: OpcUaSourceConfig, *, client_factory: ClientFactory = default_client
+    config: OpcUaSourceConfig, *, client_factory: OpcUaClientFactory = asyncua_client
 ) -> list[NodeCheck]:
     """Connect, resolve every mapped variable, read it: what an installer runs first.
 
