@@ -36,7 +36,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,13 +52,7 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError
 from cryptography import x509
 
-from edge.counters import (
-    CumulativeCounter,
-    Step,
-    anomaly_event,
-    as_total,
-    rebaseline_event,
-)
+from edge.counters import CumulativeCounter, Step
 from edge.opcua.config import (
     NodeMapping,
     OpcUaSourceConfig,
@@ -72,6 +66,16 @@ from edge.opcua.config import (
     parse_node_id,
 )
 from edge.opcua.presets import Segment, preset_inputs, preset_state
+from edge.opcua.values import (
+    Reading,
+    Rejected,
+    count_points,
+    metric_point,
+    new_counter,
+    quality_of,
+    reading_of,
+    state_point,
+)
 from edge.sink import Sink
 from edge.source import SourceHealth
 from zhizao.backoff import Backoff
@@ -117,26 +121,6 @@ def asyncua_client(endpoint: str, timeout: float) -> Client:
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def quality_of(status: ua.StatusCode | None) -> Quality:
-    """OPC UA status code → quality: the top two bits are the severity."""
-    if status is None:
-        return Quality.GOOD
-    severity = int(status.value) >> 30
-    if severity == 0:
-        return Quality.GOOD
-    if severity == 1:
-        return Quality.UNCERTAIN
-    return Quality.BAD
-
-
-def _ms(moment: datetime | None) -> int | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:  # asyncua hands out naive UTC on some paths
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 class SessionLost(Exception):
@@ -483,89 +467,43 @@ class OpcUaCollector:
 
     # -- values to points ---------------------------------------------------------
 
-    def _timestamp(self, target: Target, value: ua.DataValue) -> int:
-        if target.timestamp is TimestampChoice.RECEIPT:
-            return self._clock()
-        source = _ms(value.SourceTimestamp)
-        server = _ms(value.ServerTimestamp)
-        if target.timestamp is TimestampChoice.SERVER:
-            return server or source or self._clock()
-        return source or server or self._clock()
-
     def _convert(self, target: Target, value: ua.DataValue | None) -> list[Point]:
+        """The points of one value (edge.opcua.values); a rejected one is a node error."""
         if value is None:
             return []
-        quality = quality_of(value.StatusCode)
-        raw = value.Value.Value if value.Value is not None else None
-        if quality is Quality.BAD or raw is None:
-            code = value.StatusCode.name if value.StatusCode is not None else "no value"
-            self._node_error(target, f"{target.address}: {code}")
+        reading = reading_of(value, target.timestamp, self._clock())
+        if isinstance(reading, Rejected):
+            self._node_error(target, f"{target.address}: {reading.reason}")
             return []
         self.node_errors.pop(target.label, None)
-        ts = self._timestamp(target, value)
         if target.preset is not None:
-            return self._preset_point(target, raw, ts, quality)
+            return self._preset_point(target, reading.raw, reading.ts, reading.quality)
         mapping = target.mapping
         assert mapping is not None  # noqa: S101 - a target has a mapping or a preset
         if mapping.kind is PointKind.METRIC:
-            number = raw if isinstance(raw, bool) else float(raw)
-            return [
-                Point(
-                    device=mapping.device,
-                    ts=ts,
-                    kind=PointKind.METRIC,
-                    name=mapping.name,
-                    value=number,
-                    quality=quality,
-                )
-            ]
+            return [metric_point(mapping, reading)]
         if mapping.kind is PointKind.COUNT:
-            return self._count_point(target, mapping, raw, ts)
-        return self._state_point(target, mapping, raw, ts, quality)
+            return self._count_point(target, mapping, reading)
+        return self._state_point(target, mapping, reading)
 
-    def _state_point(
-        self, target: Target, mapping: NodeMapping, raw: Any, ts: int, quality: Quality
-    ) -> list[Point]:
-        state = mapping.state_for(getattr(raw, "Text", raw))
-        if state is None:
-            self._node_error(target, f"raw state {raw!r} is not in the state_map")
+    def _state_point(self, target: Target, mapping: NodeMapping, reading: Reading) -> list[Point]:
+        point = state_point(mapping, reading)
+        if isinstance(point, Rejected):
+            self._node_error(target, point.reason)
             return []
-        return [
-            Point(
-                device=mapping.device,
-                ts=ts,
-                kind=PointKind.STATE,
-                name=mapping.name,
-                value=state.value,
-                quality=quality,
-                raw=str(raw)[:256],
-            )
-        ]
+        return [point]
 
-    def _count_point(self, target: Target, mapping: NodeMapping, raw: Any, ts: int) -> list[Point]:
-        total = as_total(raw)
-        if total is None:
-            self._node_error(target, f"counter value {raw!r} is not an integer")
-            return []
+    def _count_point(self, target: Target, mapping: NodeMapping, reading: Reading) -> list[Point]:
         counter = self._counters.get(target.label)
         if counter is None:
-            counter = self._counters[target.label] = CumulativeCounter(
-                bits=mapping.counter_bits,
-                rollover=mapping.rollover,
-                max_increment=mapping.max_increment,
-                ideal_cycle_s=mapping.ideal_cycle_s,
-                factor=self.config.plausibility_factor,
+            counter = self._counters[target.label] = new_counter(
+                mapping, self.config.plausibility_factor
             )
-        step = counter.update(total, ts)
-        device, name = mapping.device, mapping.name
-        if step.step is Step.INVALID:
-            limit = (
-                f"the rollover {mapping.rollover}"
-                if mapping.rollover is not None
-                else f"a {mapping.counter_bits}-bit counter"
-            )
-            self._node_error(target, f"counter total {total} does not fit {limit}; not counted")
+        counted = count_points(mapping, counter, reading, rebaseline_reason=self._rebaseline_reason)
+        if isinstance(counted, Rejected):
+            self._node_error(target, counted.reason)
             return []
+        step, device, name = counted.step, mapping.device, mapping.name
         if step.step in (Step.RESET, Step.WRAP) or step.step.is_anomaly:
             # A wrap is routine for a counter with a small rollover; the others are not.
             log.log(
@@ -576,31 +514,14 @@ class OpcUaCollector:
                 name,
                 step.step.value,
                 step.previous,
-                total,
+                counted.total,
                 step.implied,
             )
         if step.step is Step.REBASELINE:
             self._health.count(self._health.counter_rebaselines, device, name)
-            return [
-                rebaseline_event(
-                    device, name, ts=ts, step=step, total=total, reason=self._rebaseline_reason
-                )
-            ]
-        if step.step.is_anomaly:
+        elif step.step.is_anomaly:
             self._health.count(self._health.counter_anomalies, device, name)
-            return [anomaly_event(device, name, ts=ts, step=step, total=total, guard=counter)]
-        if step.increment <= 0:
-            return []
-        return [
-            Point(
-                device=device,
-                ts=ts,
-                kind=PointKind.COUNT,
-                name=name,
-                value=step.increment,
-                raw=str(total),
-            )
-        ]
+        return list(counted.points)
 
     def _preset_point(self, target: Target, raw: Any, ts: int, quality: Quality) -> list[Point]:
         """Queue one input; states are computed in _flush_presets after the batch.
