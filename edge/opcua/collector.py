@@ -31,11 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,7 +55,6 @@ from edge.counters import CumulativeCounter, Step
 from edge.opcua.config import (
     NodeMapping,
     OpcUaSourceConfig,
-    PresetMapping,
     ReadMode,
     Security,
     SecurityMode,
@@ -65,7 +63,13 @@ from edge.opcua.config import (
     parse_browse_path,
     parse_node_id,
 )
-from edge.opcua.presets import Segment, preset_inputs, preset_state
+from edge.opcua.presets import (
+    PresetReading,
+    PresetState,
+    Segment,
+    judge_batch,
+    preset_inputs,
+)
 from edge.opcua.values import (
     Reading,
     Rejected,
@@ -86,7 +90,6 @@ from zhizao.wire import (
     Point,
     PointKind,
     Quality,
-    StateClass,
 )
 
 log = logging.getLogger(__name__)
@@ -144,25 +147,6 @@ class Target:
     node_id: ua.NodeId | None = None
 
 
-@dataclass
-class PresetState:
-    mapping: PresetMapping
-    expected: set[str] = field(default_factory=set)
-    values: dict[str, Any] = field(default_factory=dict)
-    last: StateClass | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _PresetInput:
-    """One notification of a preset's input, until the batch it came in is judged."""
-
-    ts: int
-    key: str
-    raw: Any
-    quality: Quality
-    target: Target
-
-
 @dataclass(frozen=True, slots=True)
 class NodeCheck:
     """What ``zhizao edge check`` prints for one mapped variable."""
@@ -200,7 +184,7 @@ class OpcUaCollector:
         #: the server's ServerStatus/StartTime as read at the last connect
         self._server_started: datetime | None = None
         #: preset inputs of the batch being taken, in arrival order
-        self._pending: list[_PresetInput] = []
+        self._pending: list[PresetReading] = []
         self._client: Client | None = None
         self._lost: asyncio.Event | None = None
         self._devices_online: bool | None = None
@@ -477,7 +461,7 @@ class OpcUaCollector:
             return []
         self.node_errors.pop(target.label, None)
         if target.preset is not None:
-            return self._preset_point(target, reading.raw, reading.ts, reading.quality)
+            return self._preset_point(target, reading)
         mapping = target.mapping
         assert mapping is not None  # noqa: S101 - a target has a mapping or a preset
         if mapping.kind is PointKind.METRIC:
@@ -523,62 +507,27 @@ class OpcUaCollector:
             self._health.count(self._health.counter_anomalies, device, name)
         return list(counted.points)
 
-    def _preset_point(self, target: Target, raw: Any, ts: int, quality: Quality) -> list[Point]:
-        """Queue one input; states are computed in _flush_presets after the batch.
-
-        A machine changes MachineryItemState and MachineryOperationMode together, but
-        they arrive as separate notifications, and a publish lists them grouped by
-        item, not by time. Judging after each one would emit states the machine never
-        was in (SETUP → RUNNING passing through IDLE); so the batch's inputs are
-        replayed in source-time order and a state is judged once per instant.
-        """
+    def _preset_point(self, target: Target, reading: Reading) -> list[Point]:
+        """Queue one input; its machine is judged after the batch (edge.opcua.presets)."""
         if target.preset is not None and target.preset_key is not None:
-            self._pending.append(_PresetInput(ts, target.preset_key, raw, quality, target))
+            self._pending.append(
+                PresetReading(
+                    reading.ts,
+                    target.preset_key,
+                    reading.raw,
+                    reading.quality,
+                    target.preset,
+                    target.label,
+                )
+            )
         return []
 
     def _flush_presets(self) -> list[Point]:
-        points: list[Point] = []
-        # sorted() is stable: inputs of one instant keep their arrival order.
-        pending, self._pending = sorted(self._pending, key=lambda item: item.ts), []
-        for ts, instant in itertools.groupby(pending, key=lambda item: item.ts):
-            # Every input of the instant first, then one judgement per machine: a
-            # publish groups notifications by item, so one machine's inputs of one
-            # instant need not be adjacent (another machine's can come between), and
-            # judging between them would emit a state it never was in, at the same
-            # timestamp as the true one (which storage then drops as a duplicate).
-            last: dict[int, _PresetInput] = {}
-            for item in instant:
-                if item.target.preset is not None:
-                    item.target.preset.values[item.key] = item.raw
-                    last[id(item.target.preset)] = item
-            for item in last.values():
-                assert item.target.preset is not None  # noqa: S101 - filtered above
-                point = self._judge(item.target.preset, item.target, ts, item.quality)
-                if point is not None:
-                    points.append(point)
+        pending, self._pending = self._pending, []
+        points, problems = judge_batch(pending)
+        for problem in problems:
+            self._problem(problem.label, problem.device, problem.message)
         return points
-
-    def _judge(
-        self, preset: PresetState, target: Target, ts: int, quality: Quality
-    ) -> Point | None:
-        if not preset.expected <= preset.values.keys():
-            return None  # wait for every input, or a half-known state would be emitted
-        state, text = preset_state(preset.mapping.preset, preset.values)
-        if state is None:
-            self._node_error(target, f"{preset.mapping.preset.value} state {text} not understood")
-            return None
-        if state is preset.last:
-            return None
-        preset.last = state
-        return Point(
-            device=preset.mapping.device,
-            ts=ts,
-            kind=PointKind.STATE,
-            name=preset.mapping.name,
-            value=state.value,
-            quality=quality,
-            raw=text[:256],
-        )
 
     def _expect_preset_inputs(self, targets: Iterable[Target]) -> None:
         presets: dict[int, PresetState] = {}
@@ -654,10 +603,13 @@ class OpcUaCollector:
         self._health.last_error = message
 
     def _node_error(self, target: Target, message: str) -> None:
-        if self.node_errors.get(target.label) == message:
+        self._problem(target.label, target.device, message)
+
+    def _problem(self, label: str, device: str, message: str) -> None:
+        if self.node_errors.get(label) == message:
             return  # the same problem again: counted once, logged once
-        self.node_errors[target.label] = message
-        self._error(f"{target.label} ({target.device}): {message}")
+        self.node_errors[label] = message
+        self._error(f"{label} ({device}): {message}")
 
     async def _drop_client(self) -> None:
         client, self._client = self._client, None
