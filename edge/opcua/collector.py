@@ -36,28 +36,28 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, Subscription
-from asyncua.crypto import security_policies
-from asyncua.crypto.truststore import TrustStore
-from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError
-from cryptography import x509
 
 from edge.counters import CumulativeCounter, Step
+from edge.opcua.client import (
+    ITEMS_PER_REQUEST,
+    OpcUaClientFactory,
+    asyncua_client,
+    connect,
+    read_values,
+)
 from edge.opcua.config import (
     NodeMapping,
     OpcUaSourceConfig,
     ReadMode,
-    Security,
-    SecurityMode,
     TimestampChoice,
     looks_like_node_id,
     parse_browse_path,
@@ -83,7 +83,6 @@ from edge.opcua.values import (
 from edge.sink import Sink
 from edge.source import SourceHealth
 from zhizao.backoff import Backoff
-from zhizao.errors import ConfigError
 from zhizao.wire import (
     CONNECTIVITY_EVENT,
     Connectivity,
@@ -95,15 +94,6 @@ from zhizao.wire import (
 log = logging.getLogger(__name__)
 
 
-class OpcUaClientFactory(Protocol):
-    """Builds the asyncua client: (endpoint URL, request timeout in s) → unconnected client.
-
-    Not :class:`zhizao.mqtt.ClientFactory`, which builds paho clients.
-    """
-
-    def __call__(self, endpoint: str, timeout: float) -> Client: ...
-
-
 Clock = Callable[[], int]
 
 SERVER_CURRENT_TIME = ua.NodeId.from_string(f"i={ObjectIds.Server_ServerStatus_CurrentTime}")
@@ -111,15 +101,7 @@ SERVER_START_TIME = ua.NodeId.from_string(f"i={ObjectIds.Server_ServerStatus_Sta
 OBJECTS_FOLDER = ua.NodeId.from_string(f"i={ObjectIds.ObjectsFolder}")
 _TRANSLATE_CHUNK = 1000
 _MAX_BATCH_EVENTS = 1000
-_ITEMS_PER_REQUEST = 500
 _DISCONNECT_TIMEOUT_S = 5.0
-
-
-def asyncua_client(endpoint: str, timeout: float) -> Client:
-    # asyncua probes the server every watchdog interval and gives the probe that long;
-    # at its default (1 s) a server busy with a large TranslateBrowsePaths or
-    # CreateMonitoredItems request looks dead. Our heartbeat watches the data path.
-    return Client(endpoint, timeout=timeout, watchdog_intervall=max(timeout, 1.0))
 
 
 def wall_clock_ms() -> int:
@@ -321,8 +303,8 @@ class OpcUaCollector:
         results: list[int | ua.StatusCode] = []
         # In chunks: a server needs a while for thousands of items, and one request
         # that outlives the request timeout would cost the whole session.
-        for start in range(0, len(requests), _ITEMS_PER_REQUEST):
-            chunk = requests[start : start + _ITEMS_PER_REQUEST]
+        for start in range(0, len(requests), ITEMS_PER_REQUEST):
+            chunk = requests[start : start + ITEMS_PER_REQUEST]
             results += await subscription.create_monitored_items(chunk)
         for request, owner, result in zip(requests, owners, results, strict=True):
             handle = request.RequestedParameters.ClientHandle
@@ -426,11 +408,7 @@ class OpcUaCollector:
         seen: dict[str, tuple[str, Any, Any]] = {}
         while True:
             try:
-                values: list[ua.DataValue] = []
-                for start in range(0, len(nodes), _ITEMS_PER_REQUEST):
-                    values += await client.read_attributes(
-                        nodes[start : start + _ITEMS_PER_REQUEST], AttributeIds.Value
-                    )
+                values = await read_values(client, nodes)
             except (UaError, TimeoutError, ConnectionError, OSError) as exc:
                 raise SessionLost(f"poll failed: {exc!r}") from exc
             batch: list[Point] = []
@@ -680,77 +658,6 @@ def _request(
     return request
 
 
-# -- connect and resolve (shared by the collector and check_source) --------------------
-
-
-def _client_application_uri(certificate: x509.Certificate) -> str | None:
-    try:
-        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return None
-    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
-    return uris[0] if uris else None
-
-
-async def _apply_security(client: Client, security: Security) -> None:
-    if security.username is not None:
-        client.set_user(security.username)
-    if security.password is not None:
-        client.set_password(security.password)
-    if security.mode is SecurityMode.NONE:
-        return
-    if security.certificate is None or security.private_key is None or security.trust_list is None:
-        raise ValueError("security needs certificate, private_key and trust_list")
-    certificate = (
-        x509.load_der_x509_certificate(await asyncio.to_thread(security.certificate.read_bytes))
-        if security.certificate.suffix.lower() == ".der"
-        else x509.load_pem_x509_certificate(
-            await asyncio.to_thread(security.certificate.read_bytes)
-        )
-    )
-    # The client must announce the application URI its certificate was issued for.
-    uri = _client_application_uri(certificate)
-    if uri is not None:
-        client.application_uri = uri
-    store = TrustStore([Path(security.trust_list)], [])
-    try:
-        await store.load()
-    except (ValueError, OSError) as exc:
-        # An empty or unreadable trust list would refuse every server: say so up front.
-        raise ConfigError(
-            str(security.trust_list), "security.trust_list", f"no usable certificate: {exc}"
-        ) from exc
-    client.certificate_validator = CertificateValidator(
-        CertificateValidatorOptions.TRUSTED_VALIDATION | CertificateValidatorOptions.PEER_SERVER,
-        store,
-    )
-    policy = getattr(security_policies, f"SecurityPolicy{security.policy.value}")
-    mode = getattr(ua.MessageSecurityMode, security.mode.value)
-    await client.set_security(
-        policy,
-        str(security.certificate),
-        str(security.private_key),
-        security.private_key_password,
-        mode=mode,
-    )
-
-
-async def connect(
-    config: OpcUaSourceConfig, factory: OpcUaClientFactory = asyncua_client
-) -> Client:
-    """A connected client, or an exception naming what went wrong."""
-    client = factory(config.endpoint, config.request_timeout_s)
-    try:
-        await _apply_security(client, config.security)
-        await client.connect()
-    except BaseException:
-        # Release whatever half-open channel is left before the caller retries.
-        with contextlib.suppress(OSError, TimeoutError, UaError, ConnectionError):
-            await client.disconnect()
-        raise
-    return client
-
-
 def build_targets(config: OpcUaSourceConfig) -> list[Target]:
     """Every variable the config reads, not yet resolved."""
     targets: list[Target] = []
@@ -982,13 +889,8 @@ async def check_source(
         targets = build_targets(config)
         failures = await resolve(client, config, targets)
         readable = [t for t in targets if t.node_id is not None]
-        values: list[ua.DataValue] = []
-        if readable:
-            nodes = [client.get_node(t.node_id) for t in readable if t.node_id is not None]
-            for start in range(0, len(nodes), _ITEMS_PER_REQUEST):
-                values += await client.read_attributes(
-                    nodes[start : start + _ITEMS_PER_REQUEST], AttributeIds.Value
-                )
+        nodes = [client.get_node(t.node_id) for t in readable if t.node_id is not None]
+        values = await read_values(client, nodes)
         read = dict(zip((t.label for t in readable), values, strict=True))
         namespaces = await client.get_namespace_array()
         checks: list[NodeCheck] = []
