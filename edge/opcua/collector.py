@@ -25,6 +25,16 @@ Notifications flow through asyncua's iterator-mode subscription queue, bounded a
 ``buffer_size`` with the DROP_OLDEST overflow policy: a stalled sink costs the oldest
 values, never the edge's memory. Conversion of one notification is wrapped so a value
 the code did not expect is logged and counted, and the next one still flows.
+
+This module is the session: its loop, subscription, polling, heartbeat, counters'
+re-baselining and connectivity. The rest is apart, so that the pure parts are tested
+without a server:
+
+- :mod:`edge.opcua.client`: building, securing and connecting the asyncua client;
+- :mod:`edge.opcua.nodes`: the targets a config reads and their resolution to NodeIds;
+- :mod:`edge.opcua.values`: a DataValue to points (pure);
+- :mod:`edge.opcua.presets`: where a preset's inputs are, and judging them (pure);
+- :mod:`edge.opcua.check`: ``zhizao edge check``.
 """
 
 from __future__ import annotations
@@ -34,7 +44,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -54,40 +63,24 @@ from edge.opcua.client import (
     connect,
     read_values,
 )
-from edge.opcua.config import (
-    NodeMapping,
-    OpcUaSourceConfig,
-    ReadMode,
-)
+from edge.opcua.config import NodeMapping, OpcUaSourceConfig, ReadMode
 from edge.opcua.nodes import Target, build_targets, resolve
-from edge.opcua.presets import (
-    PresetReading,
-    PresetState,
-    judge_batch,
-)
+from edge.opcua.presets import PresetReading, PresetState, judge_batch
 from edge.opcua.values import (
     Reading,
     Rejected,
     count_points,
     metric_point,
     new_counter,
-    quality_of,
     reading_of,
     state_point,
 )
 from edge.sink import Sink
 from edge.source import SourceHealth
 from zhizao.backoff import Backoff
-from zhizao.wire import (
-    CONNECTIVITY_EVENT,
-    Connectivity,
-    Point,
-    PointKind,
-    Quality,
-)
+from zhizao.wire import CONNECTIVITY_EVENT, Connectivity, Point, PointKind
 
 log = logging.getLogger(__name__)
-
 
 Clock = Callable[[], int]
 
@@ -103,20 +96,6 @@ def wall_clock_ms() -> int:
 
 class SessionLost(Exception):
     """The session ended: connection lost, heartbeat silent, or the server refused."""
-
-
-@dataclass(frozen=True, slots=True)
-class NodeCheck:
-    """What ``zhizao edge check`` prints for one mapped variable."""
-
-    label: str
-    device: str
-    name: str
-    address: str
-    node_id: str | None
-    value: Any = None
-    quality: Quality | None = None
-    error: str | None = None
 
 
 class OpcUaCollector:
@@ -632,88 +611,3 @@ def _request(
     request.MonitoringMode = ua.MonitoringMode.Reporting
     request.RequestedParameters = params
     return request
-
-
-# -- zhizao edge check ---------------------------------------------------------------
-
-
-def _display(node_id: ua.NodeId, namespaces: Sequence[str]) -> str:
-    """``nsu=<uri>;s=...``: what a person can paste into the config."""
-    text = node_id.to_string()
-    if not text.startswith("ns="):
-        return text
-    index, _, rest = text.partition(";")
-    number = int(index.removeprefix("ns="))
-    uri = namespaces[number] if number < len(namespaces) else None
-    return f"nsu={uri};{rest}" if uri else text
-
-
-async def check_source(
-    config: OpcUaSourceConfig, *, client_factory: OpcUaClientFactory = asyncua_client
-) -> list[NodeCheck]:
-    """Connect, resolve every mapped variable, read it: what an installer runs first.
-
-    Raises the connection error if the server cannot be reached at all (the CLI
-    prints it); per-variable problems are in the returned checks.
-    """
-    if config.security.insecure:
-        log.warning("OPC UA source %s uses security mode None (allow_insecure)", config.name)
-    client = await connect(config, client_factory)
-    try:
-        targets = build_targets(config)
-        failures = await resolve(client, config, targets)
-        readable = [t for t in targets if t.node_id is not None]
-        nodes = [client.get_node(t.node_id) for t in readable if t.node_id is not None]
-        values = await read_values(client, nodes)
-        read = dict(zip((t.label for t in readable), values, strict=True))
-        namespaces = await client.get_namespace_array()
-        checks: list[NodeCheck] = []
-        for target in targets:
-            name = target.mapping.name if target.mapping is not None else str(target.preset_key)
-            node_id = _display(target.node_id, namespaces) if target.node_id is not None else None
-            if target.label in failures:
-                checks.append(
-                    NodeCheck(
-                        target.label,
-                        target.device,
-                        name,
-                        target.address,
-                        None,
-                        error=failures[target.label],
-                    )
-                )
-                continue
-            if target.node_id is None:
-                checks.append(
-                    NodeCheck(
-                        target.label,
-                        target.device,
-                        name,
-                        target.address,
-                        None,
-                        error="optional input absent",
-                    )
-                )
-                continue
-            value = read[target.label]
-            quality = quality_of(value.StatusCode)
-            raw = value.Value.Value if value.Value is not None else None
-            error = None
-            if quality is Quality.BAD and value.StatusCode is not None:
-                error = f"status {value.StatusCode.name}"
-            checks.append(
-                NodeCheck(
-                    target.label,
-                    target.device,
-                    name,
-                    target.address,
-                    node_id,
-                    value=getattr(raw, "Text", raw),
-                    quality=quality,
-                    error=error,
-                )
-            )
-        return checks
-    finally:
-        with contextlib.suppress(OSError, TimeoutError, UaError, ConnectionError):
-            await client.disconnect()
