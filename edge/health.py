@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector as PromCollector
 from prometheus_client.registry import CollectorRegistry
 
-from edge.collector import Collector
+from edge.source import Collector
 from edge.spool import Spool
 from edge.uplink import Uplink
 from zhizao.health import HealthServer

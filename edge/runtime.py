@@ -20,10 +20,10 @@ from collections.abc import Mapping
 
 import structlog
 
-from edge.collector import Collector
-from edge.collectors import CollectorContext, build_collector
 from edge.config import EdgeConfig
 from edge.health import health_server
+from edge.source import Collector
+from edge.source_types import CollectorContext, build_collector
 from edge.spool import Spool
 from edge.uplink import Uplink
 from zhizao.health import HealthServer

@@ -30,7 +30,7 @@ import pytest
 from edge.simulator.scenario import bundled, load_scenario
 from tests.fix_db import RUN_ID, create_database, drop_database
 from tests.fix_mqtt import Mosquitto
-from zhizao.calendar import load_calendars
+from zhizao.calendar import read_calendar_file
 from zhizao.cli.demo import DEMO_ENTERPRISE, NO_EDGE, DemoError, demo_calendar_path, next_day
 from zhizao.embedded import free_port
 
@@ -237,7 +237,7 @@ def test_unreachable_database_is_one_line(tmp_path: Path, broker: Mosquitto) -> 
 
 SMOKE = load_scenario(bundled("smoke"))
 FACTORY = load_scenario(bundled("factory"))
-CALENDARS = [c for c in load_calendars(demo_calendar_path()) if c.enterprise == DEMO_ENTERPRISE]
+CALENDARS = [c for c in read_calendar_file(demo_calendar_path()) if c.enterprise == DEMO_ENTERPRISE]
 NOW = datetime(2026, 12, 2, 12, tzinfo=UTC)
 AHEAD = timedelta(days=1)
 

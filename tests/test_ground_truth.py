@@ -71,7 +71,7 @@ TOLERANCE = 0.005  # 0.5 percentage points
 #: seconds, a third of the scenario's shortest episode, and one OPC UA publish at the
 #: edge config's default 500 ms covers 300 s, so one publish often carries a whole
 #: micro-stop (start and end): the collector must judge a machine's state at each
-#: source timestamp in a publish, not once per publish (edge/opcua/collector.py).
+#: source timestamp in a publish, not once per publish (edge/opcua/presets.py judge_batch).
 #: ZHIZAO_GT_SPEED and ZHIZAO_GT_PUBLISHING_MS override them to explore (docs/kpi.md);
 #: by default the edge runs the config ``zhizao demo`` runs.
 SPEED = float(os.environ.get("ZHIZAO_GT_SPEED", "600"))

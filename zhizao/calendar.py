@@ -167,8 +167,12 @@ class CalendarFile(_Model):
     calendars: tuple[dict[str, Any], ...] = Field(min_length=1)
 
 
-def load_calendars(path: Path | str) -> list[ShiftCalendar]:
-    """Read a calendar file; a ConfigError names the file, the key and the problem."""
+def read_calendar_file(path: Path | str) -> list[ShiftCalendar]:
+    """Read a YAML calendar file; a ConfigError names the file, the key and the problem.
+
+    The calendars stored in the database are read by
+    :func:`zhizao.storage.rollups.load_calendars`.
+    """
     source = str(path)
     try:
         document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))

@@ -43,10 +43,10 @@ from dataclasses import dataclass
 
 import structlog
 
-from edge.collector import SourceHealth
 from edge.mqtt.config import MqttSourceConfig, TopicTemplate
 from edge.mqtt.mapping import Mapper
 from edge.sink import Sink
+from edge.source import SourceHealth
 from zhizao.mqtt import ClientFactory, MqttSession, Received, paho_client
 from zhizao.wire import (
     CONNECTIVITY_EVENT,

@@ -1,6 +1,6 @@
 """The OPC UA collector: subscribe (or poll), normalise, hand points to the sink.
 
-Lifecycle (edge.collector): the config was validated before construction;
+Lifecycle (edge.source): the config was validated before construction;
 ``run(sink)`` loops over *sessions* until cancelled; ``close()`` ends the current one.
 
 One session is: connect (with the configured security, checking the server
@@ -25,163 +25,77 @@ Notifications flow through asyncua's iterator-mode subscription queue, bounded a
 ``buffer_size`` with the DROP_OLDEST overflow policy: a stalled sink costs the oldest
 values, never the edge's memory. Conversion of one notification is wrapped so a value
 the code did not expect is logged and counted, and the next one still flows.
+
+This module is the session: its loop, subscription, polling, heartbeat, counters'
+re-baselining and connectivity. The rest is apart, so that the pure parts are tested
+without a server:
+
+- :mod:`edge.opcua.client`: building, securing and connecting the asyncua client;
+- :mod:`edge.opcua.nodes`: the targets a config reads and their resolution to NodeIds;
+- :mod:`edge.opcua.values`: a DataValue to points (pure);
+- :mod:`edge.opcua.presets`: where a preset's inputs are, and judging them (pure);
+- :mod:`edge.opcua.check`: ``zhizao edge check``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, Subscription
-from asyncua.crypto import security_policies
-from asyncua.crypto.truststore import TrustStore
-from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError
-from cryptography import x509
 
-from edge.collector import SourceHealth
-from edge.counters import (
-    CumulativeCounter,
-    Step,
-    anomaly_event,
-    as_total,
-    rebaseline_event,
+from edge.counters import CumulativeCounter, Step
+from edge.opcua.client import (
+    ITEMS_PER_REQUEST,
+    OpcUaClientFactory,
+    asyncua_client,
+    connect,
+    read_values,
 )
-from edge.opcua.config import (
-    NodeMapping,
-    OpcUaSourceConfig,
-    PresetMapping,
-    ReadMode,
-    Security,
-    SecurityMode,
-    TimestampChoice,
-    looks_like_node_id,
-    parse_browse_path,
-    parse_node_id,
+from edge.opcua.config import NodeMapping, OpcUaSourceConfig, ReadMode
+from edge.opcua.nodes import Target, build_targets, resolve
+from edge.opcua.presets import PresetReading, PresetState, judge_batch
+from edge.opcua.values import (
+    Reading,
+    Rejected,
+    count_points,
+    metric_point,
+    new_counter,
+    reading_of,
+    state_point,
 )
-from edge.opcua.presets import Segment, preset_inputs, preset_state
 from edge.sink import Sink
+from edge.source import SourceHealth
 from zhizao.backoff import Backoff
-from zhizao.errors import ConfigError
-from zhizao.wire import (
-    CONNECTIVITY_EVENT,
-    Connectivity,
-    Point,
-    PointKind,
-    Quality,
-    StateClass,
-)
+from zhizao.wire import CONNECTIVITY_EVENT, Connectivity, Point, PointKind
 
 log = logging.getLogger(__name__)
 
-ClientFactory = Callable[[str, float], Client]
 Clock = Callable[[], int]
 
 SERVER_CURRENT_TIME = ua.NodeId.from_string(f"i={ObjectIds.Server_ServerStatus_CurrentTime}")
 SERVER_START_TIME = ua.NodeId.from_string(f"i={ObjectIds.Server_ServerStatus_StartTime}")
-OBJECTS_FOLDER = ua.NodeId.from_string(f"i={ObjectIds.ObjectsFolder}")
-_TRANSLATE_CHUNK = 1000
 _MAX_BATCH_EVENTS = 1000
-_ITEMS_PER_REQUEST = 500
 _DISCONNECT_TIMEOUT_S = 5.0
-
-
-def default_client(endpoint: str, timeout: float) -> Client:
-    # asyncua probes the server every watchdog interval and gives the probe that long;
-    # at its default (1 s) a server busy with a large TranslateBrowsePaths or
-    # CreateMonitoredItems request looks dead. Our heartbeat watches the data path.
-    return Client(endpoint, timeout=timeout, watchdog_intervall=max(timeout, 1.0))
 
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def quality_of(status: ua.StatusCode | None) -> Quality:
-    """OPC UA status code → quality: the top two bits are the severity."""
-    if status is None:
-        return Quality.GOOD
-    severity = int(status.value) >> 30
-    if severity == 0:
-        return Quality.GOOD
-    if severity == 1:
-        return Quality.UNCERTAIN
-    return Quality.BAD
-
-
-def _ms(moment: datetime | None) -> int | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:  # asyncua hands out naive UTC on some paths
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
-
-
 class SessionLost(Exception):
     """The session ended: connection lost, heartbeat silent, or the server refused."""
-
-
-@dataclass
-class Target:
-    """One variable to read, resolved to a NodeId for the current session."""
-
-    label: str  # "nodes.3" or "nodes.0.item_state": where it is in the config
-    address: str  # as written, for messages
-    device: str
-    mode: ReadMode
-    timestamp: TimestampChoice
-    sampling_interval_ms: float
-    queue_size: int
-    mapping: NodeMapping | None = None
-    preset: PresetState | None = None
-    preset_key: str | None = None
-    node_id: ua.NodeId | None = None
-
-
-@dataclass
-class PresetState:
-    mapping: PresetMapping
-    expected: set[str] = field(default_factory=set)
-    values: dict[str, Any] = field(default_factory=dict)
-    last: StateClass | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _PresetInput:
-    """One notification of a preset's input, until the batch it came in is judged."""
-
-    ts: int
-    key: str
-    raw: Any
-    quality: Quality
-    target: Target
-
-
-@dataclass(frozen=True, slots=True)
-class NodeCheck:
-    """What ``zhizao edge check`` prints for one mapped variable."""
-
-    label: str
-    device: str
-    name: str
-    address: str
-    node_id: str | None
-    value: Any = None
-    quality: Quality | None = None
-    error: str | None = None
 
 
 class OpcUaCollector:
@@ -191,7 +105,7 @@ class OpcUaCollector:
         self,
         config: OpcUaSourceConfig,
         *,
-        client_factory: ClientFactory = default_client,
+        client_factory: OpcUaClientFactory = asyncua_client,
         clock: Clock = wall_clock_ms,
     ) -> None:
         self.config = config
@@ -207,7 +121,7 @@ class OpcUaCollector:
         #: the server's ServerStatus/StartTime as read at the last connect
         self._server_started: datetime | None = None
         #: preset inputs of the batch being taken, in arrival order
-        self._pending: list[_PresetInput] = []
+        self._pending: list[PresetReading] = []
         self._client: Client | None = None
         self._lost: asyncio.Event | None = None
         self._devices_online: bool | None = None
@@ -344,8 +258,8 @@ class OpcUaCollector:
         results: list[int | ua.StatusCode] = []
         # In chunks: a server needs a while for thousands of items, and one request
         # that outlives the request timeout would cost the whole session.
-        for start in range(0, len(requests), _ITEMS_PER_REQUEST):
-            chunk = requests[start : start + _ITEMS_PER_REQUEST]
+        for start in range(0, len(requests), ITEMS_PER_REQUEST):
+            chunk = requests[start : start + ITEMS_PER_REQUEST]
             results += await subscription.create_monitored_items(chunk)
         for request, owner, result in zip(requests, owners, results, strict=True):
             handle = request.RequestedParameters.ClientHandle
@@ -449,11 +363,7 @@ class OpcUaCollector:
         seen: dict[str, tuple[str, Any, Any]] = {}
         while True:
             try:
-                values: list[ua.DataValue] = []
-                for start in range(0, len(nodes), _ITEMS_PER_REQUEST):
-                    values += await client.read_attributes(
-                        nodes[start : start + _ITEMS_PER_REQUEST], AttributeIds.Value
-                    )
+                values = await read_values(client, nodes)
             except (UaError, TimeoutError, ConnectionError, OSError) as exc:
                 raise SessionLost(f"poll failed: {exc!r}") from exc
             batch: list[Point] = []
@@ -474,89 +384,43 @@ class OpcUaCollector:
 
     # -- values to points ---------------------------------------------------------
 
-    def _timestamp(self, target: Target, value: ua.DataValue) -> int:
-        if target.timestamp is TimestampChoice.RECEIPT:
-            return self._clock()
-        source = _ms(value.SourceTimestamp)
-        server = _ms(value.ServerTimestamp)
-        if target.timestamp is TimestampChoice.SERVER:
-            return server or source or self._clock()
-        return source or server or self._clock()
-
     def _convert(self, target: Target, value: ua.DataValue | None) -> list[Point]:
+        """The points of one value (edge.opcua.values); a rejected one is a node error."""
         if value is None:
             return []
-        quality = quality_of(value.StatusCode)
-        raw = value.Value.Value if value.Value is not None else None
-        if quality is Quality.BAD or raw is None:
-            code = value.StatusCode.name if value.StatusCode is not None else "no value"
-            self._node_error(target, f"{target.address}: {code}")
+        reading = reading_of(value, target.timestamp, self._clock())
+        if isinstance(reading, Rejected):
+            self._node_error(target, f"{target.address}: {reading.reason}")
             return []
         self.node_errors.pop(target.label, None)
-        ts = self._timestamp(target, value)
         if target.preset is not None:
-            return self._preset_point(target, raw, ts, quality)
+            return self._preset_point(target, reading)
         mapping = target.mapping
         assert mapping is not None  # noqa: S101 - a target has a mapping or a preset
         if mapping.kind is PointKind.METRIC:
-            number = raw if isinstance(raw, bool) else float(raw)
-            return [
-                Point(
-                    device=mapping.device,
-                    ts=ts,
-                    kind=PointKind.METRIC,
-                    name=mapping.name,
-                    value=number,
-                    quality=quality,
-                )
-            ]
+            return [metric_point(mapping, reading)]
         if mapping.kind is PointKind.COUNT:
-            return self._count_point(target, mapping, raw, ts)
-        return self._state_point(target, mapping, raw, ts, quality)
+            return self._count_point(target, mapping, reading)
+        return self._state_point(target, mapping, reading)
 
-    def _state_point(
-        self, target: Target, mapping: NodeMapping, raw: Any, ts: int, quality: Quality
-    ) -> list[Point]:
-        state = mapping.state_for(getattr(raw, "Text", raw))
-        if state is None:
-            self._node_error(target, f"raw state {raw!r} is not in the state_map")
+    def _state_point(self, target: Target, mapping: NodeMapping, reading: Reading) -> list[Point]:
+        point = state_point(mapping, reading)
+        if isinstance(point, Rejected):
+            self._node_error(target, point.reason)
             return []
-        return [
-            Point(
-                device=mapping.device,
-                ts=ts,
-                kind=PointKind.STATE,
-                name=mapping.name,
-                value=state.value,
-                quality=quality,
-                raw=str(raw)[:256],
-            )
-        ]
+        return [point]
 
-    def _count_point(self, target: Target, mapping: NodeMapping, raw: Any, ts: int) -> list[Point]:
-        total = as_total(raw)
-        if total is None:
-            self._node_error(target, f"counter value {raw!r} is not an integer")
-            return []
+    def _count_point(self, target: Target, mapping: NodeMapping, reading: Reading) -> list[Point]:
         counter = self._counters.get(target.label)
         if counter is None:
-            counter = self._counters[target.label] = CumulativeCounter(
-                bits=mapping.counter_bits,
-                rollover=mapping.rollover,
-                max_increment=mapping.max_increment,
-                ideal_cycle_s=mapping.ideal_cycle_s,
-                factor=self.config.plausibility_factor,
+            counter = self._counters[target.label] = new_counter(
+                mapping, self.config.plausibility_factor
             )
-        step = counter.update(total, ts)
-        device, name = mapping.device, mapping.name
-        if step.step is Step.INVALID:
-            limit = (
-                f"the rollover {mapping.rollover}"
-                if mapping.rollover is not None
-                else f"a {mapping.counter_bits}-bit counter"
-            )
-            self._node_error(target, f"counter total {total} does not fit {limit}; not counted")
+        counted = count_points(mapping, counter, reading, rebaseline_reason=self._rebaseline_reason)
+        if isinstance(counted, Rejected):
+            self._node_error(target, counted.reason)
             return []
+        step, device, name = counted.step, mapping.device, mapping.name
         if step.step in (Step.RESET, Step.WRAP) or step.step.is_anomaly:
             # A wrap is routine for a counter with a small rollover; the others are not.
             log.log(
@@ -567,88 +431,36 @@ class OpcUaCollector:
                 name,
                 step.step.value,
                 step.previous,
-                total,
+                counted.total,
                 step.implied,
             )
         if step.step is Step.REBASELINE:
             self._health.count(self._health.counter_rebaselines, device, name)
-            return [
-                rebaseline_event(
-                    device, name, ts=ts, step=step, total=total, reason=self._rebaseline_reason
-                )
-            ]
-        if step.step.is_anomaly:
+        elif step.step.is_anomaly:
             self._health.count(self._health.counter_anomalies, device, name)
-            return [anomaly_event(device, name, ts=ts, step=step, total=total, guard=counter)]
-        if step.increment <= 0:
-            return []
-        return [
-            Point(
-                device=device,
-                ts=ts,
-                kind=PointKind.COUNT,
-                name=name,
-                value=step.increment,
-                raw=str(total),
-            )
-        ]
+        return list(counted.points)
 
-    def _preset_point(self, target: Target, raw: Any, ts: int, quality: Quality) -> list[Point]:
-        """Queue one input; states are computed in _flush_presets after the batch.
-
-        A machine changes MachineryItemState and MachineryOperationMode together, but
-        they arrive as separate notifications, and a publish lists them grouped by
-        item, not by time. Judging after each one would emit states the machine never
-        was in (SETUP → RUNNING passing through IDLE); so the batch's inputs are
-        replayed in source-time order and a state is judged once per instant.
-        """
+    def _preset_point(self, target: Target, reading: Reading) -> list[Point]:
+        """Queue one input; its machine is judged after the batch (edge.opcua.presets)."""
         if target.preset is not None and target.preset_key is not None:
-            self._pending.append(_PresetInput(ts, target.preset_key, raw, quality, target))
+            self._pending.append(
+                PresetReading(
+                    reading.ts,
+                    target.preset_key,
+                    reading.raw,
+                    reading.quality,
+                    target.preset,
+                    target.label,
+                )
+            )
         return []
 
     def _flush_presets(self) -> list[Point]:
-        points: list[Point] = []
-        # sorted() is stable: inputs of one instant keep their arrival order.
-        pending, self._pending = sorted(self._pending, key=lambda item: item.ts), []
-        for ts, instant in itertools.groupby(pending, key=lambda item: item.ts):
-            # Every input of the instant first, then one judgement per machine: a
-            # publish groups notifications by item, so one machine's inputs of one
-            # instant need not be adjacent (another machine's can come between), and
-            # judging between them would emit a state it never was in, at the same
-            # timestamp as the true one (which storage then drops as a duplicate).
-            last: dict[int, _PresetInput] = {}
-            for item in instant:
-                if item.target.preset is not None:
-                    item.target.preset.values[item.key] = item.raw
-                    last[id(item.target.preset)] = item
-            for item in last.values():
-                assert item.target.preset is not None  # noqa: S101 - filtered above
-                point = self._judge(item.target.preset, item.target, ts, item.quality)
-                if point is not None:
-                    points.append(point)
+        pending, self._pending = self._pending, []
+        points, problems = judge_batch(pending)
+        for problem in problems:
+            self._problem(problem.label, problem.device, problem.message)
         return points
-
-    def _judge(
-        self, preset: PresetState, target: Target, ts: int, quality: Quality
-    ) -> Point | None:
-        if not preset.expected <= preset.values.keys():
-            return None  # wait for every input, or a half-known state would be emitted
-        state, text = preset_state(preset.mapping.preset, preset.values)
-        if state is None:
-            self._node_error(target, f"{preset.mapping.preset.value} state {text} not understood")
-            return None
-        if state is preset.last:
-            return None
-        preset.last = state
-        return Point(
-            device=preset.mapping.device,
-            ts=ts,
-            kind=PointKind.STATE,
-            name=preset.mapping.name,
-            value=state.value,
-            quality=quality,
-            raw=text[:256],
-        )
 
     def _expect_preset_inputs(self, targets: Iterable[Target]) -> None:
         presets: dict[int, PresetState] = {}
@@ -724,10 +536,13 @@ class OpcUaCollector:
         self._health.last_error = message
 
     def _node_error(self, target: Target, message: str) -> None:
-        if self.node_errors.get(target.label) == message:
+        self._problem(target.label, target.device, message)
+
+    def _problem(self, label: str, device: str, message: str) -> None:
+        if self.node_errors.get(label) == message:
             return  # the same problem again: counted once, logged once
-        self.node_errors[target.label] = message
-        self._error(f"{target.label} ({target.device}): {message}")
+        self.node_errors[label] = message
+        self._error(f"{label} ({device}): {message}")
 
     async def _drop_client(self) -> None:
         client, self._client = self._client, None
@@ -796,364 +611,3 @@ def _request(
     request.MonitoringMode = ua.MonitoringMode.Reporting
     request.RequestedParameters = params
     return request
-
-
-# -- connect and resolve (shared by the collector and check_source) --------------------
-
-
-def _client_application_uri(certificate: x509.Certificate) -> str | None:
-    try:
-        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return None
-    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
-    return uris[0] if uris else None
-
-
-async def _apply_security(client: Client, security: Security) -> None:
-    if security.username is not None:
-        client.set_user(security.username)
-    if security.password is not None:
-        client.set_password(security.password)
-    if security.mode is SecurityMode.NONE:
-        return
-    if security.certificate is None or security.private_key is None or security.trust_list is None:
-        raise ValueError("security needs certificate, private_key and trust_list")
-    certificate = (
-        x509.load_der_x509_certificate(await asyncio.to_thread(security.certificate.read_bytes))
-        if security.certificate.suffix.lower() == ".der"
-        else x509.load_pem_x509_certificate(
-            await asyncio.to_thread(security.certificate.read_bytes)
-        )
-    )
-    # The client must announce the application URI its certificate was issued for.
-    uri = _client_application_uri(certificate)
-    if uri is not None:
-        client.application_uri = uri
-    store = TrustStore([Path(security.trust_list)], [])
-    try:
-        await store.load()
-    except (ValueError, OSError) as exc:
-        # An empty or unreadable trust list would refuse every server: say so up front.
-        raise ConfigError(
-            str(security.trust_list), "security.trust_list", f"no usable certificate: {exc}"
-        ) from exc
-    client.certificate_validator = CertificateValidator(
-        CertificateValidatorOptions.TRUSTED_VALIDATION | CertificateValidatorOptions.PEER_SERVER,
-        store,
-    )
-    policy = getattr(security_policies, f"SecurityPolicy{security.policy.value}")
-    mode = getattr(ua.MessageSecurityMode, security.mode.value)
-    await client.set_security(
-        policy,
-        str(security.certificate),
-        str(security.private_key),
-        security.private_key_password,
-        mode=mode,
-    )
-
-
-async def connect(config: OpcUaSourceConfig, factory: ClientFactory = default_client) -> Client:
-    """A connected client, or an exception naming what went wrong."""
-    client = factory(config.endpoint, config.request_timeout_s)
-    try:
-        await _apply_security(client, config.security)
-        await client.connect()
-    except BaseException:
-        # Release whatever half-open channel is left before the caller retries.
-        with contextlib.suppress(OSError, TimeoutError, UaError, ConnectionError):
-            await client.disconnect()
-        raise
-    return client
-
-
-def build_targets(config: OpcUaSourceConfig) -> list[Target]:
-    """Every variable the config reads, not yet resolved."""
-    targets: list[Target] = []
-    for index, mapping in enumerate(config.nodes):
-        label = f"nodes.{index}"
-        if isinstance(mapping, NodeMapping):
-            targets.append(
-                Target(
-                    label=label,
-                    address=mapping.node or mapping.browse_path or "",
-                    device=mapping.device,
-                    mode=mapping.mode or config.mode,
-                    timestamp=mapping.timestamp or config.timestamp,
-                    sampling_interval_ms=(
-                        mapping.sampling_interval_ms
-                        if mapping.sampling_interval_ms is not None
-                        else config.sampling_interval_ms
-                    ),
-                    queue_size=mapping.queue_size or config.queue_size,
-                    mapping=mapping,
-                )
-            )
-            continue
-        preset = PresetState(mapping)
-        for item in preset_inputs(mapping):
-            targets.append(
-                Target(
-                    label=f"{label}.{item.key}",
-                    address=f"{mapping.root}/{'/'.join(name for _, name in item.path)}",
-                    device=mapping.device,
-                    mode=mapping.mode or config.mode,
-                    timestamp=mapping.timestamp or config.timestamp,
-                    sampling_interval_ms=(
-                        mapping.sampling_interval_ms
-                        if mapping.sampling_interval_ms is not None
-                        else config.sampling_interval_ms
-                    ),
-                    # State inputs must not lose a short state between two publishes.
-                    queue_size=max(config.queue_size, 10),
-                    preset=preset,
-                    preset_key=item.key,
-                )
-            )
-    return targets
-
-
-class _Namespaces:
-    def __init__(self, array: Sequence[str]) -> None:
-        self._index = {uri: index for index, uri in enumerate(array)}
-
-    def index(self, uri: str) -> int:
-        try:
-            return self._index[uri]
-        except KeyError:
-            raise LookupError(f"the server has no namespace {uri!r}") from None
-
-
-def _node_id(text: str, namespaces: _Namespaces) -> ua.NodeId:
-    uri, kind, ident = parse_node_id(text)
-    index = namespaces.index(uri)
-    return ua.NodeId.from_string(f"ns={index};{kind}={ident}")
-
-
-async def resolve(
-    client: Client, config: OpcUaSourceConfig, targets: list[Target]
-) -> dict[str, str]:
-    """Set ``node_id`` on every target that resolves; returns label → problem for the rest."""
-    namespaces = _Namespaces(await client.get_namespace_array())
-    failures: dict[str, str] = {}
-    # Hand-written browse paths go to the server in batches of (target, path).
-    pending: list[tuple[Target, ua.RelativePath]] = []
-    roots: dict[str, ua.NodeId | str] = {}
-    for target in targets:
-        target.node_id = None
-        try:
-            if target.mapping is None:
-                problem = await _resolve_preset_input(client, config, target, namespaces, roots)
-                if problem:
-                    failures[target.label] = problem
-            elif target.mapping.node is not None:
-                target.node_id = _node_id(target.mapping.node, namespaces)
-            else:
-                segments = parse_browse_path(target.address, config.namespace)
-                pending.append((target, _relative_path(segments, namespaces)))
-        except (LookupError, ValueError) as exc:
-            failures[target.label] = str(exc)
-    for start in range(0, len(pending), _TRANSLATE_CHUNK):
-        chunk = pending[start : start + _TRANSLATE_CHUNK]
-        results = await _translate(client, [(OBJECTS_FOLDER, path) for _, path in chunk])
-        for (target, _), result in zip(chunk, results, strict=True):
-            if result.StatusCode.is_good() and result.Targets:
-                target.node_id = _target_node(result)
-            else:
-                failures[target.label] = (
-                    f"browse path {target.address!r} not found: {result.StatusCode.name}"
-                )
-    return failures
-
-
-async def _resolve_preset_input(
-    client: Client,
-    config: OpcUaSourceConfig,
-    target: Target,
-    namespaces: _Namespaces,
-    roots: dict[str, ua.NodeId | str],
-) -> str:
-    """Resolve one input of a preset below its (cached) root; returns a problem or ''."""
-    if target.preset is None:
-        return "neither a mapping nor a preset"
-    mapping = target.preset.mapping
-    if mapping.root not in roots:
-        roots[mapping.root] = await _resolve_root(client, config, mapping.root, namespaces)
-    root = roots[mapping.root]
-    if isinstance(root, str):
-        return root
-    item = next(i for i in preset_inputs(mapping) if i.key == target.preset_key)
-    node_id, problem = await _walk(client, root, list(item.path), namespaces)
-    if node_id is None:
-        return "" if item.optional else problem
-    target.node_id = node_id
-    return ""
-
-
-async def _resolve_root(
-    client: Client, config: OpcUaSourceConfig, text: str, namespaces: _Namespaces
-) -> ua.NodeId | str:
-    try:
-        if looks_like_node_id(text):
-            return _node_id(text, namespaces)
-        segments: list[Segment] = list(parse_browse_path(text, config.namespace))
-    except (LookupError, ValueError) as exc:
-        return str(exc)
-    node_id, problem = await _walk(client, OBJECTS_FOLDER, segments, namespaces)
-    return node_id if node_id is not None else f"preset root {text!r}: {problem}"
-
-
-async def _walk(
-    client: Client, start: ua.NodeId, segments: list[Segment], namespaces: _Namespaces
-) -> tuple[ua.NodeId | None, str]:
-    """Follow segments from start; a segment without namespace matches by name alone."""
-    node = start
-    while segments:
-        known: list[Segment] = []
-        while segments and segments[0][0] is not None:
-            known.append(segments.pop(0))
-        if known:
-            try:
-                path = _relative_path(known, namespaces)
-            except LookupError as exc:
-                return None, str(exc)
-            (result,) = await _translate(client, [(node, path)])
-            if not (result.StatusCode.is_good() and result.Targets):
-                names = "/".join(name for _, name in known)
-                return None, f"{names} not found: {result.StatusCode.name}"
-            node = _target_node(result)
-        if segments:
-            _, wanted = segments.pop(0)
-            children = await client.get_node(node).get_children()
-            for child in children:
-                if (await child.read_browse_name()).Name == wanted:
-                    node = child.nodeid
-                    break
-            else:
-                return None, f"{wanted} not found"
-    return node, ""
-
-
-def _target_node(result: ua.BrowsePathResult) -> ua.NodeId:
-    """The first target as a local NodeId (asyncua may hand out an ExpandedNodeId)."""
-    target = result.Targets[0].TargetId
-    return ua.NodeId(target.Identifier, target.NamespaceIndex, target.NodeIdType)
-
-
-_RESERVED = "/.<>:#!&"
-
-
-def _relative_path(segments: Sequence[Segment], namespaces: _Namespaces) -> ua.RelativePath:
-    """The OPC UA relative path text (Part 4 A.2) with today's namespace indexes."""
-    parts = []
-    for uri, name in segments:
-        if uri is None:
-            raise LookupError(f"segment {name!r} has no namespace")
-        escaped = "".join(f"&{char}" if char in _RESERVED else char for char in name)
-        parts.append(f"/{namespaces.index(uri)}:{escaped}")
-    return ua.RelativePath.from_string("".join(parts))
-
-
-async def _translate(
-    client: Client, paths: Sequence[tuple[ua.NodeId, ua.RelativePath]]
-) -> list[ua.BrowsePathResult]:
-    browse_paths = []
-    for origin, relative in paths:
-        browse_path = ua.BrowsePath()
-        browse_path.StartingNode = origin
-        browse_path.RelativePath = relative
-        browse_paths.append(browse_path)
-    results: list[ua.BrowsePathResult] = await client.uaclient.translate_browsepaths_to_nodeids(
-        browse_paths
-    )
-    return results
-
-
-# -- zhizao edge check ---------------------------------------------------------------
-
-
-def _display(node_id: ua.NodeId, namespaces: Sequence[str]) -> str:
-    """``nsu=<uri>;s=...``: what a person can paste into the config."""
-    text = node_id.to_string()
-    if not text.startswith("ns="):
-        return text
-    index, _, rest = text.partition(";")
-    number = int(index.removeprefix("ns="))
-    uri = namespaces[number] if number < len(namespaces) else None
-    return f"nsu={uri};{rest}" if uri else text
-
-
-async def check_source(
-    config: OpcUaSourceConfig, *, client_factory: ClientFactory = default_client
-) -> list[NodeCheck]:
-    """Connect, resolve every mapped variable, read it: what an installer runs first.
-
-    Raises the connection error if the server cannot be reached at all (the CLI
-    prints it); per-variable problems are in the returned checks.
-    """
-    if config.security.insecure:
-        log.warning("OPC UA source %s uses security mode None (allow_insecure)", config.name)
-    client = await connect(config, client_factory)
-    try:
-        targets = build_targets(config)
-        failures = await resolve(client, config, targets)
-        readable = [t for t in targets if t.node_id is not None]
-        values: list[ua.DataValue] = []
-        if readable:
-            nodes = [client.get_node(t.node_id) for t in readable if t.node_id is not None]
-            for start in range(0, len(nodes), _ITEMS_PER_REQUEST):
-                values += await client.read_attributes(
-                    nodes[start : start + _ITEMS_PER_REQUEST], AttributeIds.Value
-                )
-        read = dict(zip((t.label for t in readable), values, strict=True))
-        namespaces = await client.get_namespace_array()
-        checks: list[NodeCheck] = []
-        for target in targets:
-            name = target.mapping.name if target.mapping is not None else str(target.preset_key)
-            node_id = _display(target.node_id, namespaces) if target.node_id is not None else None
-            if target.label in failures:
-                checks.append(
-                    NodeCheck(
-                        target.label,
-                        target.device,
-                        name,
-                        target.address,
-                        None,
-                        error=failures[target.label],
-                    )
-                )
-                continue
-            if target.node_id is None:
-                checks.append(
-                    NodeCheck(
-                        target.label,
-                        target.device,
-                        name,
-                        target.address,
-                        None,
-                        error="optional input absent",
-                    )
-                )
-                continue
-            value = read[target.label]
-            quality = quality_of(value.StatusCode)
-            raw = value.Value.Value if value.Value is not None else None
-            error = None
-            if quality is Quality.BAD and value.StatusCode is not None:
-                error = f"status {value.StatusCode.name}"
-            checks.append(
-                NodeCheck(
-                    target.label,
-                    target.device,
-                    name,
-                    target.address,
-                    node_id,
-                    value=getattr(raw, "Text", raw),
-                    quality=quality,
-                    error=error,
-                )
-            )
-        return checks
-    finally:
-        with contextlib.suppress(OSError, TimeoutError, UaError, ConnectionError):
-            await client.disconnect()

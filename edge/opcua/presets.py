@@ -24,12 +24,22 @@ with ``OperationalMode`` (0 OTHER, 1 MANUAL_REDUCED_SPEED, 2 MANUAL_HIGH_SPEED,
 emergency or protective stop is UNPLANNED_STOP; manual modes are SETUP (teaching,
 jogging); automatic modes are RUNNING; OTHER is IDLE. The safety state cannot tell a
 planned stop from idle: the shift calendar does that (DESIGN §7).
+
+Judging a batch (:func:`judge_batch`, pure: no server, no session). A machine changes
+MachineryItemState and MachineryOperationMode together, but they arrive as separate
+notifications, and a publish lists them grouped by item, not by time. Judging after
+each one would emit states the machine never was in (SETUP → RUNNING passing through
+IDLE); so the collector queues a batch's inputs as :class:`PresetReading` and they are
+replayed here in source-time order, every input of one instant first, then one
+judgement per machine. A machine is judged once all its expected inputs have been seen
+(a half-known state is never emitted), and only a change of state is a point.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge.opcua.config import (
@@ -39,7 +49,7 @@ from edge.opcua.config import (
     Preset,
     PresetMapping,
 )
-from zhizao.wire import StateClass
+from zhizao.wire import Point, PointKind, Quality, StateClass
 
 DI_NS = "http://opcfoundation.org/UA/DI/"
 
@@ -162,3 +172,93 @@ def preset_state(preset: Preset, values: Mapping[str, Any]) -> tuple[StateClass 
     if preset is Preset.MACHINERY:
         return machinery_state(values)
     return robotics_state(values)
+
+
+# -- judging a batch -------------------------------------------------------------------
+
+
+@dataclass
+class PresetState:
+    """One preset machine in one session: the inputs it waits for, their latest values,
+    and the last state sent."""
+
+    mapping: PresetMapping
+    #: keys of the inputs resolved on the server (an absent optional one is not waited for)
+    expected: set[str] = field(default_factory=set)
+    values: dict[str, Any] = field(default_factory=dict)
+    last: StateClass | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PresetReading:
+    """One notification of a preset's input, until the batch it came in is judged."""
+
+    ts: int
+    key: str
+    raw: Any
+    quality: Quality
+    preset: PresetState
+    #: where the input is in the config ("nodes.0.item_state"), for a problem
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class PresetProblem:
+    """A state the table does not know, reported on the input that completed it."""
+
+    label: str
+    device: str
+    message: str
+
+
+def judge_batch(readings: Iterable[PresetReading]) -> tuple[list[Point], list[PresetProblem]]:
+    """The state changes a batch of inputs means, in time order (module docstring).
+
+    Updates each reading's :class:`PresetState` (its values and last state).
+    """
+    points: list[Point] = []
+    problems: list[PresetProblem] = []
+    # sorted() is stable: inputs of one instant keep their arrival order.
+    for ts, instant in itertools.groupby(sorted(readings, key=lambda r: r.ts), key=lambda r: r.ts):
+        # Every input of the instant first, then one judgement per machine: a
+        # publish groups notifications by item, so one machine's inputs of one
+        # instant need not be adjacent (another machine's can come between), and
+        # judging between them would emit a state it never was in, at the same
+        # timestamp as the true one (which storage then drops as a duplicate).
+        last: dict[int, PresetReading] = {}
+        for reading in instant:
+            reading.preset.values[reading.key] = reading.raw
+            last[id(reading.preset)] = reading
+        for reading in last.values():
+            point = _judge(reading, ts, problems)
+            if point is not None:
+                points.append(point)
+    return points, problems
+
+
+def _judge(reading: PresetReading, ts: int, problems: list[PresetProblem]) -> Point | None:
+    preset = reading.preset
+    if not preset.expected <= preset.values.keys():
+        return None  # wait for every input, or a half-known state would be emitted
+    state, text = preset_state(preset.mapping.preset, preset.values)
+    if state is None:
+        problems.append(
+            PresetProblem(
+                reading.label,
+                preset.mapping.device,
+                f"{preset.mapping.preset.value} state {text} not understood",
+            )
+        )
+        return None
+    if state is preset.last:
+        return None
+    preset.last = state
+    return Point(
+        device=preset.mapping.device,
+        ts=ts,
+        kind=PointKind.STATE,
+        name=preset.mapping.name,
+        value=state.value,
+        quality=reading.quality,
+        raw=text[:256],
+    )

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from asyncua import ua
 
-from edge.opcua.collector import check_source
+from edge.opcua.check import check_source
 from edge.simulator.timeline import StateInterval
 from edge.sink import MemorySink
 from tests.fix_opcua import SIM_NS, START, MakeSimulator, running, scenario, source_config

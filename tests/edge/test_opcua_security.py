@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from asyncua.ua.uaerrors import UaError
 
-from edge.opcua.collector import check_source
+from edge.opcua.check import check_source
 from tests.fix_opcua import MakeSimulator, Pki, scenario, source_config
 from zhizao.errors import ConfigError
 from zhizao.wire import Quality

@@ -7,7 +7,9 @@ from typing import Any, cast
 
 from asyncua import ua
 
-from edge.opcua.collector import OpcUaCollector, Target, build_targets, quality_of
+from edge.opcua.collector import OpcUaCollector
+from edge.opcua.nodes import Target, build_targets
+from edge.opcua.values import quality_of
 from tests.fix_opcua import source_config
 from zhizao.wire import PointKind, Quality
 

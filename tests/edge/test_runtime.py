@@ -11,10 +11,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from typer.testing import CliRunner
 
-from edge.collector import SourceHealth
 from edge.config import EdgeConfig, parse_config
 from edge.runtime import EdgeRuntime
 from edge.sink import Sink
+from edge.source import SourceHealth
 from tests.edge.subscriber import Subscriber
 from tests.edge.test_mqtt_collector import Publisher
 from tests.fix_mqtt import Mosquitto

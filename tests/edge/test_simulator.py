@@ -16,7 +16,7 @@ from asyncua.ua.object_ids import ObjectIds
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.mqtt.config import MqttSourceConfig
-from edge.opcua.collector import check_source
+from edge.opcua.check import check_source
 from edge.opcua.config import NodeMapping, OpcUaSourceConfig
 from edge.simulator.edge_config import edge_config_for
 from edge.simulator.mqtt_devices import GARBAGE, STATUS_CODES

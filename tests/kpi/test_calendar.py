@@ -13,8 +13,8 @@ from zhizao.calendar import (
     Schedule,
     ShiftCalendar,
     calendar_for,
-    load_calendars,
     parse_calendars,
+    read_calendar_file,
     scheduled_intervals,
     shift_instances,
     to_ms,
@@ -51,7 +51,7 @@ def _one_shift(**extra: object) -> ShiftCalendar:
 
 
 def test_sample_2026_calendar_loads_with_the_published_holidays() -> None:
-    calendars = load_calendars(SAMPLE)
+    calendars = read_calendar_file(SAMPLE)
     enterprise = calendar_for(calendars, ENT, None)
     line = calendar_for(calendars, ENT, "L1")
     assert enterprise is not None
@@ -66,7 +66,7 @@ def test_sample_2026_calendar_loads_with_the_published_holidays() -> None:
 
 
 def test_make_up_working_day_is_scheduled_and_holiday_is_not() -> None:
-    enterprise = calendar_for(load_calendars(SAMPLE), ENT, None)
+    enterprise = calendar_for(read_calendar_file(SAMPLE), ENT, None)
     # 2026-02-14 is a Saturday worked for 春节 (调休): day shift plus night shift from 20:00.
     assert date(2026, 2, 14).weekday() == 5
     assert _day_hours(enterprise, date(2026, 2, 14)) == 22.5
@@ -79,7 +79,7 @@ def test_make_up_working_day_is_scheduled_and_holiday_is_not() -> None:
 
 
 def test_night_shift_crosses_midnight_and_belongs_to_its_start_day() -> None:
-    enterprise = calendar_for(load_calendars(SAMPLE), ENT, None)
+    enterprise = calendar_for(read_calendar_file(SAMPLE), ENT, None)
     assert enterprise is not None
     start = to_ms(datetime(2026, 3, 6, 12, tzinfo=SH))  # Friday noon
     end = to_ms(datetime(2026, 3, 7, 12, tzinfo=SH))

@@ -204,11 +204,11 @@ async def test_state_crossing_local_midnight_is_split_between_days(conn: Conn) -
 async def test_make_up_working_day_is_scheduled_through_the_stored_calendar(conn: Conn) -> None:
     from pathlib import Path
 
-    from zhizao.calendar import load_calendars
+    from zhizao.calendar import read_calendar_file
 
     ids = await seed(conn)
     sample = Path(__file__).parents[2] / "zhizao" / "data" / "calendar_2026.yaml"
-    await store_calendars(conn, load_calendars(sample))
+    await store_calendars(conn, read_calendar_file(sample))
     await conn.commit()
     d = ids["PRESS-1"]  # line L2: the enterprise calendar (two shifts, Mon-Fri)
     sat = datetime(2026, 2, 13, 16, tzinfo=UTC)  # 2026-02-14 00:00 local, 调休 Saturday

@@ -58,7 +58,7 @@ from edge.simulator.run import run_simulator
 from edge.simulator.scenario import FaultKind, Scenario, load_scenario, resolve
 from ingest import ingest_settings, run_ingest
 from ingest.rollup_service import RollupService
-from zhizao.calendar import ShiftCalendar, load_calendars, shift_instances
+from zhizao.calendar import ShiftCalendar, read_calendar_file, shift_instances
 from zhizao.cli.common import DbUrlOption, console, fail, one_line
 from zhizao.cli.db import upgrade_database
 from zhizao.cli.demo_board import (
@@ -284,7 +284,7 @@ async def _import_sample(settings: DatabaseSettings) -> Callable[[], None]:
     summaries = await load_summaries(settings)
     conn = await connect(settings.url)
     async with conn, conn.transaction():
-        await store_calendars(conn, load_calendars(demo_calendar_path()))
+        await store_calendars(conn, read_calendar_file(demo_calendar_path()))
 
     def report() -> None:
         print_changes(ledger, changes)
@@ -745,7 +745,9 @@ async def _choose_day(url: str, scenario: Scenario) -> tuple[Scenario, list[int]
     announces the day (printed after the board's address)."""
     device_ids, zone, factory = await _factory(url)
     latest = await latest_fact(url, device_ids)
-    calendars = [c for c in load_calendars(demo_calendar_path()) if c.enterprise == DEMO_ENTERPRISE]
+    calendars = [
+        c for c in read_calendar_file(demo_calendar_path()) if c.enterprise == DEMO_ENTERPRISE
+    ]
     max_future = timedelta(seconds=ingest_settings().max_future_s)
     moved, days = next_day(
         scenario,

@@ -123,7 +123,7 @@ async def _check_uplink(cfg: EdgeConfig) -> int:
 
 
 async def _check_opcua(source: OpcUaSourceConfig) -> int:
-    from edge.opcua.collector import check_source
+    from edge.opcua.check import check_source
 
     try:
         checks = await check_source(source)

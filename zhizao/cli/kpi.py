@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.table import Table
 
-from zhizao.calendar import load_calendars
+from zhizao.calendar import read_calendar_file
 from zhizao.cli import anomalies
 from zhizao.cli.common import (
     DbUrlOption,
@@ -405,7 +405,7 @@ def calendar_command(
     """Store the shift calendars of a YAML file (班次日历); affected rollups are recomputed."""
     url = db_settings(db_url).url
     try:
-        calendars = load_calendars(path)
+        calendars = read_calendar_file(path)
 
         async def job(conn: Conn) -> int:
             async with conn.transaction():

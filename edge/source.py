@@ -1,10 +1,15 @@
-"""The lifecycle every collector follows: validate once, then run, then close.
+"""What every source is to the runtime: a ``Collector`` and its ``SourceHealth``.
 
-A collector is built from its validated config section (a pydantic model; errors
-name the file and key before anything connects), ``run()`` reads until cancelled,
-reconnecting by itself, and ``close()`` releases connections. Collectors are
-registered in an explicit map in :mod:`edge.collectors`, never loaded by string
-path.
+The seam between one ``sources:`` entry and the rest of the edge, as
+:mod:`edge.sink` is the seam on the other side: a source's collector reads points,
+the sink takes them. The implementations are :mod:`edge.opcua.collector` and
+:mod:`edge.mqtt.collector`; :mod:`edge.source_types` maps a ``type`` to one.
+
+A collector follows one lifecycle: validate once, then run, then close. It is built
+from its validated config section (a pydantic model; errors name the file and key
+before anything connects), ``run()`` reads until cancelled, reconnecting by itself,
+and ``close()`` releases connections. Collectors are registered in an explicit map,
+never loaded by string path.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The explicit map of collector types: ``type`` in the YAML → builder.
+"""The source types the edge knows: ``type`` of a ``sources:`` entry → collector builder.
 
 A new collector type is added here by hand, next to its config model in the
 ``sources`` union of :mod:`edge.config`; nothing is ever loaded by string path.
@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edge.collector import Collector
 from edge.mqtt.collector import MqttCollector
 from edge.mqtt.config import MqttSourceConfig
 from edge.opcua.collector import OpcUaCollector
 from edge.opcua.config import OpcUaSourceConfig
+from edge.source import Collector
 from zhizao.errors import ConfigError
 
 
