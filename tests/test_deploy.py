@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,14 @@ from tests.ingest.support import ENT_A
 from zhizao.wire import data_topic, subscription_filter
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
+
+
+def _health(port: int) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 ZHIZAO = Path(sys.executable).parent / "zhizao"
 
 
@@ -291,20 +305,62 @@ async def _register_env_edge(db_url: str, enterprise: str, edge: str) -> None:
             await upsert_edges(conn, [EdgeGateway(enterprise=enterprise, edge_id=edge_id)])
 
 
-async def test_an_edge_and_an_ingest_worker_from_the_env_examples_meet_on_the_shipped_broker(
-    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """deploy/mosquitto (TLS listener, password file, ACL template), both env examples
-    read by the settings classes, only addresses, ports and paths replaced: the edge's
-    batches reach the database through ingest, and the edge cannot publish under another
-    edge id (the broker refuses it; nothing is stored)."""
-    from edge.config import EdgeConfig
-    from edge.settings import apply_settings, edge_settings
-    from edge.spool import Spool
-    from edge.uplink import Uplink
-    from tests.ingest.support import Worker, get_health, scalar, wait_for_count
-    from zhizao.wire import Point, PointKind
+@dataclass
+class Installation:
+    """deploy/mosquitto (TLS listener, password file, ACL template) running, and the
+    env examples applied with only addresses, ports and paths replaced."""
 
+    enterprise: str
+    edge: str
+    broker: Mosquitto
+    tmp_path: Path
+
+    async def send(self, edge_id: str, count: int, first_ms: int = 1_764_000_000_000) -> Any:
+        """``count`` points of CNC-01 from an edge configured from edge.env.example,
+        one batch per point so that they spread over several messages."""
+        from edge.config import EdgeConfig
+        from edge.settings import apply_settings, edge_settings
+        from edge.spool import Spool
+        from edge.uplink import Uplink
+        from zhizao.wire import Point, PointKind
+
+        # A source is required of a config; this one is never started.
+        topic = {"topic": "t/{device}", "fields": [{"path": "v", "name": "v"}]}
+        source = {"type": "mqtt", "name": "unused", "broker": {"url": "mqtt://x"}}
+        source["topics"] = [topic]
+        base = EdgeConfig.model_validate({
+            "identity": {"enterprise": self.enterprise, "edge_id": edge_id},
+            "uplink": {"url": "mqtt://overridden:1883", "batch_max_wait_s": 0.05},
+            "spool": {"path": str(self.tmp_path / f"{edge_id}.db")},
+            "sources": [source],
+        })  # fmt: skip
+        config = apply_settings(base, edge_settings())
+        assert config.uplink.address == f"mqtts://localhost:{self.broker.tls_port}"
+        async with Spool(config.spool.path, enterprise=self.enterprise, edge=edge_id) as spool:
+            uplink = Uplink(config.uplink, enterprise=self.enterprise, edge_id=edge_id,
+                            spool=spool)  # fmt: skip
+            task = asyncio.create_task(uplink.run())
+            try:
+                for i in range(count):
+                    await spool.put([Point(device="CNC-01", ts=first_ms + i * 1000,
+                                           kind=PointKind.METRIC, name="spindle_speed",
+                                           value=float(i))])  # fmt: skip
+                async with asyncio.timeout(30):
+                    await uplink.wait_for(
+                        lambda s: s.points_sent >= count or s.batches_rejected > 0
+                    )
+            finally:
+                await uplink.close()
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return uplink
+
+
+@contextlib.asynccontextmanager
+async def _installation(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Installation]:
     edge_env, ingest_env = _env_file("edge.env.example"), _env_file("ingest.env.example")
     # The ACL pattern's user name form: the edge's identity is in it.
     enterprise, _, edge = edge_env["ZHIZAO_EDGE_UPLINK_USERNAME"].partition("/edge/")
@@ -315,63 +371,112 @@ async def test_an_edge_and_an_ingest_worker_from_the_env_examples_meet_on_the_sh
     pki = make_pki(tmp_path / "pki", names=("localhost",))
     broker = shipped_mosquitto(tmp_path / "broker", users, pki)
     broker.start()
-    # The broker's address and the CA: what an installation fills in.
-    place = {"broker.internal:8883": f"localhost:{broker.tls_port}",
-             "/etc/zhizao/certs/ca.crt": str(pki.ca)}  # fmt: skip
-    for key, value in _substitute(edge_env, {**place, "=9108": "=0"}).items():
-        monkeypatch.setenv(key, value)
-    ingest_place = {**place, "postgresql://zhizao:change-me@db.internal:5432/zhizao": db_url,
-                    "HEALTH_PORT=9109": "HEALTH_PORT=0"}  # fmt: skip
-    for key, value in _substitute(ingest_env, ingest_place).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("ZHIZAO_INGEST_CLIENT_ID", "ingest-test-1")  # as the unit sets it
-    await _register_env_edge(db_url, enterprise, edge)
-    worker = Worker(ingest_settings())
     try:
-        await worker.connected()
-
-        # A source is required of a config; this one is never started.
-        topic = {"topic": "t/{device}", "fields": [{"path": "v", "name": "v"}]}
-        source = {"type": "mqtt", "name": "unused", "broker": {"url": "mqtt://x"}}
-        source["topics"] = [topic]
-
-        async def send(edge_id: str, count: int) -> Uplink:
-            base = EdgeConfig.model_validate({
-                "identity": {"enterprise": enterprise, "edge_id": edge_id},
-                "uplink": {"url": "mqtt://overridden:1883", "batch_max_wait_s": 0.05},
-                "spool": {"path": str(tmp_path / f"{edge_id}.db")},
-                "sources": [source],
-            })  # fmt: skip
-            config = apply_settings(base, edge_settings())
-            assert config.uplink.address == f"mqtts://localhost:{broker.tls_port}"
-            async with Spool(config.spool.path, enterprise=enterprise, edge=edge_id) as spool:
-                uplink = Uplink(config.uplink, enterprise=enterprise, edge_id=edge_id, spool=spool)
-                task = asyncio.create_task(uplink.run())
-                try:
-                    await spool.put([Point(device="CNC-01", ts=1_764_000_000_000 + i,
-                                           kind=PointKind.METRIC, name="spindle_speed",
-                                           value=float(i)) for i in range(count)])  # fmt: skip
-                    async with asyncio.timeout(30):
-                        await uplink.wait_for(
-                            lambda s: s.points_sent >= count or s.batches_rejected > 0
-                        )
-                finally:
-                    await uplink.close()
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            return uplink
-
-        own = await send(edge, 20)
-        assert own.stats.points_sent == 20
-        await wait_for_count(db_url, "SELECT count(*) FROM metric_point", 20, within=30)
-        # The same credentials under another edge id of the same enterprise: refused.
-        other = await send(f"{edge}-OTHER", 5)
-        assert other.stats.points_sent == 0
-        assert other.stats.batches_rejected > 0
-        status, body = await get_health(worker.metrics.health_port or 0)
-        assert (status, body["status"]) == (200, "ok")
-        assert await scalar(db_url, "SELECT count(*) FROM metric_point") == 20
+        # The broker's address and the CA: what an installation fills in.
+        place = {"broker.internal:8883": f"localhost:{broker.tls_port}",
+                 "/etc/zhizao/certs/ca.crt": str(pki.ca)}  # fmt: skip
+        for key, value in _substitute(edge_env, {**place, "=9108": "=0"}).items():
+            monkeypatch.setenv(key, value)
+        ingest_place = {**place, "postgresql://zhizao:change-me@db.internal:5432/zhizao": db_url,
+                        "HEALTH_PORT=9109": "HEALTH_PORT=0"}  # fmt: skip
+        for key, value in _substitute(ingest_env, ingest_place).items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("ZHIZAO_INGEST_CLIENT_ID", "ingest-test-1")  # as the unit sets it
+        await _register_env_edge(db_url, enterprise, edge)
+        yield Installation(enterprise, edge, broker, tmp_path)
     finally:
-        await worker.close()
         broker.kill()
+
+
+async def test_an_edge_and_an_ingest_worker_from_the_env_examples_meet_on_the_shipped_broker(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both env examples read by the settings classes: the edge's batches reach the
+    database through ingest, and the edge cannot publish under another edge id (the
+    broker refuses it; nothing is stored)."""
+    from tests.ingest.support import Worker, get_health, scalar, wait_for_count
+
+    async with _installation(db_url, tmp_path, monkeypatch) as site:
+        worker = Worker(ingest_settings())
+        try:
+            await worker.connected()
+            own = await site.send(site.edge, 20)
+            assert own.stats.points_sent == 20
+            await wait_for_count(db_url, "SELECT count(*) FROM metric_point", 20, within=30)
+            # The same credentials under another edge id of the same enterprise: refused.
+            other = await site.send(f"{site.edge}-OTHER", 5)
+            assert other.stats.points_sent == 0
+            assert other.stats.batches_rejected > 0
+            status, body = await get_health(worker.metrics.health_port or 0)
+            assert (status, body["status"]) == (200, "ok")
+            assert await scalar(db_url, "SELECT count(*) FROM metric_point") == 20
+        finally:
+            await worker.close()
+
+
+def _rollup_serve(db_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    # Two days of history to cover, not the default 62: the points are of today.
+    env = {**os.environ, "ZHIZAO_DB_URL": db_url, "ZHIZAO_ROLLUP_RETRY_MAX_S": "1",
+           "ZHIZAO_KPI_HISTORY_DAYS": "2"}  # fmt: skip
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(ZHIZAO), "--log-json", "rollup", "serve", "--health-port", str(port),
+             "--interval-s", "0.2"],
+            env=env, stdout=out, stderr=out,
+        )  # fmt: skip
+
+
+async def test_the_secured_installation_end_to_end_with_two_of_each(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Edge → TLS Mosquitto with the shipped ACL → two ingest workers on the shared
+    subscription → PostgreSQL → two `zhizao rollup serve`; one rollup service is killed
+    with SIGKILL, and the other rolls up everything the edge sent (no dirty mark lost)."""
+    from tests.ingest.support import Worker, scalar, wait_for_count, wait_until
+    from zhizao.embedded import free_port
+
+    async with _installation(db_url, tmp_path, monkeypatch) as site:
+        workers = [Worker(ingest_settings()), Worker(ingest_settings(client_id="ingest-test-2"))]
+        ports = [free_port(), free_port()]
+        rollups = [_rollup_serve(db_url, port, tmp_path / f"rollup-{i}.log")
+                   for i, port in enumerate(ports)]  # fmt: skip
+        try:
+            for worker in workers:
+                await worker.connected()
+            # Points of the last two hours: inside the rollups' history window.
+            now_ms = int(time.time() * 1000) // 3_600_000 * 3_600_000
+            sent = await site.send(site.edge, 60, first_ms=now_ms - 5_400_000)
+            assert sent.stats.points_sent == 60
+            await wait_for_count(db_url, "SELECT count(*) FROM metric_point", 60, within=60)
+            # The shared subscription split the stream: each worker wrote some of it.
+            written = [
+                w.metrics.registry.get_sample_value(
+                    "zhizao_ingest_rows_written_total", {"table": "metric_point"}
+                ) or 0
+                for w in workers
+            ]
+            assert all(n > 0 for n in written), written
+            assert sum(written) == 60
+            rollups[0].kill()  # kill -9, whatever it was doing
+            rollups[0].wait(timeout=30)
+            sent = await site.send(site.edge, 60, first_ms=now_ms - 1_800_000)
+            await wait_for_count(db_url, "SELECT count(*) FROM metric_point", 120, within=60)
+
+            async def rolled_up() -> bool:
+                dirty = await scalar(db_url, "SELECT count(*) FROM rollup_dirty")
+                points = await scalar(
+                    db_url, "SELECT coalesce(sum(points), 0) FROM rollup_device_hour"
+                )
+                return bool(dirty == 0 and points == 120)
+
+            await wait_until(rolled_up, within=60, what="every point rolled up")
+            assert rollups[1].poll() is None  # the survivor kept running
+            status, body = _health(ports[1])
+            assert status == 200, body
+        finally:
+            for process in rollups:
+                if process.poll() is None:
+                    process.terminate()
+                    process.wait(timeout=30)
+            for worker in workers:
+                await worker.close()
