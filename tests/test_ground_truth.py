@@ -9,7 +9,7 @@ the simulator's ground truth (exact state intervals and the time of every part),
 the enterprise's networking and NC rates for the scenario day must be exact.
 
 Same definitions on both sides (DESIGN §7): the truth's intervals and parts go through
-the pure :func:`zhizao.rollup.split` with the same schedule, and
+the pure :func:`zhizao.intervals.split` with the same schedule, and
 :func:`zhizao.oee.compute` takes the ratios, so what is compared is what the data path
 (collectors, timestamps, counters, spool, ingest, storage, rollups) made of the
 factory, not two implementations of OEE.
@@ -52,9 +52,9 @@ from ingest import ingest_settings, run_ingest
 from tests.fix_mqtt import Mosquitto, free_port
 from zhizao.calendar import Schedule, ShiftCalendar, parse_calendars, scheduled_intervals
 from zhizao.cli.registry import import_ledger
+from zhizao.intervals import CountPoint, Interval, split, total, transitions_from_intervals
 from zhizao.networking import GroupBy, Kind, Method
 from zhizao.oee import Oee, OeeComponents, compute, summed
-from zhizao.rollup import CountPoint, Interval, split, total, transitions_from_intervals
 from zhizao.settings import DatabaseSettings
 from zhizao.storage.connection import Conn, connect
 from zhizao.storage.kpi import Level, OeeScope, nc_rates, networking_rates, oee_for_interval

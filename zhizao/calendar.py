@@ -171,7 +171,7 @@ def read_calendar_file(path: Path | str) -> list[ShiftCalendar]:
     """Read a YAML calendar file; a ConfigError names the file, the key and the problem.
 
     The calendars stored in the database are read by
-    :func:`zhizao.storage.rollups.load_calendars`.
+    :func:`zhizao.storage.rollups.load_stored_calendars`.
     """
     source = str(path)
     try:

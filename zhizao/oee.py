@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from enum import StrEnum
 
-from zhizao.rollup import Bucket
+from zhizao.intervals import Bucket
 
 
 class Flag(StrEnum):

@@ -21,7 +21,7 @@ from ingest.directory import Directory
 from tests.kpi.seed import ENT, T0, at, seed
 from zhizao.cli import app
 from zhizao.errors import InvalidValue
-from zhizao.rollup import HOUR_MS
+from zhizao.intervals import HOUR_MS
 from zhizao.storage.anomalies import (
     Decision,
     Period,

@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from tests.kpi import textbook
 from tests.kpi.seed import ENT
 from zhizao.calendar import Schedule, scheduled_intervals
-from zhizao.oee import Flag, OeeComponents, compute, summed
-from zhizao.rollup import (
+from zhizao.intervals import (
     Bucket,
     CountPoint,
     Interval,
@@ -23,6 +22,7 @@ from zhizao.rollup import (
     total,
     transitions_from_intervals,
 )
+from zhizao.oee import Flag, OeeComponents, compute, summed
 from zhizao.wire import StateClass as S
 
 SH = ZoneInfo("Asia/Shanghai")

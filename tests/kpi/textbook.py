@@ -14,7 +14,7 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from zhizao.calendar import ShiftCalendar, to_ms
-from zhizao.rollup import CountPoint, StatePoint
+from zhizao.intervals import CountPoint, StatePoint
 from zhizao.wire import StateClass as S
 
 SH = ZoneInfo("Asia/Shanghai")

@@ -34,6 +34,7 @@ from zhizao.access import Visibility
 from zhizao.calendar import ShiftCalendar, calendar_for, from_ms, shift_instances, to_ms
 from zhizao.codes import RegionLevel, region_level
 from zhizao.errors import InvalidValue
+from zhizao.intervals import HOUR_MS
 from zhizao.networking import (
     DEFAULT_CURRENT_WINDOW_H,
     EnterpriseFacts,
@@ -50,15 +51,14 @@ from zhizao.networking import (
 )
 from zhizao.oee import Oee, OeeComponents, compute, summed
 from zhizao.provenance import LOCAL, Origin, Origins, Source
-from zhizao.rollup import HOUR_MS
 from zhizao.storage.connection import Conn
 from zhizao.storage.rollups import (
     calendar_of,
     check_zone,
     device_buckets,
     device_infos,
-    load_calendars,
     load_facts,
+    load_stored_calendars,
 )
 
 
@@ -394,7 +394,7 @@ async def oee_from_facts(
         return []
     ids = [int(r[0]) for r in rows]
     infos = await device_infos(conn, ids)
-    calendars = await load_calendars(conn)
+    calendars = await load_stored_calendars(conn)
     lo, hi = to_ms(start), to_ms(end)
     horizon_ms = hi if horizon is None else to_ms(horizon)
     facts = await load_facts(conn, dict.fromkeys(ids, (lo, hi)))

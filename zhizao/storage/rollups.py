@@ -64,8 +64,8 @@ from zhizao.calendar import (
     to_ms,
 )
 from zhizao.errors import InvalidValue, StorageError
+from zhizao.intervals import HOUR_MS, Bucket, CountPoint, StatePoint, hour_edges, split
 from zhizao.oee import OeeComponents
-from zhizao.rollup import HOUR_MS, Bucket, CountPoint, StatePoint, hour_edges, split
 from zhizao.storage.connection import Conn
 from zhizao.wire import StateClass
 
@@ -193,7 +193,7 @@ async def device_infos(conn: Conn, ids: Sequence[int] | None) -> dict[int, Devic
     return out
 
 
-async def load_calendars(conn: Conn) -> dict[tuple[int, int | None], ShiftCalendar]:
+async def load_stored_calendars(conn: Conn) -> dict[tuple[int, int | None], ShiftCalendar]:
     """Stored calendars by (enterprise id, line id or None)."""
     cur = await conn.execute("SELECT enterprise_id, line_id, definition FROM shift_calendar")
     return {
@@ -986,7 +986,7 @@ async def _run_rollups(
             devices = sorted(set(infos) | {int(r[0]) for r in await cur.fetchall()})
         else:
             devices = sorted(set(device_ids))
-        calendars = await load_calendars(conn)
+        calendars = await load_stored_calendars(conn)
         await conn.commit()
         total_hours = total_days = total_marks = 0
         for offset in range(0, len(devices), chunk_devices):
