@@ -27,7 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from zhizao.errors import ConfigError
 from zhizao.mqtt import BrokerConnection, TlsSettings
-from zhizao.settings import DatabaseSettings
+from zhizao.settings import DatabaseSettings, database_settings
 from zhizao.storage.rollups import RollupSettings
 from zhizao.wire import MAX_PAYLOAD_BYTES
 
@@ -220,8 +220,12 @@ def ingest_settings(**overrides: object) -> IngestSettings:
     ``db_url`` is given. A wrong value is a ConfigError naming its variable.
     """
     db_url = overrides.pop("db_url", None)
-    if db_url is not None and "database" not in overrides:
-        overrides["database"] = DatabaseSettings(url=str(db_url))
+    if "database" not in overrides:
+        # Built here, not by the field's default factory, so that a wrong ZHIZAO_DB_*
+        # is named as such (ConfigError), not as a ZHIZAO_INGEST_ variable.
+        overrides["database"] = (
+            database_settings() if db_url is None else database_settings(url=str(db_url))
+        )
     if "client_id" not in overrides and (worker := os.environ.get("ZHIZAO_INGEST_WORKER")):
         overrides["client_id"] = f"{_default_client_id()}-{worker}"[:64]
     try:

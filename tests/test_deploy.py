@@ -23,6 +23,7 @@ from edge.settings import EdgeSettings
 from ingest import ingest_settings
 from tests.fix_mqtt import INGEST_USER, Mosquitto, edge_user, make_pki, shipped_mosquitto
 from tests.ingest.support import ENT_A
+from zhizao.errors import ConfigError
 from zhizao.wire import data_topic, subscription_filter
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
@@ -90,6 +91,15 @@ def test_ingest_env_example_is_read_by_the_ingest_settings(
     env = _substitute(env, {"/etc/zhizao/certs/ca.crt": str(ca)})
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    # As shipped, the example's placeholders are refused, each naming its variable.
+    with pytest.raises(ConfigError, match="ZHIZAO_DB_URL: the password is the example's"):
+        ingest_settings()
+    env = _substitute(env, {"zhizao:change-me@": "zhizao:s3cret-db@"})
+    monkeypatch.setenv("ZHIZAO_DB_URL", env["ZHIZAO_DB_URL"])
+    with pytest.raises(ConfigError, match="ZHIZAO_INGEST_MQTT_PASSWORD: the password is the"):
+        ingest_settings()
+    env = _substitute(env, {"PASSWORD=change-me": "PASSWORD=s3cret-mqtt"})
+    monkeypatch.setenv("ZHIZAO_INGEST_MQTT_PASSWORD", env["ZHIZAO_INGEST_MQTT_PASSWORD"])
     settings = ingest_settings()
     assert settings.database.url == env["ZHIZAO_DB_URL"]
     assert settings.database.metric_retention_days == 400
@@ -289,7 +299,10 @@ async def test_an_edge_and_an_ingest_worker_from_the_env_examples_meet_on_the_sh
     from tests.ingest.support import Worker, get_health, scalar, wait_for_count
     from zhizao.wire import Point, PointKind
 
-    edge_env, ingest_env = _env_file("edge.env.example"), _env_file("ingest.env.example")
+    # The secrets an installation chooses (the examples' placeholders are refused).
+    chosen = {"PASSWORD=change-me": "PASSWORD=s3cret-of-ours"}
+    edge_env = _substitute(_env_file("edge.env.example"), chosen)
+    ingest_env = _substitute(_env_file("ingest.env.example"), chosen)
     # The ACL pattern's user name form: the edge's identity is in it.
     enterprise, _, edge = edge_env["ZHIZAO_EDGE_UPLINK_USERNAME"].partition("/edge/")
     users = {
