@@ -34,12 +34,12 @@ from typing import Any, Literal
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from zhizao.backoff import Backoff
 from zhizao.health import HealthServer
-from zhizao.settings import DatabaseSettings
+from zhizao.settings import DatabaseSettings, config_error, database_settings
 from zhizao.storage.connection import connect
 from zhizao.storage.rollups import RollupReport, RollupSettings, try_run_rollups
 
@@ -85,9 +85,15 @@ class RollupServiceSettings(BaseSettings):
 def rollup_service_settings(**overrides: object) -> RollupServiceSettings:
     """Settings from the environment, explicit ``overrides`` first (``db_url`` too)."""
     db_url = overrides.pop("db_url", None)
-    if db_url is not None and "database" not in overrides:
-        overrides["database"] = DatabaseSettings(url=str(db_url))
-    return RollupServiceSettings(**overrides)  # type: ignore[arg-type]
+    if "database" not in overrides:
+        # Built here so that a wrong ZHIZAO_DB_* is named as such (ConfigError).
+        overrides["database"] = (
+            database_settings() if db_url is None else database_settings(url=str(db_url))
+        )
+    try:
+        return RollupServiceSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise config_error(exc, "ZHIZAO_ROLLUP_") from exc
 
 
 class RollupMetrics:

@@ -26,9 +26,8 @@ from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.directory import DEFAULT_MAX_METRIC_NAMES
-from zhizao.errors import ConfigError
 from zhizao.mqtt import BrokerConnection, TlsSettings
-from zhizao.settings import DatabaseSettings
+from zhizao.settings import DatabaseSettings, config_error, database_settings
 from zhizao.storage.rollups import RollupSettings
 from zhizao.wire import MAX_PAYLOAD_BYTES
 
@@ -226,20 +225,15 @@ def ingest_settings(**overrides: object) -> IngestSettings:
     ``db_url`` is given. A wrong value is a ConfigError naming its variable.
     """
     db_url = overrides.pop("db_url", None)
-    if db_url is not None and "database" not in overrides:
-        overrides["database"] = DatabaseSettings(url=str(db_url))
+    if "database" not in overrides:
+        # Built here, not by the field's default factory, so that a wrong ZHIZAO_DB_*
+        # is named as such (ConfigError), not as a ZHIZAO_INGEST_ variable.
+        overrides["database"] = (
+            database_settings() if db_url is None else database_settings(url=str(db_url))
+        )
     if "client_id" not in overrides and (worker := os.environ.get("ZHIZAO_INGEST_WORKER")):
         overrides["client_id"] = f"{_default_client_id()}-{worker}"[:64]
     try:
         return IngestSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        problem = str(first["msg"]).removeprefix("Value error, ")
-        if first["loc"]:
-            key = f"{_PREFIX}{'_'.join(str(p) for p in first['loc']).upper()}"
-        else:  # a model check: its message starts with the variable it is about
-            key, _, problem = problem.partition(": ")
-        more = exc.error_count() - 1
-        if more:
-            problem += f" (and {more} more problem{'s' if more > 1 else ''})"
-        raise ConfigError("the environment", key, problem) from exc
+        raise config_error(exc, _PREFIX) from exc

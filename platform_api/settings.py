@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from zhizao.settings import DEMO_SECRET, DatabaseSettings
+from zhizao.settings import DEMO_SECRET, DatabaseSettings, refuse_example_secret
 from zhizao.storage.users import MIN_AUDIT_RETENTION_DAYS
 
 MIN_SECRET_LENGTH = 32
@@ -74,6 +74,7 @@ class ApiSettings(BaseSettings):
             )
         if secret.startswith(DEMO_SECRET) and not self.demo:
             raise ValueError("ZHIZAO_API_JWT_SECRET is the demo's secret; set a secret of your own")
+        refuse_example_secret("ZHIZAO_API_JWT_SECRET", secret)
         return self
 
     def signing_key(self) -> str:

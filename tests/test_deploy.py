@@ -30,6 +30,7 @@ from ingest import ingest_settings
 from ingest.rollup_service import rollup_service_settings
 from tests.fix_mqtt import INGEST_USER, Mosquitto, edge_user, make_pki, shipped_mosquitto
 from tests.ingest.support import ENT_A
+from zhizao.errors import ConfigError
 from zhizao.wire import data_topic, subscription_filter
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
@@ -107,6 +108,15 @@ def test_ingest_env_example_is_read_by_the_ingest_settings(
     env = _substitute(env, {"/etc/zhizao/certs/ca.crt": str(ca)})
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    # As shipped, the example's placeholders are refused, each naming its variable.
+    with pytest.raises(ConfigError, match="ZHIZAO_DB_URL: the password is the example's"):
+        ingest_settings()
+    env = _substitute(env, {"zhizao:change-me@": "zhizao:s3cret-db@"})
+    monkeypatch.setenv("ZHIZAO_DB_URL", env["ZHIZAO_DB_URL"])
+    with pytest.raises(ConfigError, match="ZHIZAO_INGEST_MQTT_PASSWORD: the password is the"):
+        ingest_settings()
+    env = _substitute(env, {"PASSWORD=change-me": "PASSWORD=s3cret-mqtt"})
+    monkeypatch.setenv("ZHIZAO_INGEST_MQTT_PASSWORD", env["ZHIZAO_INGEST_MQTT_PASSWORD"])
     settings = ingest_settings()
     assert settings.database.url == env["ZHIZAO_DB_URL"]
     assert settings.database.metric_retention_days == 400
@@ -127,6 +137,15 @@ def test_rollup_env_example_is_read_by_the_rollup_settings(
     env = _env_file("rollup.env.example")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    # As shipped, the example's placeholder password is refused, naming its variable.
+    with pytest.raises(ConfigError, match="ZHIZAO_DB_URL: the password is the example's"):
+        rollup_service_settings()
+    env = _substitute(env, {"zhizao:change-me@": "zhizao:s3cret-db@"})
+    monkeypatch.setenv("ZHIZAO_DB_URL", env["ZHIZAO_DB_URL"])
+    monkeypatch.setenv("ZHIZAO_ROLLUP_RETRY_MAX_S", "soon")
+    with pytest.raises(ConfigError, match="ZHIZAO_ROLLUP_RETRY_MAX_S: "):
+        rollup_service_settings()
+    monkeypatch.setenv("ZHIZAO_ROLLUP_RETRY_MAX_S", env["ZHIZAO_ROLLUP_RETRY_MAX_S"])
     settings = rollup_service_settings()
     assert settings.database.url == env["ZHIZAO_DB_URL"]
     assert settings.health_port == 9110
@@ -361,7 +380,10 @@ class Installation:
 async def _installation(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Installation]:
-    edge_env, ingest_env = _env_file("edge.env.example"), _env_file("ingest.env.example")
+    # The secrets an installation chooses (the examples' placeholders are refused).
+    chosen = {"PASSWORD=change-me": "PASSWORD=s3cret-of-ours"}
+    edge_env = _substitute(_env_file("edge.env.example"), chosen)
+    ingest_env = _substitute(_env_file("ingest.env.example"), chosen)
     # The ACL pattern's user name form: the edge's identity is in it.
     enterprise, _, edge = edge_env["ZHIZAO_EDGE_UPLINK_USERNAME"].partition("/edge/")
     users = {

@@ -81,6 +81,7 @@ from pydantic import (
 from zhizao.aio import call_on_loop
 from zhizao.backoff import Backoff
 from zhizao.errors import ConnectionReplaced, MqttError, PublishRejected
+from zhizao.settings import refuse_example_secret
 
 log = structlog.get_logger("zhizao.mqtt")
 
@@ -210,9 +211,18 @@ class BrokerConnection(BaseModel):
             raise ValueError(f"bad port in {redact_url(value)!r}") from exc
         return value
 
+    @field_validator("password")
+    @classmethod
+    def _not_the_example(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            refuse_example_secret("the password", value.get_secret_value())
+        return value
+
     @model_validator(mode="after")
     def _credentials_once(self) -> BrokerConnection:
         user, password = url_credentials(self.url)
+        if password is not None:
+            refuse_example_secret("the password in the URL", password)
         if user is not None:
             if self.username is not None or self.password is not None:
                 raise ValueError(

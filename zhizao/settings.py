@@ -7,10 +7,36 @@ time, so that tests and the demo can build them with explicit values.
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from zhizao.errors import ConfigError
+
 DEMO_SECRET = "zhizao-demo-not-a-secret"  # noqa: S105 - the one default secret, demo only
+
+#: What the shipped examples (deploy/env/*.example, deploy/compose/.env.example) write
+#: where a secret belongs. A secret containing it was copied, not chosen: the services
+#: refuse it, so that no installation runs on a password printed in this repository.
+EXAMPLE_SECRET_MARK = "change-me"  # noqa: S105 - the placeholder that is refused
+
+
+def refuse_example_secret(variable: str, secret: str) -> None:
+    """ValueError naming ``variable`` if ``secret`` is the examples' placeholder."""
+    if EXAMPLE_SECRET_MARK in secret.lower():
+        raise ValueError(
+            f"{variable} is the example's placeholder ({EXAMPLE_SECRET_MARK}...); set a secret"
+            " of your own (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+
+
+def url_password(url: str) -> str | None:
+    """The password of a libpq connection string or URL (None: none, or unreadable)."""
+    try:
+        return conninfo_to_dict(url).get("password")  # type: ignore[return-value]
+    except ProgrammingError:
+        return None  # not a conninfo at all: connecting says so, with libpq's words
 
 
 class DatabaseSettings(BaseSettings):
@@ -52,8 +78,35 @@ class DatabaseSettings(BaseSettings):
     def _not_empty(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("ZHIZAO_DB_URL must not be empty")
+        password = url_password(value)
+        if password is not None:
+            refuse_example_secret("the password", password)
         return value
 
 
+def config_error(exc: ValidationError, prefix: str) -> ConfigError:
+    """A settings class's ValidationError as one ConfigError naming the variable
+    (``prefix`` + the field), or, for a model check whose message starts with the
+    variable it is about, that variable."""
+    first = exc.errors(include_url=False)[0]
+    problem = str(first["msg"]).removeprefix("Value error, ")
+    if first["loc"]:
+        key = f"{prefix}{'_'.join(str(p) for p in first['loc']).upper()}"
+    else:
+        key, _, problem = problem.partition(": ")
+    more = exc.error_count() - 1
+    if more:
+        problem += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return ConfigError("the environment", key, problem)
+
+
 def database_settings(**overrides: object) -> DatabaseSettings:
-    return DatabaseSettings(**overrides)  # type: ignore[arg-type]
+    """The settings from the environment (and ``overrides``); ConfigError naming the
+    variable (``ZHIZAO_DB_URL: ...``) if one is wrong."""
+    try:
+        return DatabaseSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = str(first["loc"][0]) if first["loc"] else "url"
+        problem = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError("the environment", f"ZHIZAO_DB_{field.upper()}", problem) from exc

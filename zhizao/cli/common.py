@@ -19,8 +19,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from zhizao.errors import DatabaseUnavailable, InvalidValue, ZhizaoError
-from zhizao.settings import DatabaseSettings
+from zhizao.errors import ConfigError, DatabaseUnavailable, InvalidValue, ZhizaoError
+from zhizao.settings import DatabaseSettings, database_settings
 from zhizao.storage.connection import Conn, connect
 from zhizao.storage.migrate import SchemaVersionError, require_schema
 
@@ -43,7 +43,10 @@ def db_settings(url: str | None, *, check_schema: bool = True) -> DatabaseSettin
 
     ``zhizao db`` passes ``check_schema=False``: it is how a schema gets migrated.
     """
-    settings = DatabaseSettings(url=url) if url else DatabaseSettings()
+    try:
+        settings = database_settings(url=url) if url else database_settings()
+    except ConfigError as exc:
+        raise fail(exc) from exc
     if check_schema:
         try:
             require_schema(settings.url)
