@@ -334,9 +334,12 @@ class Installation:
     broker: Mosquitto
     tmp_path: Path
 
-    async def send(self, edge_id: str, count: int, first_ms: int = 1_764_000_000_000) -> Any:
-        """``count`` points of CNC-01 from an edge configured from edge.env.example,
-        one batch per point so that they spread over several messages."""
+    async def send(
+        self, edge_id: str, count: int, first_ms: int = 1_764_000_000_000, per_message: int = 0
+    ) -> Any:
+        """``count`` points of CNC-01 from an edge configured from edge.env.example; with
+        ``per_message``, that many per uplink message (a pause longer than the uplink's
+        batching wait after each), so that a shared subscription has messages to split."""
         from edge.config import EdgeConfig
         from edge.settings import apply_settings, edge_settings
         from edge.spool import Spool
@@ -364,6 +367,8 @@ class Installation:
                     await spool.put([Point(device="CNC-01", ts=first_ms + i * 1000,
                                            kind=PointKind.METRIC, name="spindle_speed",
                                            value=float(i))])  # fmt: skip
+                    if per_message and (i + 1) % per_message == 0:
+                        await asyncio.sleep(0.15)
                 async with asyncio.timeout(30):
                     await uplink.wait_for(
                         lambda s: s.points_sent >= count or s.batches_rejected > 0
@@ -467,7 +472,7 @@ async def test_the_secured_installation_end_to_end_with_two_of_each(
                 await worker.connected()
             # Points of the last two hours: inside the rollups' history window.
             now_ms = int(time.time() * 1000) // 3_600_000 * 3_600_000
-            sent = await site.send(site.edge, 60, first_ms=now_ms - 5_400_000)
+            sent = await site.send(site.edge, 60, first_ms=now_ms - 5_400_000, per_message=5)
             assert sent.stats.points_sent == 60
             await wait_for_count(db_url, "SELECT count(*) FROM metric_point", 60, within=60)
             # The shared subscription split the stream: each worker wrote some of it.
