@@ -164,18 +164,25 @@ async def changing(w: Writer, kind: Kind[S, P], at: S, code: str, if_match: str 
     before = await kind.read(w.conn, at, code)
     if before is None:
         raise not_found(kind.label, code)
-    if if_match is not None and not _matches(if_match, etag(before)):
-        rule = (
-            f"is not the {kind.label}'s current ETag: it changed since you read it;"
-            " GET it again and make your change to what it is now"
-        )
-        raise ProblemError(
-            412,
-            f"header.if-match: {rule}",
-            kind="precondition-failed",
-            errors=[FieldProblem(field="header.if-match", rule=rule, value=if_match)],
-        )
+    precondition(if_match, before, kind.label)
     return before
+
+
+def precondition(if_match: str | None, current: BaseModel, label: str) -> None:
+    """412 naming the header unless ``if_match`` is absent or matches ``current``'s ETag
+    (the object as a GET shows it now, read under the lock the change holds)."""
+    if if_match is None or _matches(if_match, etag(current)):
+        return
+    rule = (
+        f"is not the {label}'s current ETag: it changed since you read it;"
+        " GET it again and make your change to what it is now"
+    )
+    raise ProblemError(
+        412,
+        f"header.if-match: {rule}",
+        kind="precondition-failed",
+        errors=[FieldProblem(field="header.if-match", rule=rule, value=if_match)],
+    )
 
 
 async def changed(

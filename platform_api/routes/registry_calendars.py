@@ -18,12 +18,12 @@ import json
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from platform_api.audit import audit_change
-from platform_api.changes import Writer, WriterDep
+from platform_api.changes import ETAG_RESPONSE, IfMatch, Writer, WriterDep, precondition, tagged
 from platform_api.deps import ConnDep, CurrentPrincipal
 from platform_api.listing import SortParam, fetch_page, order_by
 from platform_api.problems import not_found, problem_responses, validation_problem
@@ -225,41 +225,62 @@ async def list_calendars(
     "/enterprises/{credit_code}/calendar",
     response_model=CalendarPublic,
     summary="企业班次日历 The enterprise's calendar",
-    responses=problem_responses(401, 404, 422),
+    responses={**ETAG_RESPONSE, **problem_responses(401, 404, 422)},
 )
 async def get_enterprise_calendar(
-    *, credit_code: CreditCodePath, principal: CurrentPrincipal, conn: ConnDep
+    *, credit_code: CreditCodePath, principal: CurrentPrincipal, conn: ConnDep, response: Response
 ) -> CalendarPublic:
     ent = await readable_enterprise(conn, principal, credit_code)
-    return _public(ent, None, "enterprise", await _stored(conn, ent, None))
+    return tagged(response, await _shown(conn, ent, None))
 
 
 @router.get(
     "/enterprises/{credit_code}/lines/{code}/calendar",
     response_model=CalendarPublic,
     summary="产线适用的班次日历 The calendar that applies to a line",
-    responses=problem_responses(401, 404, 422),
+    responses={**ETAG_RESPONSE, **problem_responses(401, 404, 422)},
 )
 async def get_line_calendar(
-    *, credit_code: CreditCodePath, code: CodePath, principal: CurrentPrincipal, conn: ConnDep
+    *,
+    credit_code: CreditCodePath,
+    code: CodePath,
+    principal: CurrentPrincipal,
+    conn: ConnDep,
+    response: Response,
 ) -> CalendarPublic:
     ent = await readable_enterprise(conn, principal, credit_code)
-    own = await _stored(conn, ent, await _line_pk(conn, ent, code))
+    return tagged(response, await _shown(conn, ent, code))
+
+
+async def _shown(conn: Conn, ent: EnterpriseRef, line: str | None) -> CalendarPublic:
+    """What a GET of the calendar shows (a line without its own: the enterprise's)."""
+    if line is None:
+        return _public(ent, None, "enterprise", await _stored(conn, ent, None))
+    own = await _stored(conn, ent, await _line_pk(conn, ent, line))
     if own is not None:
-        return _public(ent, code, "line", own)
-    return _public(ent, code, "enterprise", await _stored(conn, ent, None))
+        return _public(ent, line, "line", own)
+    return _public(ent, line, "enterprise", await _stored(conn, ent, None))
 
 
-async def _put(w: Writer, ent: EnterpriseRef, line: str | None, body: CalendarIn) -> CalendarPublic:
+async def _put(
+    w: Writer, ent: EnterpriseRef, line: str | None, body: CalendarIn, if_match: str | None
+) -> CalendarPublic:
     line_pk = None if line is None else await _line_pk(w.conn, ent, line)
     calendar = _domain(ent, line, body)
+    # One change of a calendar at a time (its row may not exist yet: no row lock), so
+    # that If-Match compares against what the change replaces.
+    await w.conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+        (f"calendar:{ent.id}:{line_pk}",),
+    )
+    precondition(if_match, await _shown(w.conn, ent, line), "calendar")
     source: Source = "enterprise" if line is None else "line"
     before = _public(ent, line, source, await _stored(w.conn, ent, line_pk))
     await store_calendars(w.conn, [calendar])
     after = _public(ent, line, source, await _stored(w.conn, ent, line_pk))
     await _audit(w, ent, line, "update" if before.source != "none" else "create", before,
                  after=after, status=200)  # fmt: skip
-    return after
+    return tagged(w.response, after)
 
 
 async def _delete(w: Writer, ent: EnterpriseRef, line: str | None) -> None:
@@ -292,13 +313,13 @@ async def _audit(
     "/enterprises/{credit_code}/calendar",
     response_model=CalendarPublic,
     summary="设置企业班次日历 Set the enterprise's calendar",
-    responses=problem_responses(401, 403, 404, 422),
+    responses={**ETAG_RESPONSE, **problem_responses(401, 403, 404, 412, 422)},
 )
 async def put_enterprise_calendar(
-    *, credit_code: CreditCodePath, body: CalendarIn, w: WriterDep
+    *, credit_code: CreditCodePath, body: CalendarIn, w: WriterDep, if_match: IfMatch = None
 ) -> CalendarPublic:
     ent = await writable_enterprise(w.conn, w.principal, credit_code)
-    return await _put(w, ent, None, body)
+    return await _put(w, ent, None, body, if_match)
 
 
 @router.delete(
@@ -316,13 +337,18 @@ async def delete_enterprise_calendar(*, credit_code: CreditCodePath, w: WriterDe
     "/enterprises/{credit_code}/lines/{code}/calendar",
     response_model=CalendarPublic,
     summary="设置产线班次日历 Set a line's own calendar",
-    responses=problem_responses(401, 403, 404, 422),
+    responses={**ETAG_RESPONSE, **problem_responses(401, 403, 404, 412, 422)},
 )
 async def put_line_calendar(
-    *, credit_code: CreditCodePath, code: CodePath, body: CalendarIn, w: WriterDep
+    *,
+    credit_code: CreditCodePath,
+    code: CodePath,
+    body: CalendarIn,
+    w: WriterDep,
+    if_match: IfMatch = None,
 ) -> CalendarPublic:
     ent = await writable_enterprise(w.conn, w.principal, credit_code)
-    return await _put(w, ent, code, body)
+    return await _put(w, ent, code, body, if_match)
 
 
 @router.delete(

@@ -118,3 +118,39 @@ async def test_of_two_concurrent_patches_with_one_etag_one_wins_and_one_is_412(
     assert (now["name"] == "甲改") != (now["decommissioned_on"] == "2027-06-30")
     updates = [r for r in audit_rows(api_db_url, "device") if r["action"] == "update"]
     assert len(updates) == 1, "only the change made is in the audit log"
+
+
+async def test_a_calendar_put_with_a_stale_etag_is_412_and_changes_nothing(
+    api: ApiClient,
+) -> None:
+    from tests.api.test_registry_devices import CALENDAR
+
+    eng = api.as_("eng_nb1")
+    calendar = f"/api/v1/enterprises/{NB1}/calendar"
+    line = f"/api/v1/enterprises/{NB1}/lines/L1/calendar"
+    none = await eng.get(calendar)
+    tag = none.headers["etag"]
+    first = await eng.put(calendar, json=CALENDAR, headers={"If-Match": tag})
+    assert first.status_code == 200, first.text
+    assert first.headers["etag"] == (await eng.get(calendar)).headers["etag"] != tag
+    # Someone who read the calendar before that change sends theirs: refused.
+    other = {**CALENDAR, "name": "两班制"}
+    stale = await eng.put(calendar, json=other, headers={"If-Match": tag})
+    assert stale.status_code == 412
+    assert stale.json()["errors"][0]["field"] == "header.if-match"
+    assert (await eng.get(calendar)).json() == first.json()
+    # A line without its own calendar shows the enterprise's, and the tag of what it
+    # showed is the one its PUT compares with.
+    shown = await eng.get(line)
+    assert shown.json()["source"] == "enterprise"
+    night = {
+        **CALENDAR,
+        "name": "夜班",
+        "shifts": [{"name": "夜班", "start": "20:00", "end": "08:00"}],
+    }
+    own = await eng.put(line, json=night, headers={"If-Match": shown.headers["etag"]})
+    assert own.status_code == 200, own.text
+    again = await eng.put(line, json=night, headers={"If-Match": shown.headers["etag"]})
+    assert again.status_code == 412
+    # Without If-Match a PUT is applied whatever came before (the header is optional).
+    assert (await eng.put(calendar, json=other)).status_code == 200
