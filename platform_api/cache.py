@@ -233,7 +233,9 @@ class KeptAnswers:
         self.grants_of = grants_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("method") == "GET" and self.cache.enabled:
+        # An empty cache (just started, just written to) has nothing to serve: no token
+        # check here that the full path would repeat.
+        if scope["type"] == "http" and scope.get("method") == "GET" and len(self.cache):
             token = bearer_token(scope)
             grants = self.grants_of(token) if token else None
             if grants is not None:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +31,6 @@ from zhizao.errors import ConfigError
 from zhizao.wire import data_topic, subscription_filter
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
-
-
-def _health(port: int) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 ZHIZAO = Path(sys.executable).parent / "zhizao"
 
 
@@ -459,7 +448,7 @@ async def test_the_secured_installation_end_to_end_with_two_of_each(
     """Edge → TLS Mosquitto with the shipped ACL → two ingest workers on the shared
     subscription → PostgreSQL → two `zhizao rollup serve`; one rollup service is killed
     with SIGKILL, and the other rolls up everything the edge sent (no dirty mark lost)."""
-    from tests.ingest.support import Worker, scalar, wait_for_count, wait_until
+    from tests.ingest.support import Worker, http_health, scalar, wait_for_count, wait_until
     from zhizao.embedded import free_port
 
     async with _installation(db_url, tmp_path, monkeypatch) as site:
@@ -498,7 +487,7 @@ async def test_the_secured_installation_end_to_end_with_two_of_each(
 
             await wait_until(rolled_up, within=60, what="every point rolled up")
             assert rollups[1].poll() is None  # the survivor kept running
-            status, body = _health(ports[1])
+            status, body = http_health(ports[1])
             assert status == 200, body
         finally:
             for process in rollups:

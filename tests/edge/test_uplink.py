@@ -14,7 +14,7 @@ from edge.config import UplinkConfig
 from edge.spool import Spool
 from edge.uplink import Uplink
 from tests.edge.subscriber import Subscriber
-from tests.fix_mqtt import Mosquitto
+from tests.fix_mqtt import Mosquitto, make_pki
 from zhizao.embedded import EmbeddedBroker
 from zhizao.wire import Connectivity, Point, PointKind, data_topic, status_topic
 
@@ -178,64 +178,11 @@ async def test_wrong_password_keeps_retrying_without_losing_data(
         assert spool.stats.depth_points == 10
 
 
-def make_tls_files(folder: Path) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for 127.0.0.1 / localhost (PEM files)."""
-    from datetime import UTC, datetime, timedelta
-    from ipaddress import ip_address
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.now(UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "zhizao test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
 async def test_uplink_over_tls_checks_the_broker_certificate(tmp_path: Path) -> None:
     folder = tmp_path / "tls"
     folder.mkdir()
-    ca, cert, key = make_tls_files(folder)
+    pki = make_pki(folder, names=("localhost", "127.0.0.1"))
+    ca, cert, key = pki.ca, pki.server_cert, pki.server_key
     broker = Mosquitto(folder, extra_config=f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n")
     broker.start()
     try:

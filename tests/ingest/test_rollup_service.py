@@ -7,7 +7,6 @@ and kills the one that is computing with SIGKILL in the middle of its run.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -25,6 +24,7 @@ import pytest
 
 from ingest.rollup_service import RollupService, rollup_service_settings, serve_rollups
 from tests.fix_db import RUN_ID, create_database, drop_database
+from tests.ingest.support import http_health
 from zhizao.codes import make_credit_code
 from zhizao.embedded import free_port
 from zhizao.health import HealthServer
@@ -128,16 +128,6 @@ async def _scalar(conn: Conn, query: str) -> Any:
     return None if row is None else row[0]
 
 
-def _health(port: int) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return 0, {}
-
-
 def _metrics(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         return str(resp.read().decode())
@@ -186,7 +176,7 @@ async def test_any_error_degrades_health_and_the_run_is_retried_with_backoff(
         degraded: list[dict[str, Any]] = []
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            code, doc = await asyncio.to_thread(_health, ports[0])
+            code, doc = await asyncio.to_thread(http_health, ports[0])
             if code == 503:
                 degraded.append(doc)
             elif code == 200 and doc.get("runs_ok", 0) >= 1:
@@ -198,7 +188,7 @@ async def test_any_error_degrades_health_and_the_run_is_retried_with_backoff(
         assert "failing" in {d["state"] for d in degraded}
         assert degraded[-1]["last_error"] == "ValueError: the clock of this run is broken"
         assert max(d["consecutive_failures"] for d in degraded) == 2
-        code, doc = await asyncio.to_thread(_health, ports[0])
+        code, doc = await asyncio.to_thread(http_health, ports[0])
         assert code == 200
         assert doc["status"] == "ok"
         assert doc["service"] == "rollup"
@@ -269,7 +259,7 @@ async def test_two_services_share_one_database_and_a_kill_9_loses_no_dirty_mark(
             # Both up and idle on an empty registry, then the work arrives.
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                docs = [(await asyncio.to_thread(_health, p))[1] for p in ports]
+                docs = [(await asyncio.to_thread(http_health, p))[1] for p in ports]
                 if all(d.get("runs_ok", 0) + (d.get("state") == "standby") for d in docs):
                     break
                 await asyncio.sleep(0.05)
@@ -280,7 +270,7 @@ async def test_two_services_share_one_database_and_a_kill_9_loses_no_dirty_mark(
             both_running = 0
             deadline = time.monotonic() + 60
             while victim is None and time.monotonic() < deadline:
-                states = [(await asyncio.to_thread(_health, p))[1].get("state") for p in ports]
+                states = [(await asyncio.to_thread(http_health, p))[1].get("state") for p in ports]
                 both_running += states == ["running", "running"]
                 covered = await _scalar(conn, "SELECT count(*) FROM rollup_coverage")
                 if sorted(map(str, states)) == ["running", "standby"] and 0 < covered < DEVICES:
@@ -300,7 +290,7 @@ async def test_two_services_share_one_database_and_a_kill_9_loses_no_dirty_mark(
                 if pending == 0:
                     break
                 await asyncio.sleep(0.1)
-            doc = (await asyncio.to_thread(_health, survivor))[1]
+            doc = (await asyncio.to_thread(http_health, survivor))[1]
             assert pending == 0, f"the surviving service did not finish: {pending} marks; {doc}"
             assert doc["status"] == "ok"
             assert doc["computed_until"] == UNTIL.isoformat()
