@@ -29,6 +29,7 @@ import psycopg
 import structlog
 
 from zhizao.backoff import Backoff
+from zhizao.errors import DatabaseUnavailable
 from zhizao.storage.connection import APPLICATION_NAME, Conn, connect
 from zhizao.storage.users import UserRow, user_by_id
 
@@ -106,7 +107,7 @@ class PrincipalCache:
                 log.info("listening for access changes", channel=CHANNEL)
                 async for _ in conn.notifies():
                     self.clear()
-            except (psycopg.Error, OSError) as exc:
+            except (psycopg.Error, OSError, DatabaseUnavailable) as exc:
                 log.warning("access changes not heard; users are read on every request",
                             error=str(exc)[:200])  # fmt: skip
             finally:

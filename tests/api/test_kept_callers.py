@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +27,7 @@ from platform_api.security import new_machine_token
 from tests.api.conftest import ApiClient, make_settings
 from tests.api.test_kpi import DAY, day_conn
 from tests.api.world import NB1, NB2, PERSONAS
+from tests.fix_db import RUN_ID, SERVER_URL, create_database, drop_database, with_database
 from zhizao.access import Role
 from zhizao.storage.connection import Conn
 from zhizao.storage.users import create_token, remove_grant
@@ -217,3 +219,23 @@ def test_a_cache_of_zero_seconds_keeps_nobody() -> None:
     principals.trusted = True
     assert not principals.enabled
     assert principals.kept(1) is None
+
+
+async def test_a_database_down_at_start_is_listened_to_once_it_is_up(template_db: str) -> None:
+    """The API may start before its database: the listener keeps trying, and users are
+    kept only once it listens."""
+    name = f"zhizao_t_{RUN_ID}_{uuid.uuid4().hex[:6]}"
+    principals = PrincipalCache(60)
+    task = asyncio.create_task(
+        principals.listen(with_database(SERVER_URL, name), retry_initial_s=0.05, retry_max_s=0.2)
+    )
+    try:
+        await asyncio.sleep(0.5)  # several failed attempts
+        assert not task.done()
+        assert not principals.trusted
+        create_database(name, template=template_db)
+        await _until(lambda: principals.trusted, "never listened once the database was up")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        drop_database(name)
